@@ -1,0 +1,1 @@
+"""Alert lifecycle, routing and escalation (issue #5)."""

@@ -1,0 +1,1 @@
+"""Pure, vectorized detectors over numpy arrays (issue #3)."""

@@ -1,0 +1,1 @@
+"""Simulated device fleets that publish the wire contract over MQTT."""

@@ -1,0 +1,117 @@
+"""Typed configuration, read once at the entry point.
+
+Precedence, lowest first: built-in defaults, the TOML file (``--config`` or ``ELDERCARE_CONFIG``),
+environment variables (``ELDERCARE_MQTT_URL``, ``ELDERCARE_DATABASE_URL``,
+``ELDERCARE_METRICS_PORT``, ``ELDERCARE_REGISTRY``), then command-line options. Each component gets
+only its own section. See ``docs/configuration.md`` and ``deploy/eldercare.example.toml``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from eldercare.errors import ConfigError
+
+Positive = Annotated[int, Meta(ge=1)]
+NonNegative = Annotated[int, Meta(ge=0)]
+
+
+class MqttConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Broker connection. ``client_id`` must be stable: it names the persistent session."""
+
+    url: str = "mqtt://127.0.0.1:1883"
+    client_id: str = "eldercare-ingest"
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    session_expiry_s: Positive = 7 * 24 * 3600
+    keepalive_s: Annotated[int, Meta(ge=5, le=3600)] = 30
+    connect_timeout_s: Annotated[float, Meta(gt=0)] = 30.0
+
+
+class DatabaseConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """PostgreSQL/TimescaleDB connection, write method and data retention."""
+
+    url: str = "postgresql://postgres@127.0.0.1:5432/eldercare"
+    write_method: Literal["copy", "unnest"] = "copy"
+    timescale: Literal["auto", "on", "off"] = "auto"
+    retention_readings_days: NonNegative = 180
+    retention_accel_days: NonNegative = 7
+    retention_dead_letter_days: NonNegative = 90
+    compress_after_days: NonNegative = 7
+
+
+class IngestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Batching, buffering and validation limits."""
+
+    max_batch_readings: Positive = 5000
+    linger_ms: Annotated[int, Meta(ge=1, le=10_000)] = 50
+    buffer_messages: Annotated[int, Meta(ge=1, le=65535)] = 10_000
+    buffer_bytes: Positive = 64 * 1024 * 1024
+    max_payload_bytes: Positive = 256 * 1024
+    max_future_s: NonNegative = 300
+
+
+class MetricsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Prometheus endpoint; ``port = 0`` disables it."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Meta(ge=0, le=65535)] = 9108
+
+
+class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The whole configuration."""
+
+    mqtt: MqttConfig = MqttConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    ingest: IngestConfig = IngestConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    registry: str | None = None
+
+
+_ENV: dict[str, tuple[str, str]] = {
+    "ELDERCARE_MQTT_URL": ("mqtt", "url"),
+    "ELDERCARE_DATABASE_URL": ("database", "url"),
+    "ELDERCARE_METRICS_PORT": ("metrics", "port"),
+    "ELDERCARE_REGISTRY": ("", "registry"),
+}
+
+
+def load_config(
+    *, path: str | Path | None, env: Mapping[str, str], overrides: Mapping[str, Any] | None = None
+) -> Config:
+    """Build the configuration from file, environment and ``overrides`` ("section.key" -> value).
+
+    Raises ConfigError naming the bad option.
+    """
+    raw: dict[str, Any] = {}
+    path = path or env.get("ELDERCARE_CONFIG")
+    if path:
+        try:
+            raw = msgspec.toml.decode(Path(path).read_bytes())
+        except (OSError, msgspec.DecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    merged: dict[str, Any] = {}
+    for var, (section, key) in _ENV.items():
+        if var in env:
+            value: Any = env[var]
+            if key == "port":
+                try:
+                    value = int(value)
+                except ValueError as exc:
+                    raise ConfigError(f"{var} must be an integer, got {value!r}") from exc
+            merged[f"{section}.{key}" if section else key] = value
+    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    for dotted, value in merged.items():
+        section, _, key = dotted.rpartition(".")
+        target = raw.setdefault(section, {}) if section else raw
+        if not isinstance(target, dict):
+            raise ConfigError(f"config section {section!r} must be a table")
+        target[key] = value
+    try:
+        return msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc

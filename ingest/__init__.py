@@ -1,0 +1,1 @@
+"""MQTT to PostgreSQL/TimescaleDB: receive, validate, batch, store, then acknowledge."""

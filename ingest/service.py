@@ -1,0 +1,177 @@
+"""The ingest service: wires source, buffer, pipeline and store, and owns their threads.
+
+Lifecycle (explicit states, see :class:`State`)::
+
+    NEW --start()--> RUNNING --stop()--> DRAINING --> STOPPED
+
+``stop()`` (SIGTERM in ``eldercare run``) closes intake, lets the pipeline commit and acknowledge
+everything it holds, then disconnects. Messages that arrive during the drain are not acknowledged,
+so the broker redelivers them to the next run (persistent session). Threads are named and joined.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from types import TracebackType
+from typing import Self
+
+import psycopg
+from prometheus_client import start_http_server
+
+from eldercare.clock import Clock, SystemClock
+from eldercare.config import Config
+from eldercare.errors import EldercareError, StorageError
+from ingest.buffer import MessageBuffer
+from ingest.metrics import IngestMetrics
+from ingest.migrations import MigrationReport, RetentionPolicy, migrate, prune
+from ingest.pipeline import BatchSink, IngestPipeline, PipelineConfig
+from ingest.registry_store import store_registry
+from ingest.source import BrokerAddress, MqttSource
+from ingest.storage import PostgresStore
+from schemas import SUBSCRIPTIONS, MessageDecoder
+from schemas.registry import load_registry
+
+log = logging.getLogger(__name__)
+
+
+class State(enum.Enum):
+    """Lifecycle state of the service."""
+
+    NEW = "new"
+    RUNNING = "running"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+def retention_of(config: Config) -> RetentionPolicy:
+    """The retention policy section of the database configuration."""
+    db = config.database
+    return RetentionPolicy(
+        readings_days=db.retention_readings_days, accel_days=db.retention_accel_days,
+        dead_letter_days=db.retention_dead_letter_days, compress_after_days=db.compress_after_days,
+    )
+
+
+def prepare_database(config: Config, *, wait_s: float = 30.0) -> MigrationReport:
+    """Apply migrations and load the registry file, waiting up to ``wait_s`` for the database."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with psycopg.connect(config.database.url, autocommit=True, connect_timeout=5) as conn:
+                report = migrate(conn, timescale=config.database.timescale,
+                                 retention=retention_of(config))
+                if config.registry:
+                    n = store_registry(conn, load_registry(config.registry))
+                    log.info("registry: %d wearers loaded from %s", n, config.registry)
+                return report
+        except psycopg.OperationalError as exc:
+            if time.monotonic() > deadline:
+                raise StorageError(f"database unreachable at start-up: {exc}") from exc
+            log.warning("database not reachable yet (%s); retrying", str(exc).strip())
+            time.sleep(1.0)
+
+
+class IngestService:
+    """MQTT → validated readings → PostgreSQL, as one long-lived component."""
+
+    def __init__(
+        self, config: Config, *, clock: Clock | None = None, sink: BatchSink | None = None
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.metrics = IngestMetrics()
+        self.state = State.NEW
+        self.timescale = False
+        cfg = config.ingest
+        self.buffer = MessageBuffer(max_messages=cfg.buffer_messages, max_bytes=cfg.buffer_bytes)
+        self.store = PostgresStore(config.database.url, method=config.database.write_method)
+        self.source = MqttSource(
+            address=BrokerAddress.from_url(config.mqtt.url), client_id=config.mqtt.client_id,
+            subscriptions=SUBSCRIPTIONS, buffer=self.buffer, clock=self.clock,
+            metrics=self.metrics, protocol=config.mqtt.protocol,
+            session_expiry_s=config.mqtt.session_expiry_s, keepalive_s=config.mqtt.keepalive_s,
+        )
+        self.pipeline = IngestPipeline(
+            buffer=self.buffer,
+            decoder=MessageDecoder(max_payload_bytes=cfg.max_payload_bytes,
+                                   max_future_ms=cfg.max_future_s * 1000),
+            store=self.store, ack=self.source.ack, clock=self.clock, metrics=self.metrics,
+            config=PipelineConfig(max_batch_readings=cfg.max_batch_readings,
+                                  linger_s=cfg.linger_ms / 1000),
+            sink=sink,
+        )
+        self._threads: list[threading.Thread] = []
+        self._maintenance_stop = threading.Event()
+        self._http: object | None = None
+        self.metrics_port: int | None = None
+
+    def start(self) -> None:
+        """Migrate, start the metrics endpoint, the pipeline thread, then connect to the broker."""
+        if self.state is not State.NEW:
+            raise EldercareError(f"cannot start a service in state {self.state.value}")
+        report = prepare_database(self.config)
+        self.timescale = report.timescale
+        if self.config.metrics.port:
+            server, _thread = start_http_server(
+                self.config.metrics.port, addr=self.config.metrics.host,
+                registry=self.metrics.registry)
+            self._http = server
+            self.metrics_port = server.server_port
+            log.info("metrics on http://%s:%d/metrics", self.config.metrics.host, self.metrics_port)
+        self._spawn("eldercare-pipeline", self.pipeline.run)
+        self._spawn("eldercare-maintenance", self._maintenance_loop)
+        try:
+            self.source.start(timeout_s=self.config.mqtt.connect_timeout_s)
+        except EldercareError:
+            self.stop()
+            raise
+        self.state = State.RUNNING
+        log.info("ingest running (timescale=%s, write method %s)", self.timescale,
+                 self.config.database.write_method)
+
+    def _spawn(self, name: str, target: object) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
+        t.start()
+        self._threads.append(t)
+
+    def _maintenance_loop(self) -> None:
+        """Hourly retention prune (dead letters; everything on plain PostgreSQL)."""
+        while not self._maintenance_stop.wait(3600.0):
+            try:
+                with psycopg.connect(self.config.database.url, autocommit=True) as conn:
+                    deleted = prune(conn, retention=retention_of(self.config),
+                                    timescale=self.timescale)
+                log.info("retention prune: %s", deleted)
+            except (psycopg.Error, StorageError) as exc:
+                log.warning("retention prune failed: %s", exc)
+
+    def stop(self, *, timeout_s: float = 30.0) -> None:
+        """Drain and commit what is held, acknowledge it, disconnect, join threads."""
+        if self.state is State.STOPPED:
+            return
+        self.state = State.DRAINING
+        self.source.close_intake()
+        self.pipeline.request_stop()
+        self._maintenance_stop.set()
+        deadline = time.monotonic() + timeout_s
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                log.error("thread %s did not stop within %.0f s", t.name, timeout_s)
+        self.source.stop()
+        self.store.close()
+        if self._http is not None:
+            self._http.shutdown()  # type: ignore[attr-defined]
+        self.state = State.STOPPED
+        log.info("ingest stopped")
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,216 @@
+"""The MQTT side of ingest: a paho-mqtt 2 client with manual acknowledgement.
+
+Why paho and a thread rather than asyncio here: paho's network thread parses PUBLISH packets in C-free
+but tight code and hands them over with no event-loop hop; ``manual_ack=True`` lets the pipeline send
+each PUBACK only after the batch holding the message is committed (nothing acknowledged is lost).
+
+Sessions are persistent (fixed client id; MQTT 5 clean start off with a session expiry; MQTT 3.1.1
+clean session off), so what devices publish while the service is down is queued by the broker and
+delivered on return. ``protocol="auto"`` tries MQTT 5 and falls back to 3.1.1 when the broker answers
+"unsupported protocol version" (amqtt, old brokers). With MQTT 5 the CONNECT's receive maximum
+equals our buffer size, so the broker itself stops sending when we hold as many unacknowledged
+messages as we can buffer.
+
+A PUBACK only means something on the connection that received the PUBLISH: each connection has a
+generation number, and acks of messages from an older generation are skipped (the broker will
+redeliver those; the store drops the duplicates).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from eldercare.clock import Clock
+from eldercare.errors import BrokerError, ConfigError
+from ingest.buffer import Message, MessageBuffer
+from ingest.metrics import IngestMetrics
+
+log = logging.getLogger(__name__)
+
+Protocol = Literal["auto", "5", "3.1.1"]
+_UNSUPPORTED_PROTOCOL = 132
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BrokerAddress:
+    """Host, port and credentials parsed from an ``mqtt://user:pass@host:port`` URL."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> BrokerAddress:
+        """Parse ``mqtt://`` (TLS is configured at the broker side in docs/deploy.md)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+            raise ConfigError(f"MQTT URL must look like mqtt://host:1883, got {url!r}")
+        try:
+            port = parts.port or 1883
+        except ValueError as exc:
+            raise ConfigError(f"MQTT URL has a bad port: {url!r}") from exc
+        return cls(
+            host=parts.hostname, port=port,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+
+class MqttSource:
+    """Receives messages into a :class:`MessageBuffer` and acknowledges them on request."""
+
+    def __init__(
+        self,
+        *,
+        address: BrokerAddress,
+        client_id: str,
+        subscriptions: tuple[str, ...],
+        buffer: MessageBuffer,
+        clock: Clock,
+        metrics: IngestMetrics,
+        protocol: Protocol = "auto",
+        session_expiry_s: int = 7 * 24 * 3600,
+        keepalive_s: int = 30,
+    ) -> None:
+        self.address = address
+        self.client_id = client_id
+        self.subscriptions = subscriptions
+        self.buffer = buffer
+        self.clock = clock
+        self.metrics = metrics
+        self.protocol = protocol
+        self.session_expiry_s = session_expiry_s
+        self.keepalive_s = keepalive_s
+        self.negotiated: Literal["5", "3.1.1"] | None = None
+        self._client: mqtt.Client | None = None
+        self._generation = 0
+        self._closing = threading.Event()
+        self._first_connack = threading.Event()
+        self._first_rc: ReasonCode | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self, *, timeout_s: float = 30.0) -> None:
+        """Connect (with protocol fallback), subscribe, and start the network thread.
+
+        Raises BrokerError when no successful CONNACK arrives within ``timeout_s``.
+        """
+        versions: list[Literal["5", "3.1.1"]] = (
+            ["5", "3.1.1"] if self.protocol == "auto" else [self.protocol]
+        )
+        for version in versions:
+            rc = self._connect(version, timeout_s)
+            if rc is not None and not rc.is_failure:
+                self.negotiated = version
+                log.info("connected to MQTT %s:%d as %r (MQTT %s)", self.address.host,
+                         self.address.port, self.client_id, version)
+                return
+            self._shutdown_client()
+            if rc is not None and rc.value == _UNSUPPORTED_PROTOCOL and version == "5":
+                log.info("broker does not speak MQTT 5; falling back to 3.1.1")
+                continue
+            what = "no answer" if rc is None else str(rc)
+            raise BrokerError(
+                f"cannot connect to MQTT broker {self.address.host}:{self.address.port}: {what}"
+            )
+        raise BrokerError("broker refused every supported MQTT version")
+
+    def _connect(self, version: Literal["5", "3.1.1"], timeout_s: float) -> ReasonCode | None:
+        self._first_connack.clear()
+        self._first_rc = None
+        if version == "5":
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                 protocol=mqtt.MQTTv5, manual_ack=True)
+        else:
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                 protocol=mqtt.MQTTv311, clean_session=False, manual_ack=True)
+        if self.address.username is not None:
+            client.username_pw_set(self.address.username, self.address.password)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+        kwargs: dict[str, Any] = {}
+        if version == "5":
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.session_expiry_s
+            props.ReceiveMaximum = min(self.buffer.max_messages, 65535)
+            kwargs = {"clean_start": False, "properties": props}
+        client.connect_async(self.address.host, self.address.port, self.keepalive_s, **kwargs)
+        client.loop_start()
+        self._first_connack.wait(timeout_s)
+        return self._first_rc
+
+    def close_intake(self) -> None:
+        """Stop taking new messages; those still arriving are left unacknowledged (redelivered)."""
+        self._closing.set()
+
+    def stop(self) -> None:
+        """Disconnect cleanly and stop the network thread."""
+        self._closing.set()
+        self._shutdown_client()
+        self.metrics.connected.set(0)
+
+    def _shutdown_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
+
+    # -- acknowledgement -------------------------------------------------------------------
+    def ack(self, messages: list[Message]) -> int:
+        """Send PUBACK for committed messages of the current connection; returns how many."""
+        client, gen, sent = self._client, self._generation, 0
+        if client is None:
+            return 0
+        for m in messages:
+            if m.qos > 0 and m.generation == gen:
+                client.ack(m.mid, m.qos)
+                sent += 1
+        return sent
+
+    # -- paho callbacks (network thread) ---------------------------------------------------
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
+                    properties: Any = None) -> None:
+        if not self._first_connack.is_set():
+            self._first_rc = rc
+            self._first_connack.set()
+        if rc.is_failure:
+            log.warning("MQTT connection refused: %s", rc)
+            return
+        self.metrics.connected.set(1)
+        session_present = bool(getattr(flags, "session_present", False))
+        log.info("MQTT session %s", "resumed" if session_present else "started")
+        client.subscribe([(t, 1) for t in self.subscriptions])
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
+                       properties: Any = None) -> None:
+        self._generation += 1
+        self.metrics.connected.set(0)
+        if not self._closing.is_set():
+            log.warning("MQTT connection lost (%s); paho reconnects", rc)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if self._closing.is_set():
+            return
+        props = msg.properties
+        content_type = getattr(props, "ContentType", None) if props is not None else None
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:  # brokers should refuse these; keep the bytes readable anyway
+            topic = bytes(msg._topic).decode("utf-8", "backslashreplace")
+        m = Message(topic, msg.payload, msg.mid, msg.qos, content_type, self.clock.now_ms(),
+                    self._generation)
+        if self.buffer.put(m, abort=self._closing):
+            self.metrics.messages_received.inc()

@@ -1,0 +1,25 @@
+"""Wire contract v1: reading structs, topic names and the payload decoder."""
+
+from schemas.decode import Decoded, MessageDecoder, Reject
+from schemas.readings import (
+    ALARM_TYPES,
+    READING_TYPES,
+    TYPE_NAMES,
+    Accel,
+    Fall,
+    Heartbeat,
+    HomeAlarm,
+    Location,
+    Reading,
+    Sos,
+    Vitals,
+    Wear,
+)
+from schemas.topics import SUBSCRIPTIONS, Topic, device_topic, gateway_topic, parse_topic
+
+__all__ = [
+    "ALARM_TYPES", "READING_TYPES", "SUBSCRIPTIONS", "TYPE_NAMES",
+    "Accel", "Decoded", "Fall", "Heartbeat", "HomeAlarm", "Location", "MessageDecoder",
+    "Reading", "Reject", "Sos", "Topic", "Vitals", "Wear",
+    "device_topic", "gateway_topic", "parse_topic",
+]

@@ -1,0 +1,112 @@
+"""Shared fixtures: real Mosquitto and PostgreSQL (see tests/services.py)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import psycopg
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from eldercare.config import Config, load_config
+from tests.services import Mosquitto, Postgres
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Postgres:
+    return Postgres(tmp_path_factory.mktemp("pg"))
+
+
+@pytest.fixture
+def db_url(postgres: Postgres) -> Iterator[str]:
+    with postgres.database() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    b = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def region() -> str:
+    """A unique region per test, so topics never collide between tests."""
+    return "t" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def make_config(broker: Mosquitto, db_url: str) -> Callable[..., Config]:
+    counter = itertools.count()
+    client_id = "eldercare-test-" + uuid.uuid4().hex[:8]
+
+    def make(**overrides: object) -> Config:
+        base: dict[str, object] = {
+            "mqtt.url": broker.url, "mqtt.client_id": client_id, "database.url": db_url,
+            "metrics.port": 0, "ingest.linger_ms": 20,
+        }
+        base.update(overrides)
+        next(counter)
+        return load_config(path=None, env={}, overrides=base)
+
+    return make
+
+
+class Publisher:
+    """A plain paho QoS 1 publisher that waits for every PUBACK."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("mqtt://").split(":")
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
+                                  client_id="pub-" + uuid.uuid4().hex[:8])
+        self.client.connect(host, int(port))
+        self.client.loop_start()
+
+    def publish(self, topic: str, payload: bytes, **kw: object) -> None:
+        info = self.client.publish(topic, payload, qos=1, **kw)  # type: ignore[arg-type]
+        info.wait_for_publish(10)
+        assert info.is_published()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def publisher(broker: Mosquitto) -> Iterator[Publisher]:
+    p = Publisher(broker.url)
+    yield p
+    p.close()
+
+
+def wait_for(predicate: Callable[[], object], timeout_s: float = 15.0, what: str = "") -> None:
+    """Poll until ``predicate()`` is truthy; fail with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def count(url: str, sql: str, *args: object) -> int:
+    with psycopg.connect(url) as c:
+        row = c.execute(sql, args).fetchone()  # type: ignore[arg-type]
+    assert row is not None
+    return int(row[0])
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@pytest.fixture
+def tmp(tmp_path: Path) -> Path:
+    return tmp_path
