@@ -105,25 +105,58 @@ class MqttSource:
 
         Raises BrokerError when no successful CONNACK arrives within ``timeout_s``.
         """
-        versions: list[Literal["5", "3.1.1"]] = (
-            ["5", "3.1.1"] if self.protocol == "auto" else [self.protocol]
-        )
-        for version in versions:
-            rc = self._connect(version, timeout_s)
-            if rc is not None and not rc.is_failure:
-                self.negotiated = version
-                log.info("connected to MQTT %s:%d as %r (MQTT %s)", self.address.host,
-                         self.address.port, self.client_id, version)
-                return
+        version: Literal["5", "3.1.1"]
+        if self.protocol == "auto":
+            version = self._probe_version(timeout_s)
+        else:
+            version = self.protocol
+        rc = self._connect(version, timeout_s)
+        if rc is None or rc.is_failure:
             self._shutdown_client()
-            if rc is not None and rc.value == _UNSUPPORTED_PROTOCOL and version == "5":
-                log.info("broker does not speak MQTT 5; falling back to 3.1.1")
-                continue
             what = "no answer" if rc is None else str(rc)
             raise BrokerError(
-                f"cannot connect to MQTT broker {self.address.host}:{self.address.port}: {what}"
+                f"cannot connect to MQTT broker {self.address.host}:{self.address.port}"
+                f" (MQTT {version}): {what}"
             )
-        raise BrokerError("broker refused every supported MQTT version")
+        self.negotiated = version
+        log.info("connected to MQTT %s:%d as %r (MQTT %s)", self.address.host,
+                 self.address.port, self.client_id, version)
+
+    def _probe_version(self, timeout_s: float) -> Literal["5", "3.1.1"]:
+        """Ask the broker with a bare MQTT 5 CONNECT (no properties) under a throwaway id.
+
+        Some 3.1.1-only brokers (amqtt) answer "unsupported protocol version" to a bare CONNECT
+        but hang on one that carries properties, so the real session is not used to probe.
+        """
+        answer: list[ReasonCode] = []
+        got = threading.Event()
+
+        def on_connect(client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
+                       properties: Any = None) -> None:
+            answer.append(rc)
+            got.set()
+
+        probe = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{self.client_id}-probe",
+                            protocol=mqtt.MQTTv5)
+        if self.address.username is not None:
+            probe.username_pw_set(self.address.username, self.address.password)
+        probe.on_connect = on_connect
+        probe.connect_async(self.address.host, self.address.port, self.keepalive_s)
+        probe.loop_start()
+        try:
+            if not got.wait(timeout_s):
+                raise BrokerError(
+                    f"MQTT broker {self.address.host}:{self.address.port} did not answer "
+                    f"within {timeout_s:.0f} s")
+        finally:
+            probe.disconnect()
+            probe.loop_stop()
+        if answer[0].value == _UNSUPPORTED_PROTOCOL:
+            log.info("broker does not speak MQTT 5; using 3.1.1")
+            return "3.1.1"
+        if answer[0].is_failure:
+            raise BrokerError(f"MQTT broker refused the connection: {answer[0]}")
+        return "5"
 
     def _connect(self, version: Literal["5", "3.1.1"], timeout_s: float) -> ReasonCode | None:
         self._first_connack.clear()

