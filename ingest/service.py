@@ -30,7 +30,7 @@ from ingest.migrations import MigrationReport, RetentionPolicy, migrate, prune
 from ingest.pipeline import BatchSink, IngestPipeline, PipelineConfig
 from ingest.registry_store import store_registry
 from ingest.source import BrokerAddress, MqttSource
-from ingest.storage import PostgresStore
+from ingest.storage import PostgresStore, TelemetryStore
 from schemas import SUBSCRIPTIONS, MessageDecoder
 from schemas.registry import load_registry
 
@@ -78,7 +78,12 @@ class IngestService:
     """MQTT → validated readings → PostgreSQL, as one long-lived component."""
 
     def __init__(
-        self, config: Config, *, clock: Clock | None = None, sink: BatchSink | None = None
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        sink: BatchSink | None = None,
+        store: TelemetryStore | None = None,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
@@ -87,7 +92,8 @@ class IngestService:
         self.timescale = False
         cfg = config.ingest
         self.buffer = MessageBuffer(max_messages=cfg.buffer_messages, max_bytes=cfg.buffer_bytes)
-        self.store = PostgresStore(config.database.url, method=config.database.write_method)
+        self.store = store or PostgresStore(config.database.url,
+                                            method=config.database.write_method)
         self.source = MqttSource(
             address=BrokerAddress.from_url(config.mqtt.url), client_id=config.mqtt.client_id,
             subscriptions=SUBSCRIPTIONS, buffer=self.buffer, clock=self.clock,
@@ -165,6 +171,7 @@ class IngestService:
         self.store.close()
         if self._http is not None:
             self._http.shutdown()  # type: ignore[attr-defined]
+            self._http.server_close()  # type: ignore[attr-defined]
         self.state = State.STOPPED
         log.info("ingest stopped")
 

@@ -98,6 +98,7 @@ class MqttSource:
         self._closing = threading.Event()
         self._first_connack = threading.Event()
         self._first_rc: ReasonCode | None = None
+        self._subscribed = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, *, timeout_s: float = 30.0) -> None:
@@ -111,6 +112,10 @@ class MqttSource:
         else:
             version = self.protocol
         rc = self._connect(version, timeout_s)
+        # Until the SUBACK, a fresh session would miss what devices publish: wait for it, so
+        # "started" means "receiving".
+        if rc is not None and not rc.is_failure and not self._subscribed.wait(timeout_s):
+            rc = None
         if rc is None or rc.is_failure:
             self._shutdown_client()
             what = "no answer" if rc is None else str(rc)
@@ -173,6 +178,7 @@ class MqttSource:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         self._client = client
         kwargs: dict[str, Any] = {}
         if version == "5":
@@ -226,6 +232,14 @@ class MqttSource:
         session_present = bool(getattr(flags, "session_present", False))
         log.info("MQTT session %s", "resumed" if session_present else "started")
         client.subscribe([(t, 1) for t in self.subscriptions])
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
+                      reason_codes: list[ReasonCode], properties: Any = None) -> None:
+        refused = [str(rc) for rc in reason_codes if rc.is_failure]
+        if refused:
+            log.error("broker refused subscriptions %s: %s", self.subscriptions, refused)
+            return
+        self._subscribed.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
                        properties: Any = None) -> None:

@@ -9,6 +9,7 @@ temporary directory. Every test gets its own database.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -61,12 +62,15 @@ class Mosquitto:
         # queued for an offline persistent session, which is exactly what must never happen.
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
+            # As root, mosquitto would switch to user "mosquitto", which cannot write here.
+            f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {workdir}/\n"
             "max_queued_messages 0\n"
             "max_inflight_messages 0\n"
-            "log_dest none\n"
+            f"log_dest file {workdir}/mosquitto.log\n"
+            "log_type all\n"
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -76,7 +80,7 @@ class Mosquitto:
 
     def start(self) -> None:
         self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
 
     def stop(self) -> None:
