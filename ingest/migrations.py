@@ -110,6 +110,7 @@ def migrate(
             if timescale == "on" and not _timescale_available(conn):
                 raise MigrationError("timescaledb extension is not available", version="timescale")
             if use_ts:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
                 pending += _load("timescale", "timescale/")
             done = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
             for mig in pending:

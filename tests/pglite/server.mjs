@@ -73,8 +73,11 @@ PGLiteSocketHandler.prototype.detach = function (close) {
   if (release && process.env.PGLITE_NO_RESET !== '1') {
     this.resolveLock = async () => {
       try {
-        await this.db.execProtocolRaw(queryMsg('ROLLBACK'))
-        await this.db.execProtocolRaw(queryMsg('DISCARD ALL'))
+        if (process.env.PGLITE_ROLLBACK !== '0') await this.db.execProtocolRaw(queryMsg('ROLLBACK'))
+        // Not DISCARD ALL, and no RESET ALL: in this build RESET ALL leaves later clients unable
+        // to resolve TimescaleDB functions (create_hypertable, by_range). Measured, not guessed.
+        await this.db.execProtocolRaw(queryMsg(process.env.PGLITE_RESET_SQL ??
+          'DEALLOCATE ALL; CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all()'))
       } catch (e) {
         console.error('session reset failed:', e)
       }

@@ -1,9 +1,11 @@
--- Applied only where the timescaledb extension is available (see docs/schema.md).
-CREATE EXTENSION IF NOT EXISTS timescaledb;
-SELECT create_hypertable('readings', 'ts', chunk_time_interval => INTERVAL '1 day',
-                         migrate_data => true, if_not_exists => true);
-SELECT create_hypertable('accel_chunks', 'ts', chunk_time_interval => INTERVAL '1 hour',
-                         migrate_data => true, if_not_exists => true);
+-- Applied only where the timescaledb extension is available (see docs/schema.md). The migration
+-- runner creates the extension in a statement of its own first: its functions are not resolvable
+-- later in the same multi-statement query string.
+-- The dimension-builder form (TimescaleDB >= 2.13); the older positional form is deprecated.
+SELECT create_hypertable('readings', by_range('ts', INTERVAL '1 day'),
+                         if_not_exists => true, migrate_data => true);
+SELECT create_hypertable('accel_chunks', by_range('ts', INTERVAL '1 hour'),
+                         if_not_exists => true, migrate_data => true);
 -- Compression groups rows of one device and type: the dedup key stays enforceable
 -- (segmentby + orderby cover it) and per-device history reads decompress one segment.
 ALTER TABLE readings SET (timescaledb.compress,
