@@ -11,6 +11,7 @@ Batches close at ``max_batch_readings`` readings or ``linger_s`` after their fir
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import threading
 import time
@@ -38,7 +39,8 @@ class PipelineConfig:
     """Batching and retry parameters."""
 
     max_batch_readings: int = 5000
-    max_take: int = 1000
+    #: Messages taken from the buffer per lock acquisition.
+    max_take: int = 100
     linger_s: float = 0.05
     retry_initial_s: float = 0.1
     retry_max_s: float = 5.0
@@ -71,7 +73,9 @@ class IngestPipeline:
         self.config = config
         self.sink = sink
         self._stop = threading.Event()
+        self._failed = threading.Event()
         self._stopped_at: float | None = None
+        self._ready: queue.Queue[tuple[list[Message], Batch] | None] = queue.Queue(maxsize=1)
 
     def request_stop(self) -> None:
         """Finish what the buffer holds, then return from :meth:`run`."""
@@ -79,43 +83,67 @@ class IngestPipeline:
         self._stop.set()
 
     def run(self) -> None:
-        """Thread body. Returns after :meth:`request_stop` once the buffer is empty."""
-        while True:
-            messages = self._take()
-            if not messages:
-                if self._stop.is_set():
-                    return
-                continue
-            batch = self.decode(messages)
+        """Thread body: decode batches here, commit them in a second thread, in order.
+
+        The committer waits on PostgreSQL with the GIL released, so the next batch is decoded
+        meanwhile. At most one decoded batch waits for the committer (the hand-off queue holds
+        one), so memory stays bounded by the buffer plus two batches. Returns after
+        :meth:`request_stop` once the buffer is empty and the last batch is committed.
+        """
+        committer = threading.Thread(target=self._commit_loop, name="eldercare-commit",
+                                     daemon=True)
+        committer.start()
+        try:
+            while not self._failed.is_set():
+                messages, batch = self._collect()
+                if not messages:
+                    if self._stop.is_set():
+                        break
+                    continue
+                self._ready.put((messages, batch))
+        finally:
+            self._ready.put(None)
+            committer.join()
+
+    def _commit_loop(self) -> None:
+        while (item := self._ready.get()) is not None:
+            messages, batch = item
+            if self._failed.is_set():
+                continue  # after a give-up, later batches stay unacknowledged too (order)
             try:
                 self._commit(batch, messages)
             except StorageError:
+                self._failed.set()
                 log.error("stopping with %d messages uncommitted; the broker redelivers them",
                           len(messages))
-                return
             self.metrics.buffered.set(len(self.buffer))
 
-    def _take(self) -> list[Message]:
+    def _collect(self) -> tuple[list[Message], Batch]:
+        """Take and decode messages until the batch holds ``max_batch_readings`` readings (or
+        dead letters) or ``linger_s`` has passed since its first message."""
         cfg = self.config
-        first = self.buffer.take(cfg.max_take, timeout_s=0.2)
-        if not first:
-            return first
+        batch = Batch()
+        messages = self.buffer.take(cfg.max_take, timeout_s=0.2)
+        if not messages:
+            return messages, batch
         deadline = time.monotonic() + cfg.linger_s
-        messages = first
-        # Gateway messages carry many readings: count payload bytes as a cheap proxy would be
-        # wrong for accel, so count messages and let max_take bound single-reading batches.
-        while len(messages) < cfg.max_batch_readings and not self._stop.is_set():
+        chunk = messages
+        while True:
+            self._decode_into(batch, chunk)
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            more = self.buffer.take(cfg.max_take, timeout_s=remaining)
-            messages.extend(more)
-        return messages
+            if len(batch) >= cfg.max_batch_readings or remaining <= 0 or self._stop.is_set():
+                return messages, batch
+            chunk = self.buffer.take(cfg.max_take, timeout_s=remaining)
+            messages.extend(chunk)
 
     def decode(self, messages: list[Message]) -> Batch:
         """Decode messages into one batch (pure apart from reading the clock once)."""
-        now = self.clock.now_ms()
         batch = Batch()
+        self._decode_into(batch, messages)
+        return batch
+
+    def _decode_into(self, batch: Batch, messages: list[Message]) -> None:
+        now = self.clock.now_ms()
         for m in messages:
             result = self.decoder.decode(m.topic, m.payload, now_ms=now,
                                          content_type=m.content_type)
@@ -125,7 +153,6 @@ class IngestPipeline:
                                    received_ms=m.received_ms)
             for reject in result.rejects:
                 batch.add_dead_letter(m.topic, reject.raw, reject.reason, m.received_ms)
-        return batch
 
     def _commit(self, batch: Batch, messages: list[Message]) -> None:
         delay = self.config.retry_initial_s

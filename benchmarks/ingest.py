@@ -1,0 +1,222 @@
+"""Ingest benchmark: full pipeline against the raw ceiling of a bare paho-mqtt subscriber.
+
+Method (one run, one machine, local Mosquitto and PostgreSQL started here): for each case a
+persistent session is created, the consumer goes away, N messages are published at QoS 1 and
+queued by the broker, then the consumer starts and we time how long it takes to drain them. This
+measures the consumer, not the load generator. Each consumer runs in its own process, so peak RSS
+is its own. Cases:
+
+  raw-single     bare paho subscriber (QoS 1, auto-ack), counts single-reading messages
+  full-single    eldercare ingest (receive, validate, store, ack), single-reading messages
+  raw-gateway    bare subscriber, gateway messages of 50 readings
+  full-gateway   eldercare ingest, gateway messages of 50 readings (write method copy)
+  full-gateway-unnest   the same with write method unnest (the measured reason copy is default)
+
+Zero loss is checked by counting rows. Usage: python -m benchmarks.ingest [--messages N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+RECEIVE_MAXIMUM = 10_000
+
+
+def _client(url: str, client_id: str, **kw: Any) -> mqtt.Client:
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, **kw)
+    return c
+
+
+def _connect(c: mqtt.Client, url: str) -> None:
+    host, port = url.removeprefix("mqtt://").split(":")
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    props.ReceiveMaximum = RECEIVE_MAXIMUM
+    c.connect(host, int(port), 30, clean_start=False, properties=props)
+
+
+def _create_session(url: str, client_id: str, topic: str) -> None:
+    c = _client(url, client_id)
+    done = threading.Event()
+    c.on_subscribe = lambda *a, **k: done.set()
+    _connect(c, url)
+    c.loop_start()
+    c.subscribe(topic, qos=1)
+    assert done.wait(10)
+    c.disconnect()
+    c.loop_stop()
+
+
+def _preload(url: str, payloads: list[tuple[str, bytes]]) -> float:
+    c = _client(url, "bench-pub-" + uuid.uuid4().hex[:6])
+    c.max_inflight_messages_set(1000)
+    c.max_queued_messages_set(0)
+    _connect(c, url)
+    c.loop_start()
+    t0 = time.perf_counter()
+    infos = [c.publish(t, p, qos=1) for t, p in payloads]
+    for info in infos:
+        info.wait_for_publish(60)
+    elapsed = time.perf_counter() - t0
+    c.disconnect()
+    c.loop_stop()
+    return elapsed
+
+
+def _raw_consumer(url: str, client_id: str, expected: int, out: "mp.Queue[dict[str, Any]]") -> None:
+    got = 0
+    done = threading.Event()
+
+    def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        nonlocal got
+        got += 1
+        if got >= expected:
+            done.set()
+
+    c = _client(url, client_id)
+    c.on_message = on_message
+    t0 = time.perf_counter()
+    _connect(c, url)
+    c.loop_start()
+    ok = done.wait(600)
+    elapsed = time.perf_counter() - t0
+    c.disconnect()
+    c.loop_stop()
+    out.put({"seconds": elapsed, "received": got, "ok": ok,
+             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+
+
+def _full_consumer(url: str, client_id: str, db_url: str, method: str, expected_readings: int,
+                   out: "mp.Queue[dict[str, Any]]") -> None:
+    from eldercare.config import load_config
+    from ingest.service import IngestService, prepare_database
+
+    cfg = load_config(path=None, env={}, overrides={
+        "mqtt.url": url, "mqtt.client_id": client_id, "mqtt.protocol": "5",
+        "database.url": db_url, "database.write_method": method, "metrics.port": 0,
+        "ingest.buffer_messages": RECEIVE_MAXIMUM,
+    })
+    prepare_database(cfg)
+    svc = IngestService(cfg)
+    t0 = time.perf_counter()
+    svc.start()
+    deadline = time.monotonic() + 600
+    while svc.metrics.value("eldercare_readings_stored_total") < expected_readings:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    elapsed = time.perf_counter() - t0
+    svc.stop()
+    latency = svc.metrics.registry.get_sample_value("eldercare_batch_latency_seconds_sum") or 0.0
+    batches = svc.metrics.value("eldercare_batches_total")
+    out.put({"seconds": elapsed, "stored": svc.metrics.value("eldercare_readings_stored_total"),
+             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+             "batches": batches, "mean_batch_latency_ms": 1000 * latency / max(batches, 1)})
+
+
+def _run(target: Any, *args: Any) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    q: mp.Queue[dict[str, Any]] = ctx.Queue()
+    p = ctx.Process(target=target, args=(*args, q))
+    p.start()
+    result = q.get(timeout=900)
+    p.join(60)
+    return result
+
+
+def _payloads(region: str, kind: str, n_messages: int, now: int) -> list[tuple[str, bytes]]:
+    out = []
+    for i in range(n_messages):
+        if kind == "single":
+            dev = f"BR-{i % 5000:05d}"
+            body: Any = {"type": "location", "ts": now, "seq": i, "lat": 37.5 + (i % 100) * 1e-4,
+                         "lon": 122.1, "accuracy_m": 12.5, "battery_pct": 80, "source": "gps"}
+            out.append((f"eldercare/v1/{region}/dev/{dev}", json.dumps(body).encode()))
+        else:
+            body = [{"device_id": f"BR-{(i * 50 + j) % 5000:05d}", "type": "location", "ts": now,
+                     "seq": i * 50 + j, "lat": 37.5 + j * 1e-4, "lon": 122.1, "accuracy_m": 12.5,
+                     "battery_pct": 80, "source": "gps"} for j in range(50)]
+            out.append((f"eldercare/v1/{region}/gw/GW-{i % 100:03d}", json.dumps(body).encode()))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=60_000, help="single-reading messages")
+    parser.add_argument("--gateway-messages", type=int, default=4_000, help="50-reading messages")
+    args = parser.parse_args()
+    from tests.services import Mosquitto, Postgres
+
+    tmp = Path(tempfile.mkdtemp(prefix="eldercare-bench-"))
+    broker = Mosquitto(tmp / "mosquitto")
+    broker.start()
+    pg = Postgres(tmp)
+    now = time.time_ns() // 1_000_000
+    rows = []
+    try:
+        for kind, n_msgs, per in (("single", args.messages, 1),
+                                  ("gateway", args.gateway_messages, 50)):
+            for consumer in ("raw", "full", "full-unnest") if kind == "gateway" else ("raw", "full"):
+                region = "b" + uuid.uuid4().hex[:8]
+                client_id = f"bench-{consumer}-{region}"
+                topic = f"eldercare/v1/{region}/#" if consumer == "raw" else "eldercare/v1/+/+/+"
+                if consumer == "raw":
+                    _create_session(broker.url, client_id, topic)
+                    pub_s = _preload(broker.url, _payloads(region, kind, n_msgs, now))
+                    r = _run(_raw_consumer, broker.url, client_id, n_msgs)
+                    assert r["ok"], f"raw consumer lost messages: {r}"
+                    rows.append((f"raw-{kind}", n_msgs, n_msgs * per, r, pub_s, None))
+                    continue
+                with pg.database() as db_url:
+                    method = "unnest" if consumer == "full-unnest" else "copy"
+                    # First run creates the session and subscriptions, then we go away.
+                    _run(_full_consumer, broker.url, client_id, db_url, method, 0)
+                    pub_s = _preload(broker.url, _payloads(region, kind, n_msgs, now))
+                    r = _run(_full_consumer, broker.url, client_id, db_url, method, n_msgs * per)
+                    with psycopg.connect(db_url) as conn:
+                        row = conn.execute("SELECT count(*) FROM readings").fetchone()
+                    stored = int(row[0]) if row else 0
+                    assert stored == n_msgs * per, f"loss: stored {stored} of {n_msgs * per}"
+                    name = f"{consumer}-{kind}"
+                    rows.append((name, n_msgs, stored, r, pub_s, method))
+    finally:
+        broker.stop()
+    _print(rows)
+
+
+def _print(rows: list[tuple[str, int, int, dict[str, Any], float, str | None]]) -> None:
+    raw = {name.split("-", 1)[1]: n / r["seconds"] for name, n, _, r, _, _ in rows
+           if name.startswith("raw-")}
+    print()
+    print("| case | messages | readings | seconds | messages/s | readings/s | vs raw | peak RSS MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, n, readings, r, _pub, _method in rows:
+        kind = name.rsplit("-", 1)[-1] if not name.endswith("unnest") else "gateway"
+        mps = n / r["seconds"]
+        ratio = mps / raw[kind]
+        print(f"| {name} | {n} | {readings} | {r['seconds']:.2f} | {mps:,.0f} |"
+              f" {readings / r['seconds']:,.0f} | {ratio:.0%} | {r['rss_mb']:.0f} |")
+    for name, _, _, r, _, _ in rows:
+        if "mean_batch_latency_ms" in r:
+            print(f"{name}: {r['batches']:.0f} batches, mean receipt-to-commit "
+                  f"{r['mean_batch_latency_ms']:.0f} ms (queue drain: includes waiting in buffer)")
+
+
+if __name__ == "__main__":
+    main()
