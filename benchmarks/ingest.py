@@ -37,6 +37,15 @@ from paho.mqtt.properties import Properties
 RECEIVE_MAXIMUM = 10_000
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak RSS. Not ru_maxrss: that survives execve, so a spawned child would
+    report its parent's peak (which holds the pre-built payloads)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _client(url: str, client_id: str, **kw: Any) -> mqtt.Client:
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, **kw)
     return c
@@ -98,7 +107,7 @@ def _raw_consumer(url: str, client_id: str, expected: int, out: "mp.Queue[dict[s
     c.disconnect()
     c.loop_stop()
     out.put({"seconds": elapsed, "received": got, "ok": ok,
-             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+             "rss_mb": _peak_rss_mb()})
 
 
 def _full_consumer(url: str, client_id: str, db_url: str, method: str, expected_readings: int,
@@ -125,7 +134,7 @@ def _full_consumer(url: str, client_id: str, db_url: str, method: str, expected_
     latency = svc.metrics.registry.get_sample_value("eldercare_batch_latency_seconds_sum") or 0.0
     batches = svc.metrics.value("eldercare_batches_total")
     out.put({"seconds": elapsed, "stored": svc.metrics.value("eldercare_readings_stored_total"),
-             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+             "rss_mb": _peak_rss_mb(),
              "batches": batches, "mean_batch_latency_ms": 1000 * latency / max(batches, 1)})
 
 
