@@ -87,7 +87,7 @@ def _preload(url: str, payloads: list[tuple[str, bytes]]) -> float:
     return elapsed
 
 
-def _raw_consumer(url: str, client_id: str, expected: int, out: "mp.Queue[dict[str, Any]]") -> None:
+def _raw_consumer(url: str, client_id: str, expected: int, out: mp.Queue[dict[str, Any]]) -> None:
     got = 0
     done = threading.Event()
 
@@ -111,7 +111,7 @@ def _raw_consumer(url: str, client_id: str, expected: int, out: "mp.Queue[dict[s
 
 
 def _full_consumer(url: str, client_id: str, db_url: str, method: str, expected_readings: int,
-                   out: "mp.Queue[dict[str, Any]]") -> None:
+                   out: mp.Queue[dict[str, Any]]) -> None:
     from eldercare.config import load_config
     from ingest.service import IngestService, prepare_database
 

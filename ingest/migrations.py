@@ -66,7 +66,7 @@ def _load(subdir: str | None, prefix: str) -> list[_Migration]:
     root = resources.files("ingest").joinpath("sql")
     if subdir:
         root = root.joinpath(subdir)
-    files = sorted(p for p in root.iterdir() if p.name.endswith(".sql"))
+    files = sorted((p for p in root.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
     return [_Migration(prefix + p.name.removesuffix(".sql"), p.read_text("utf-8")) for p in files]
 
 
@@ -112,7 +112,8 @@ def migrate(
             if use_ts:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
                 pending += _load("timescale", "timescale/")
-            done = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
+            done: dict[str, str] = dict(
+                conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
             for mig in pending:
                 if mig.version in done:
                     if done[mig.version] != mig.checksum:

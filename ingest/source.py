@@ -182,7 +182,7 @@ class MqttSource:
         self._client = client
         kwargs: dict[str, Any] = {}
         if version == "5":
-            props = Properties(PacketTypes.CONNECT)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = self.session_expiry_s
             props.ReceiveMaximum = min(self.buffer.max_messages, 65535)
             kwargs = {"clean_start": False, "properties": props}
@@ -257,7 +257,7 @@ class MqttSource:
             topic = msg.topic
         except UnicodeDecodeError:  # brokers should refuse these; keep the bytes readable anyway
             topic = bytes(msg._topic).decode("utf-8", "backslashreplace")
-        m = Message(topic, msg.payload, msg.mid, msg.qos, content_type, self.clock.now_ms(),
+        m = Message(topic, bytes(msg.payload), msg.mid, msg.qos, content_type, self.clock.now_ms(),
                     self._generation)
         if self.buffer.put(m, abort=self._closing):
             self.metrics.messages_received.inc()

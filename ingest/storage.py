@@ -82,6 +82,7 @@ _STAGE_COLUMNS: Final = ", ".join(
     f"{c} {t}" for c, t in zip(
         ("device_id", "ts", "seq", *_COLUMN_TYPES, *_TAIL),
         ("text", "int8", "int8", *_COLUMN_TYPES.values(), *_TAIL_TYPES),
+        strict=True,
     )
 )
 _STORED_COLUMNS: Final = ", ".join(("ts", "device_id", "type", "seq", "region", "received_at",
@@ -146,7 +147,7 @@ class PostgresStore:
         """Commit ``batch`` in one transaction. Raises StorageError, having committed nothing."""
         groups: dict[type, list[tuple[Any, ...]]] = defaultdict(list)
         accel: list[tuple[Any, ...]] = []
-        for reading, region, received in zip(batch.readings, batch.regions, batch.received_ms):
+        for reading, region, received in zip(batch.readings, batch.regions, batch.received_ms, strict=True):
             layout = _LAYOUTS.get(type(reading))
             if layout is None:
                 accel.append(_accel_row(reading, region, received))
@@ -206,7 +207,7 @@ class PostgresStore:
                     f"INSERT INTO readings ({stored_cols}) SELECT {select}"
                     f" FROM unnest({args}) AS u({', '.join(layout.columns)})"
                     " ON CONFLICT DO NOTHING",
-                    [list(col) for col in zip(*rows)],
+                    [list(col) for col in zip(*rows, strict=True)],
                 )
                 stored += max(cur.rowcount, 0)
         return stored

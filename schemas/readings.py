@@ -11,7 +11,7 @@ within ±200 g (the widest MEMS range sold is ±400 g; consumer parts top out at
 
 from __future__ import annotations
 
-from typing import Annotated, Final, Literal, Union
+from typing import Annotated, Final, Literal
 
 import msgspec
 from msgspec import Meta
@@ -147,7 +147,7 @@ class HomeAlarm(_ReadingBase, frozen=True, tag="home_alarm"):
     active: bool
 
 
-Reading = Union[Location, Vitals, Sos, Fall, Accel, Heartbeat, Wear, HomeAlarm]
+Reading = Location | Vitals | Sos | Fall | Accel | Heartbeat | Wear | HomeAlarm
 READING_TYPES: Final[tuple[type[_ReadingBase], ...]] = (
     Location, Vitals, Sos, Fall, Accel, Heartbeat, Wear, HomeAlarm,
 )

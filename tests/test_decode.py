@@ -9,10 +9,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import (
-    Accel, Fall, Heartbeat, HomeAlarm, Location, MessageDecoder, Sos, Vitals, Wear, parse_topic,
-)
 from eldercare.errors import ValidationError
+from schemas import (
+    Accel,
+    Fall,
+    Heartbeat,
+    HomeAlarm,
+    Location,
+    MessageDecoder,
+    Sos,
+    Vitals,
+    Wear,
+    parse_topic,
+)
 
 NOW = 1_790_000_000_000
 DEV = "eldercare/v1/371002/dev/BR-1"
