@@ -136,13 +136,8 @@ class IngestPipeline:
             chunk = self.buffer.take(cfg.max_take, timeout_s=remaining)
             messages.extend(chunk)
 
-    def decode(self, messages: list[Message]) -> Batch:
-        """Decode messages into one batch (pure apart from reading the clock once)."""
-        batch = Batch()
-        self._decode_into(batch, messages)
-        return batch
-
     def _decode_into(self, batch: Batch, messages: list[Message]) -> None:
+        """Decode messages into ``batch``; reads the clock once per chunk."""
         now = self.clock.now_ms()
         for m in messages:
             result = self.decoder.decode(m.topic, m.payload, now_ms=now,
