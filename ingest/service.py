@@ -15,6 +15,7 @@ import enum
 import logging
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
@@ -138,8 +139,8 @@ class IngestService:
         log.info("ingest running (timescale=%s, write method %s)", self.timescale,
                  self.config.database.write_method)
 
-    def _spawn(self, name: str, target: object) -> None:
-        t = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
         t.start()
         self._threads.append(t)
 
