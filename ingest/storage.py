@@ -58,8 +58,24 @@ class _TypeLayout:
 
     name: str
     getter: attrgetter[Any]
-    columns: tuple[str, ...]
     pg_types: tuple[str, ...]
+    copy_sql: str    # COPY of this type's columns into the staging table
+    unnest_sql: str  # INSERT ... SELECT FROM unnest(one array per column)
+
+
+def _stored(columns: tuple[str, ...]) -> tuple[str, str]:
+    """Stored column names and the SELECT expressions that produce them from staged columns.
+
+    The one place that says how a staged row becomes a stored row: millisecond epochs become
+    timestamptz, an absent ``seq`` becomes -1 (so the dedup key has no NULL), ``received_ms`` is
+    stored as ``received_at``.
+    """
+    names = ", ".join("received_at" if c == "received_ms" else c for c in columns)
+    exprs = ", ".join(
+        _MS.format(c) if c in ("ts", "received_ms") else "coalesce(seq, -1)" if c == "seq" else c
+        for c in columns
+    )
+    return names, exprs
 
 
 def _layouts() -> dict[type, _TypeLayout]:
@@ -68,30 +84,33 @@ def _layouts() -> dict[type, _TypeLayout]:
         if cls is Accel:
             continue
         fields = tuple(f for f in cls.__struct_fields__ if f not in _HEAD)
+        columns = (*_HEAD, *fields, *_TAIL)
+        pg_types = (*_HEAD_TYPES, *(_COLUMN_TYPES[f] for f in fields), *_TAIL_TYPES)
+        names, exprs = _stored(columns)
+        args = ", ".join(f"%s::{t}[]" for t in pg_types)
         out[cls] = _TypeLayout(
             name=TYPE_NAMES[cls],
             getter=attrgetter(*_HEAD, *fields),
-            columns=(*_HEAD, *fields, *_TAIL),
-            pg_types=(*_HEAD_TYPES, *(_COLUMN_TYPES[f] for f in fields), *_TAIL_TYPES),
+            pg_types=pg_types,
+            copy_sql=f"COPY readings_stage ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)",
+            unnest_sql=(f"INSERT INTO readings ({names}) SELECT {exprs} FROM unnest({args})"
+                        f" AS u({', '.join(columns)}) ON CONFLICT DO NOTHING"),
         )
     return out
 
 
 _LAYOUTS: Final = _layouts()
-_STAGE_COLUMNS: Final = ", ".join(
-    f"{c} {t}" for c, t in zip(
-        ("device_id", "ts", "seq", *_COLUMN_TYPES, *_TAIL),
-        ("text", "int8", "int8", *_COLUMN_TYPES.values(), *_TAIL_TYPES),
-        strict=True,
-    )
-)
-_STORED_COLUMNS: Final = ", ".join(("ts", "device_id", "type", "seq", "region", "received_at",
-                                    *_COLUMN_TYPES))
-_STORED_SELECT: Final = ", ".join((
-    _MS.format("ts"), "device_id", "type", "coalesce(seq, -1)", "region",
-    _MS.format("received_ms"), *_COLUMN_TYPES,
-))
+_STAGE: Final = (("device_id", "text"), ("ts", "int8"), ("seq", "int8"),
+                 *_COLUMN_TYPES.items(), *zip(_TAIL, _TAIL_TYPES, strict=True))
+_STAGE_COLUMNS: Final = ", ".join(f"{c} {t}" for c, t in _STAGE)
+_STAGE_INSERT_SQL: Final = "INSERT INTO readings ({}) SELECT {} FROM readings_stage {}".format(
+    *_stored(tuple(c for c, _ in _STAGE)), "ON CONFLICT DO NOTHING")
 _ACCEL_GET: Final = attrgetter("device_id", "ts", "seq", "rate_hz", "x", "y", "z")
+_ACCEL_SQL: Final = (
+    "INSERT INTO accel_chunks (device_id, ts, seq, rate_hz, x, y, z, region, received_at,"
+    f" n_samples) VALUES (%s, {_MS.format('%s')}, %s, %s, %s::float4[], %s::float4[],"
+    f" %s::float4[], %s, {_MS.format('%s')}, %s) ON CONFLICT DO NOTHING"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +166,8 @@ class PostgresStore:
         """Commit ``batch`` in one transaction. Raises StorageError, having committed nothing."""
         groups: dict[type, list[tuple[Any, ...]]] = defaultdict(list)
         accel: list[tuple[Any, ...]] = []
-        for reading, region, received in zip(batch.readings, batch.regions, batch.received_ms, strict=True):
+        rows = zip(batch.readings, batch.regions, batch.received_ms, strict=True)
+        for reading, region, received in rows:
             layout = _LAYOUTS.get(type(reading))
             if layout is None:
                 accel.append(_accel_row(reading, region, received))
@@ -169,22 +189,19 @@ class PostgresStore:
             raise StorageError(f"batch of {len(batch)} not stored: {exc}".strip()) from exc
         return WriteResult(len(batch.readings), stored, len(batch.dead_letters))
 
-    def _copy_readings(self, conn: psycopg.Connection, groups: dict[type, list[tuple[Any, ...]]]) -> int:
+    def _copy_readings(
+        self, conn: psycopg.Connection, groups: dict[type, list[tuple[Any, ...]]]
+    ) -> int:
         if not groups:
             return 0
         with conn.cursor() as cur:
             for cls, rows in groups.items():
                 layout = _LAYOUTS[cls]
-                with cur.copy(
-                    f"COPY readings_stage ({', '.join(layout.columns)}) FROM STDIN (FORMAT BINARY)"
-                ) as copy:
+                with cur.copy(layout.copy_sql) as copy:
                     copy.set_types(list(layout.pg_types))
                     for row in rows:
                         copy.write_row(row)
-            cur.execute(
-                f"INSERT INTO readings ({_STORED_COLUMNS}) SELECT {_STORED_SELECT}"
-                " FROM readings_stage ON CONFLICT DO NOTHING"
-            )
+            cur.execute(_STAGE_INSERT_SQL)
             return max(cur.rowcount, 0)
 
     def _unnest_readings(
@@ -193,22 +210,8 @@ class PostgresStore:
         stored = 0
         with conn.cursor() as cur:
             for cls, rows in groups.items():
-                layout = _LAYOUTS[cls]
-                args = ", ".join(f"%s::{t}[]" for t in layout.pg_types)
-                select = ", ".join(
-                    _MS.format(c) if c in ("ts", "received_ms")
-                    else "coalesce(seq, -1)" if c == "seq" else c
-                    for c in layout.columns
-                )
-                stored_cols = ", ".join(
-                    "received_at" if c == "received_ms" else c for c in layout.columns
-                )
-                cur.execute(
-                    f"INSERT INTO readings ({stored_cols}) SELECT {select}"
-                    f" FROM unnest({args}) AS u({', '.join(layout.columns)})"
-                    " ON CONFLICT DO NOTHING",
-                    [list(col) for col in zip(*rows, strict=True)],
-                )
+                cur.execute(_LAYOUTS[cls].unnest_sql,
+                            [list(col) for col in zip(*rows, strict=True)])
                 stored += max(cur.rowcount, 0)
         return stored
 
@@ -219,13 +222,7 @@ class PostgresStore:
         stored = 0
         with conn.cursor() as cur:
             for row in rows:
-                cur.execute(
-                    "INSERT INTO accel_chunks (device_id, ts, seq, rate_hz, x, y, z, region,"
-                    " received_at, n_samples) VALUES (%s, " + _MS.format("%s") + ", %s, %s,"
-                    " %s::float4[], %s::float4[], %s::float4[], %s, " + _MS.format("%s") + ", %s)"
-                    " ON CONFLICT DO NOTHING",
-                    row,
-                )
+                cur.execute(_ACCEL_SQL, row)
                 stored += max(cur.rowcount, 0)
         return stored
 
