@@ -141,10 +141,7 @@ class MqttSource:
             answer.append(rc)
             got.set()
 
-        probe = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{self.client_id}-probe",
-                            protocol=mqtt.MQTTv5)
-        if self.address.username is not None:
-            probe.username_pw_set(self.address.username, self.address.password)
+        probe = self._new_client(f"{self.client_id}-probe", protocol=mqtt.MQTTv5)
         probe.on_connect = on_connect
         probe.connect_async(self.address.host, self.address.port, self.keepalive_s)
         probe.loop_start()
@@ -163,17 +160,22 @@ class MqttSource:
             raise BrokerError(f"MQTT broker refused the connection: {answer[0]}")
         return "5"
 
+    def _new_client(self, client_id: str, **options: Any) -> mqtt.Client:
+        """A paho client with our credentials: the one place the probe and the real session
+        get their connection settings from, so both always present the same identity."""
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, **options)
+        if self.address.username is not None:
+            client.username_pw_set(self.address.username, self.address.password)
+        return client
+
     def _connect(self, version: Literal["5", "3.1.1"], timeout_s: float) -> ReasonCode | None:
         self._first_connack.clear()
         self._first_rc = None
         if version == "5":
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                 protocol=mqtt.MQTTv5, manual_ack=True)
+            client = self._new_client(self.client_id, protocol=mqtt.MQTTv5, manual_ack=True)
         else:
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                 protocol=mqtt.MQTTv311, clean_session=False, manual_ack=True)
-        if self.address.username is not None:
-            client.username_pw_set(self.address.username, self.address.password)
+            client = self._new_client(self.client_id, protocol=mqtt.MQTTv311,
+                                      clean_session=False, manual_ack=True)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
