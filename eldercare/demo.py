@@ -7,8 +7,6 @@ stored counts per reading type and the dead letters every few seconds until inte
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import signal
 import tempfile
 import threading
@@ -17,42 +15,13 @@ from pathlib import Path
 from typing import TextIO
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from device_sim.demo_fleet import run_fleet
 from eldercare.config import load_config
 from eldercare.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
+from eldercare.loop_thread import LoopThread
 from ingest.service import IngestService
-
-log = logging.getLogger(__name__)
-
-
-class _FleetThread:
-    """Runs the asyncio demo fleet in its own named thread and loop."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.published = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name="eldercare-demo-fleet", daemon=True)
-
-    def _run(self) -> None:
-        async def main() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            self.published = await run_fleet(host=self.host, port=self.port, stop=self._stop)
-        try:
-            asyncio.run(main())
-        except Exception:
-            log.exception("demo fleet failed")
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
 
 
 def _report(url: str, out: TextIO, elapsed: float) -> tuple[int, int]:
@@ -85,7 +54,7 @@ def run_demo(*, duration_s: float | None, out: TextIO, metrics_port: int | None 
             EmbeddedBroker() as broker, EmbeddedPostgres(Path(tmp) / "pgdata") as pg:
         with psycopg.connect(pg.url, autocommit=True) as conn:
             conn.execute("CREATE DATABASE eldercare")
-        db_url = pg.url.replace("/postgres?", "/eldercare?")
+        db_url = make_conninfo(pg.url, dbname="eldercare")
         port = metrics_port if metrics_port is not None else free_port()
         config = load_config(path=None, env={}, overrides={
             "mqtt.url": broker.url, "mqtt.client_id": "eldercare-demo",
@@ -95,7 +64,8 @@ def run_demo(*, duration_s: float | None, out: TextIO, metrics_port: int | None 
             print(f"eldercare demo: broker {broker.url} (MQTT {service.source.negotiated}), "
                   f"metrics http://127.0.0.1:{service.metrics_port}/metrics; Ctrl-C stops",
                   file=out)
-            fleet = _FleetThread("127.0.0.1", broker.port)
+            fleet = LoopThread("eldercare-demo-fleet", lambda stop: run_fleet(
+                host="127.0.0.1", port=broker.port, stop=stop))
             fleet.start()
             started = time.monotonic()
             total = dead = 0
@@ -108,6 +78,6 @@ def run_demo(*, duration_s: float | None, out: TextIO, metrics_port: int | None 
             finally:
                 fleet.stop()
         total, dead = _report(db_url, out, time.monotonic() - started)
-        print(f"eldercare demo: {fleet.published} messages published, {total} readings stored, "
+        print(f"eldercare demo: {fleet.result or 0} messages published, {total} readings stored, "
               f"{dead} dead letters", file=out)
     return 0 if total > 0 else 1

@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from eldercare.errors import BrokerError, StorageError
+from eldercare.loop_thread import LoopThread
 
 log = logging.getLogger(__name__)
 
@@ -29,29 +30,20 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class EmbeddedBroker:
-    """amqtt on ``127.0.0.1:<free port>``, in a named daemon thread."""
+    """amqtt on ``127.0.0.1:<free port>``, in its own thread and event loop."""
 
     def __init__(self, *, port: int | None = None) -> None:
         self.port = port or free_port()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="eldercare-embedded-broker",
-                                        daemon=True)
+        self._runner = LoopThread("eldercare-embedded-broker", self._main)
 
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
-    def _run(self) -> None:
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
+    async def _main(self, stop: asyncio.Event) -> None:
         from amqtt.broker import Broker  # type: ignore[import-untyped]
 
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
         config: dict[str, Any] = {
             "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin":
@@ -60,26 +52,21 @@ class EmbeddedBroker:
         broker = Broker(config)
         try:
             await broker.start()
-        except Exception as exc:  # amqtt raises its own BrokerException and OSError
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        await self._stop.wait()
+        finally:
+            self._ready.set()  # started, or failed: LoopThread.error says which
+        await stop.wait()
         await broker.shutdown()
 
     def __enter__(self) -> Self:
         logging.getLogger("amqtt").setLevel(logging.WARNING)
-        self._thread.start()
-        if not self._ready.wait(15) or self._error is not None:
-            raise BrokerError(f"embedded MQTT broker did not start: {self._error}")
+        self._runner.start()
+        if not self._ready.wait(15) or self._runner.error is not None:
+            raise BrokerError(f"embedded MQTT broker did not start: {self._runner.error}")
         log.info("embedded MQTT broker (amqtt, MQTT 3.1.1) on %s", self.url)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
+        self._runner.stop()
 
 
 class EmbeddedPostgres:
