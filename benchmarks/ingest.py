@@ -206,6 +206,7 @@ def main() -> None:
                     rows.append((name, n_msgs, stored, r, pub_s, method))
     finally:
         broker.stop()
+        pg.close()
     _print(rows)
 
 

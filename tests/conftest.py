@@ -18,8 +18,10 @@ from tests.services import Mosquitto, Postgres
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Postgres:
-    return Postgres(tmp_path_factory.mktemp("pg"))
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    pg = Postgres(tmp_path_factory.mktemp("pg"))
+    yield pg
+    pg.close()
 
 
 @pytest.fixture

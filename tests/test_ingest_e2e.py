@@ -137,7 +137,7 @@ def test_storage_outage_is_retried_and_loses_nothing(
 
 def test_metrics_endpoint(make_config: Callable[..., Config], publisher: Publisher, region: str,
                           db_url: str) -> None:
-    from tests.services import free_port
+    from eldercare.embedded import free_port
 
     with IngestService(make_config(**{"metrics.port": free_port()})) as svc:
         publisher.publish(device_topic(region, "BR-1"),

@@ -18,12 +18,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from eldercare.embedded import free_port
 from ingest.batch import Batch
 from ingest.migrations import RetentionPolicy, migrate
 from ingest.storage import PostgresStore
 from schemas import MessageDecoder
 from tests.conftest import now_ms
-from tests.services import free_port
 
 PGLITE_DIR = Path(__file__).parent / "pglite"
 
