@@ -1,4 +1,4 @@
-"""The ``eldercare`` command: ``run``, ``demo``, ``migrate``, ``registry check|load``."""
+"""The ``eldercare`` command: ``run``, ``demo``, ``migrate``, ``detect``, ``registry check|load``."""
 
 from __future__ import annotations
 
@@ -61,6 +61,25 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from eldercare.detect import open_input, run_detect
+    from schemas.registry import load_registry
+
+    config = load_config(path=args.config, env={}, overrides={"registry": args.registry})
+    registry = load_registry(config.registry) if config.registry else None
+    try:
+        source = open_input(args.file)
+    except OSError as exc:
+        raise EldercareError(f"cannot read {args.file}: {exc}") from exc
+    with source:
+        report = run_detect(source, sys.stdout, sys.stderr, registry=registry,
+                            params=config.detectors.params(), default_region=args.region,
+                            batch_lines=args.batch)
+    print(f"eldercare detect: {report.readings} readings, {report.events} events,"
+          f" {report.rejected} rejected lines", file=sys.stderr)
+    return 1 if args.strict and report.rejected else 0
+
+
 def _cmd_registry(args: argparse.Namespace) -> int:
     from ingest.registry_store import store_registry
     from schemas.registry import load_registry
@@ -91,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="apply schema migrations (and load --registry) and exit")
     _common(p)
     p.set_defaults(func=_cmd_migrate)
+    p = sub.add_parser("detect", help="run the detectors over a JSONL file of readings")
+    p.add_argument("file", help="readings, one JSON object per line; - for stdin")
+    p.add_argument("--registry", help="device registry (zones, devices, time zones)")
+    p.add_argument("--config", help="TOML configuration ([detectors] parameters)")
+    p.add_argument("--region", default="unknown", help="region of lines that carry none")
+    p.add_argument("--batch", type=int, default=5000, help="lines per batch (default 5000)")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any line is rejected")
+    p.set_defaults(func=_cmd_detect)
     p = sub.add_parser("registry", help="validate or load a device registry file")
     p.add_argument("action", choices=["check", "load"])
     p.add_argument("file")

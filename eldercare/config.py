@@ -8,13 +8,17 @@ only its own section. See ``docs/configuration.md`` and ``deploy/eldercare.examp
 
 from __future__ import annotations
 
+import dataclasses
+import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
+from detectors.fall import FallParams
 from msgspec import Meta
 
+from detectors.params import AlarmParams, DetectorParams, GeofenceParams, SupervisionParams
 from eldercare.errors import ConfigError
 
 Positive = Annotated[int, Meta(ge=1)]
@@ -62,6 +66,33 @@ class MetricsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     port: Annotated[int, Meta(ge=0, le=65535)] = 9108
 
 
+class DetectorsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Detection in the service: on/off, timer period, and the detector parameters
+    (sub-tables ``[detectors.alarms]``, ``.geofence``, ``.supervision``, ``.fall``; defaults and
+    their reasons in ``detectors/params.py`` and ``docs/detectors.md``)."""
+
+    enabled: bool = True
+    #: How often offline, inactivity and silent-fall rules are evaluated.
+    tick_s: Annotated[float, Meta(gt=0, le=3600)] = 5.0
+    timezone: str = "Asia/Shanghai"
+    alarms: AlarmParams = AlarmParams()
+    geofence: GeofenceParams = GeofenceParams()
+    supervision: SupervisionParams = SupervisionParams()
+    fall: FallParams = FallParams()
+
+    def __post_init__(self) -> None:
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {self.timezone!r}") from exc
+
+    def params(self) -> DetectorParams:
+        """The parameters as the engine takes them."""
+        return DetectorParams(alarms=self.alarms, geofence=self.geofence,
+                              supervision=self.supervision, fall=self.fall,
+                              timezone=self.timezone)
+
+
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The whole configuration."""
 
@@ -69,6 +100,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     database: DatabaseConfig = DatabaseConfig()
     ingest: IngestConfig = IngestConfig()
     metrics: MetricsConfig = MetricsConfig()
+    detectors: DetectorsConfig = DetectorsConfig()
     registry: str | None = None
 
 
@@ -111,7 +143,28 @@ def load_config(
         if not isinstance(target, dict):
             raise ConfigError(f"config section {section!r} must be a table")
         target[key] = value
+    _reject_unknown(raw.get("detectors"))
     try:
         return msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from exc
+
+
+_DETECTOR_TABLES: dict[str, Any] = {
+    "alarms": AlarmParams, "geofence": GeofenceParams, "supervision": SupervisionParams,
+    "fall": FallParams,
+}
+
+
+def _reject_unknown(raw: Any) -> None:
+    """msgspec ignores unknown keys of dataclasses; a misspelt threshold must not silently fall
+    back to its default, so the detector sub-tables are checked here."""
+    if not isinstance(raw, dict):
+        return
+    for table, cls in _DETECTOR_TABLES.items():
+        sub = raw.get(table)
+        if isinstance(sub, dict):
+            unknown = sorted(set(sub) - {f.name for f in dataclasses.fields(cls)})
+            if unknown:
+                raise ConfigError(
+                    f"invalid configuration: unknown option `detectors.{table}.{unknown[0]}`")

@@ -29,7 +29,8 @@ from schemas import TYPE_NAMES, MessageDecoder
 
 log = logging.getLogger(__name__)
 
-#: Called after each commit with the committed batch (the detector engine plugs in here).
+#: Called after each commit, before the acknowledgement, with the committed batch (the
+#: detection stage plugs in here).
 BatchSink = Callable[[Batch], None]
 Acker = Callable[[list[Message]], int]
 
@@ -166,13 +167,17 @@ class IngestPipeline:
                 time.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, self.config.retry_max_s)
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
-        self.ack(messages)
-        self._count(batch, result, messages)
         if self.sink is not None:
+            # Before the ack: if detection cannot store its events (StorageError, raised only
+            # once it gives up at shutdown) the messages stay unacknowledged and come back.
             try:
                 self.sink(batch)
+            except StorageError:
+                raise
             except Exception:  # one faulty consumer must not stop ingest
                 log.exception("batch sink failed")
+        self.ack(messages)
+        self._count(batch, result, messages)
 
     def _count(self, batch: Batch, result: WriteResult, messages: list[Message]) -> None:
         m = self.metrics

@@ -22,10 +22,15 @@ from typing import Self
 import psycopg
 from prometheus_client import start_http_server
 
+from detectors.engine import DetectorEngine
+from detectors.events import EventSink
 from eldercare.clock import Clock, SystemClock
 from eldercare.config import Config
 from eldercare.errors import EldercareError, StorageError
+from ingest.batch import Batch
 from ingest.buffer import MessageBuffer
+from ingest.detection import DetectionMetrics, DetectionStage
+from ingest.event_store import PostgresEventStore
 from ingest.metrics import IngestMetrics
 from ingest.migrations import MigrationReport, RetentionPolicy, migrate, prune
 from ingest.pipeline import BatchSink, IngestPipeline, PipelineConfig
@@ -85,6 +90,7 @@ class IngestService:
         clock: Clock | None = None,
         sink: BatchSink | None = None,
         store: TelemetryStore | None = None,
+        event_sink: EventSink | None = None,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
@@ -101,6 +107,14 @@ class IngestService:
             metrics=self.metrics, protocol=config.mqtt.protocol,
             session_expiry_s=config.mqtt.session_expiry_s, keepalive_s=config.mqtt.keepalive_s,
         )
+        self.detection: DetectionStage | None = None
+        if config.detectors.enabled:
+            registry = load_registry(config.registry) if config.registry else None
+            self.detection = DetectionStage(
+                engine=DetectorEngine(params=config.detectors.params(), registry=registry),
+                store=PostgresEventStore(config.database.url), sink=event_sink,
+                clock=self.clock, metrics=DetectionMetrics(self.metrics.registry),
+                tick_s=config.detectors.tick_s)
         self.pipeline = IngestPipeline(
             buffer=self.buffer,
             decoder=MessageDecoder(max_payload_bytes=cfg.max_payload_bytes,
@@ -108,7 +122,7 @@ class IngestService:
             store=self.store, ack=self.source.ack, clock=self.clock, metrics=self.metrics,
             config=PipelineConfig(max_batch_readings=cfg.max_batch_readings,
                                   linger_s=cfg.linger_ms / 1000),
-            sink=sink,
+            sink=_chain(self.detection, sink),
         )
         self._threads: list[threading.Thread] = []
         self._maintenance_stop = threading.Event()
@@ -128,6 +142,8 @@ class IngestService:
             self._http = server
             self.metrics_port = server.server_port
             log.info("metrics on http://%s:%d/metrics", self.config.metrics.host, self.metrics_port)
+        if self.detection is not None:
+            self.detection.start()
         self._spawn("eldercare-pipeline", self.pipeline.run)
         self._spawn("eldercare-maintenance", self._maintenance_loop)
         try:
@@ -162,6 +178,8 @@ class IngestService:
         self.state = State.DRAINING
         self.source.close_intake()
         self.pipeline.request_stop()
+        if self.detection is not None:
+            self.detection.request_stop()
         self._maintenance_stop.set()
         deadline = time.monotonic() + timeout_s
         for t in self._threads:
@@ -169,6 +187,8 @@ class IngestService:
             if t.is_alive():
                 log.error("thread %s did not stop within %.0f s", t.name, timeout_s)
         self.source.stop()
+        if self.detection is not None:
+            self.detection.stop()
         self.store.close()
         if self._http is not None:
             self._http.shutdown()  # type: ignore[attr-defined]
@@ -183,3 +203,15 @@ class IngestService:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def _chain(*sinks: BatchSink | None) -> BatchSink | None:
+    """One batch sink calling each given sink in order (detection first)."""
+    present = [s for s in sinks if s is not None]
+    if len(present) <= 1:
+        return present[0] if present else None
+
+    def call_all(batch: Batch) -> None:
+        for s in present:
+            s(batch)
+    return call_all

@@ -17,13 +17,15 @@ from tests.conftest import count, now_ms
 from tests.test_decode import VALID
 
 
-def _batch(now: int, *, seq0: int = 0) -> Batch:
+def _batch(now: int, *, seq0s: tuple[int, ...] = (0,)) -> Batch:
+    """One reading of every type per entry of ``seq0s`` (their seq numbered from it), one dead letter."""
     dec = MessageDecoder()
     batch = Batch()
-    for i, (kind, (fields, _)) in enumerate(sorted(VALID.items())):
-        payload = json.dumps({"type": kind, "ts": now, "seq": seq0 + i, **fields}).encode()
-        out = dec.decode("eldercare/v1/371002/dev/BR-7", payload, now_ms=now)
-        batch.add_readings(out.readings, region="371002", received_ms=now)
+    for seq0 in seq0s:
+        for i, (kind, (fields, _)) in enumerate(sorted(VALID.items())):
+            payload = json.dumps({"type": kind, "ts": now, "seq": seq0 + i, **fields}).encode()
+            out = dec.decode("eldercare/v1/371002/dev/BR-7", payload, now_ms=now)
+            batch.add_readings(out.readings, region="371002", received_ms=now)
     batch.add_dead_letter("eldercare/v1/371002/dev/BR-7", b"\x00\xffraw", "why\x00", now)
     return batch
 
@@ -33,7 +35,7 @@ def test_migrations_are_idempotent_and_detect_edits(db_url: str,
     with psycopg.connect(db_url, autocommit=True) as conn:
         first = migrate(conn, timescale="off")
         again = migrate(conn, timescale="off")
-        assert first.applied == ["0001_readings", "0002_registry"] and again.applied == []
+        assert first.applied == ["0001_readings", "0002_registry", "0003_events"] and again.applied == []
         real_load = migrations._load
         monkeypatch.setattr(migrations, "_load", lambda sub, prefix: [
             migrations._Migration(m.version, m.sql + "\n-- edited")
@@ -61,18 +63,22 @@ def test_store_writes_every_type_and_drops_duplicates(db_url: str, method: str) 
     try:
         first = store.write(_batch(now))
         second = store.write(_batch(now))  # a redelivery: same device, type, ts, seq
+        # Old and new rows mixed, and a duplicate inside the batch itself: only new rows land,
+        # each once (the optimistic plain insert fails and the deduplicating one takes over).
+        third = store.write(_batch(now, seq0s=(0, 100, 100)))
     finally:
         store.close()
     assert (first.readings, first.stored, first.dead_letters) == (8, 8, 1)
     assert (second.readings, second.stored) == (8, 0)
-    assert count(db_url, "SELECT count(*) FROM readings") == 7
-    assert count(db_url, "SELECT count(*) FROM accel_chunks") == 1
+    assert (third.readings, third.stored) == (24, 8)
+    assert count(db_url, "SELECT count(*) FROM readings") == 14
+    assert count(db_url, "SELECT count(*) FROM accel_chunks") == 2
     with psycopg.connect(db_url) as conn:
         row = conn.execute("SELECT payload, reason FROM dead_letters LIMIT 1").fetchone()
         loc = conn.execute(
             "SELECT lat, lon, source, region, seq, extract(epoch from ts) * 1000"
-            " FROM readings WHERE type = 'location'").fetchone()
-        accel = conn.execute("SELECT n_samples, z FROM accel_chunks").fetchone()
+            " FROM readings WHERE type = 'location' ORDER BY seq LIMIT 1").fetchone()
+        accel = conn.execute("SELECT n_samples, z FROM accel_chunks LIMIT 1").fetchone()
     assert row == (b"\x00\xffraw", "why\\x00")
     assert loc is not None and loc[:5] == (37.5, 122.1, "gps", "371002", sorted(VALID).index("location")) and int(loc[5]) == now
     assert accel is not None and accel[0] == 2 and accel[1] == pytest.approx([1.0, 0.98])

@@ -1,0 +1,158 @@
+"""The detection stage of the service: engine, event store and the hand-off to alerts.
+
+The pipeline calls the stage (a :data:`~ingest.pipeline.BatchSink`) with each batch after its
+readings commit and *before* the batch's MQTT messages are acknowledged. The stage runs the
+engine, stores the events and hands the new ones to the :class:`~detectors.events.EventSink`.
+If the event store fails, the stage retries (an SOS event must not be lost because the database
+hiccuped); if it gives up at shutdown it raises :class:`StorageError`, the messages stay
+unacknowledged, and the broker redelivers them to the next run, which detects them again.
+
+A named timer thread runs the engine's clock rules (offline, inactivity, silent falls) every
+``tick_s``. One lock serialises it with batches: the engine is single-threaded state.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from detectors.engine import DetectorEngine
+from detectors.events import Event, EventSink
+from eldercare.clock import Clock
+from eldercare.errors import StorageError
+from ingest.batch import Batch
+from ingest.event_store import EventStore
+
+log = logging.getLogger(__name__)
+
+_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class DetectionMetrics:
+    """Prometheus metrics of the detection stage (registered on the service's registry)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter("eldercare_detection_events", "New detection events, by type",
+                              ["type"], registry=registry)
+        self.seconds = Histogram("eldercare_detection_seconds", "Engine time per batch",
+                                 buckets=_BUCKETS, registry=registry)
+        self.alarm_latency = Histogram(
+            "eldercare_alarm_latency_seconds",
+            "SOS and fall events: from receipt of the reading to the stored event",
+            buckets=_BUCKETS, registry=registry)
+        self.store_errors = Counter("eldercare_detection_store_errors",
+                                    "Failed event writes (retried)", registry=registry)
+        self.failures = Counter("eldercare_detection_failures",
+                                "Batches the engine failed on (logged; ingest goes on)",
+                                registry=registry)
+
+
+class DetectionStage:
+    """Runs detection on committed batches and on a timer; see the module docstring."""
+
+    def __init__(self, *, engine: DetectorEngine, store: EventStore, sink: EventSink | None,
+                 clock: Clock, metrics: DetectionMetrics, tick_s: float = 5.0,
+                 retry_max_s: float = 5.0, shutdown_retry_s: float = 10.0) -> None:
+        self.engine = engine
+        self.store = store
+        self.sink = sink
+        self.clock = clock
+        self.metrics = metrics
+        self.tick_s = tick_s
+        self.retry_max_s = retry_max_s
+        self.shutdown_retry_s = shutdown_retry_s
+        self._stopped_at: float | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __call__(self, batch: Batch) -> None:
+        """Detect on one committed batch (called by the pipeline before acknowledging it)."""
+        if not batch.readings:
+            return
+        started = time.perf_counter()
+        with self._lock:
+            try:
+                events = self.engine.process(batch.readings, batch.regions, batch.received_ms)
+            except Exception:  # a detector bug must not stop ingest; it is counted and logged
+                self.metrics.failures.inc()
+                log.exception("detector engine failed on a batch of %d readings",
+                              len(batch.readings))
+                return
+        self.metrics.seconds.observe(time.perf_counter() - started)
+        received = {(r.device_id, r.ts): ms for r, ms in zip(batch.readings, batch.received_ms,
+                                                             strict=True)}
+        self._deliver(events, received)
+
+    def start(self) -> None:
+        """Start the timer thread."""
+        self._thread = threading.Thread(target=self._tick_loop, name="eldercare-detect-timer",
+                                        daemon=True)
+        self._thread.start()
+
+    def request_stop(self) -> None:
+        """Shutdown: from now on a failing event store is retried for ``shutdown_retry_s`` only."""
+        self._stopped_at = time.monotonic()
+        self._stop.set()
+
+    def stop(self) -> None:
+        """Stop the timer thread and close the store."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+        self.store.close()
+
+    def tick(self) -> None:
+        """Run the clock rules once at the clock's now."""
+        with self._lock:
+            events = self.engine.tick(self.clock.now_ms())
+        self._deliver(events, {})
+
+    def _tick_loop(self) -> None:
+        while not self._stop.wait(self.tick_s):
+            try:
+                self.tick()
+            except StorageError as exc:
+                log.error("timer events not stored at shutdown: %s", exc)
+            except Exception:
+                self.metrics.failures.inc()
+                log.exception("detector timer failed")
+
+    def _deliver(self, events: Sequence[Event], received: dict[tuple[str | None, int], int]
+                 ) -> None:
+        if not events:
+            return
+        new = self._store(events)
+        now = self.clock.now_ms()
+        for e in new:
+            self.metrics.events.labels(e.type).inc()
+            got = received.get((e.device_id, e.ts))
+            if got is not None and e.type in ("sos", "fall"):
+                self.metrics.alarm_latency.observe(max(0, now - got) / 1000)
+            log.info("event %s device=%s ts=%d severity=%s", e.type, e.device_id, e.ts,
+                     e.severity)
+        if new and self.sink is not None:
+            try:
+                self.sink.handle(new)
+            except Exception:  # the alert stage has its own durability; log and go on
+                log.exception("event sink failed on %d events", len(new))
+
+    def _store(self, events: Sequence[Event]) -> list[Event]:
+        delay = 0.1
+        while True:
+            try:
+                return self.store.write(events, detected_ms=self.clock.now_ms())
+            except StorageError as exc:
+                self.metrics.store_errors.inc()
+                if self._stopped_at is not None and (
+                        time.monotonic() - self._stopped_at > self.shutdown_retry_s):
+                    raise
+                log.warning("storing %d events failed, retrying in %.1f s: %s", len(events),
+                            delay, exc)
+                time.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, self.retry_max_s)
