@@ -28,7 +28,7 @@ BATCH = 5000
 def _registry(n: int, rng: np.random.Generator) -> tuple[Registry, np.ndarray]:
     homes = np.column_stack((37.45 + rng.random(n) * 0.1, 122.05 + rng.random(n) * 0.15))
     wearers = []
-    for i, (lat, lon) in enumerate(homes):
+    for i, (lat, lon) in enumerate(homes.tolist()):
         d = 0.002
         wearers.append({
             "id": f"W{i}", "name": "x", "region": "371002",

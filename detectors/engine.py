@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict, deque
 from collections.abc import Sequence
 from datetime import tzinfo
-from typing import Any, Final
+from typing import Any, Final, cast
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -41,7 +41,7 @@ from schemas.readings import (
     Vitals,
     Wear,
 )
-from schemas.registry import Registry
+from schemas.registry import Registry, Zone
 
 HOME_SENSORS: Final = ("smoke", "gas", "water", "door", "bed_exit", "panic")
 _SENSOR_INDEX: Final = {s: i for i, s in enumerate(HOME_SENSORS)}
@@ -63,7 +63,7 @@ class DetectorEngine:
         self.params = params = params or DetectorParams()
         self.devices = DeviceTable(offline_default_ms=int(
             params.supervision.offline_default_s * 1000))
-        self.falls = AccelFallDetector(params=params.fall)
+        self.falls = AccelFallDetector(params=params.fall, max_devices=params.max_accel_devices)
         self.stats: Counter[str] = Counter()
         self._recent: dict[tuple[str, int], deque[int]] = defaultdict(
             lambda: deque(maxlen=_RECENT_ALARMS))
@@ -85,7 +85,10 @@ class DetectorEngine:
         sup = self.params.supervision
         tz_index = {self.params.timezone: 0}
         self._tzs = [ZoneInfo(self.params.timezone)]
-        zones, starts, ends, self._zone_ids, self._wearer_ids = [], [], [], [], []
+        zones: list[Zone] = []
+        starts: list[int] = []
+        ends: list[int] = []
+        self._zone_ids, self._wearer_ids = [], []
         for w_i, wearer in enumerate(registry.wearers):
             self._wearer_ids.append(wearer.id)
             if wearer.timezone not in tz_index:
@@ -210,12 +213,14 @@ class DetectorEngine:
         for j in np.flatnonzero(new):
             r = readings[idx[j]]
             source = "panic_button" if isinstance(r, HomeAlarm) else "sos_button"
-            lat = getattr(r, "lat", None)
             ev: Evidence = {"source": source}
-            if getattr(r, "accuracy_m", None) is not None:
-                ev["accuracy_m"] = r.accuracy_m  # type: ignore[union-attr]
+            lat = lon = None
+            if isinstance(r, Sos):
+                lat, lon = r.lat, r.lon
+                if r.accuracy_m is not None:
+                    ev["accuracy_m"] = r.accuracy_m
             events.append(self._event(int(keys[j]), "sos", int(ts[j]), "critical", ev,
-                                      lat=lat, lon=getattr(r, "lon", None)))
+                                      lat=lat, lon=lon))
         return events
 
     def _device_falls(self, readings: Sequence[Reading], rows: IntArray,
@@ -244,18 +249,19 @@ class DetectorEngine:
         if not items:
             return []
         d = self.devices
-        sensors = [readings[i].sensor for i in items]  # type: ignore[union-attr]
+        homes = cast(list[HomeAlarm], [readings[i] for i in items])
+        sensors = [h.sensor for h in homes]
         keys = rows[items] * len(HOME_SENSORS) + np.array([_SENSOR_INDEX[s] for s in sensors])
-        ts = np.array([readings[i].ts for i in items], dtype=np.int64)
-        active = np.array([readings[i].active for i in items], dtype=bool)  # type: ignore[union-attr]
-        night_only = np.array([s in _NIGHT_SENSORS for s in sensors], dtype=bool)
+        ts = np.array([h.ts for h in homes], dtype=np.int64)
+        active = np.array([h.active for h in homes], dtype=np.bool_)
+        night_only = np.array([s in _NIGHT_SENSORS for s in sensors], dtype=np.bool_)
         if night_only.any():
             minute = self._minute_of(rows[items], ts)
             at_night = in_window(minute, *self._night)
             # A bed exit by day is not an alarm; nor does it clear a night one.
             keep = ~night_only | at_night | ~active
         else:
-            keep = np.ones(len(items), dtype=bool)
+            keep = np.ones(len(items), dtype=np.bool_)
         keys, ts, active = keys[keep], ts[keep], active[keep]
         items = [i for i, k in zip(items, keep, strict=True) if k]
         new = self._alarm_stream("home", keys, ts, ~active, d.home_start, d.home_end,
@@ -344,7 +350,7 @@ class DetectorEngine:
         ts = np.array([readings[i].ts for i in idx], dtype=np.int64)
         order, seg = self._stream(r, ts, d.bat_ts, "battery")
         r, ts = r[order], ts[order]
-        pct = np.array([readings[idx[k]].battery_pct for k in order],  # type: ignore[union-attr]
+        pct = np.array([cast(Location | Heartbeat, readings[idx[k]]).battery_pct for k in order],
                        dtype=np.float64)
         step = supervision.step_battery(seg, pct, d.bat_low[r], self.params.supervision)
         self._store_last(seg, r, ts, d.bat_ts, (d.bat_low, step.state))
@@ -359,7 +365,7 @@ class DetectorEngine:
         ts = np.array([readings[i].ts for i in idx], dtype=np.int64)
         order, seg = self._stream(r, ts, d.wear_ts, "wear")
         r, ts = r[order], ts[order]
-        worn = np.array([readings[idx[k]].worn for k in order], dtype=bool)  # type: ignore[union-attr]
+        worn = np.array([cast(Wear, readings[idx[k]]).worn for k in order], dtype=np.bool_)
         step = supervision.step_wear(seg, worn, d.removed[r])
         self._store_last(seg, r, ts, d.wear_ts, (d.removed, step.state))
         out = [self._event(int(r[j]), "device_removed", int(ts[j]), "high", {"worn": False})

@@ -87,5 +87,7 @@ class DetectorParams:
     fall: FallParams = field(default_factory=FallParams)
     #: Default time zone of wearers the registry does not know (the registry sets one per wearer).
     timezone: str = "Asia/Shanghai"
-    #: Upper bound on tracked devices (state arrays); least recently seen are forgotten beyond it.
-    max_devices: int = 1_000_000
+    #: Devices whose accelerometer stream state the fall detector keeps (about 4 KB each, so
+    #: 0.4 GB at the default); beyond it the least recently fed is evicted, its pending
+    #: candidate decided on the evidence available (docs/fall-detector.md).
+    max_accel_devices: int = 100_000

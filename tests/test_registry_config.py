@@ -37,13 +37,13 @@ def test_example_registry_loads_into_database(db_url: str) -> None:
     ("wearers: [{id: W1, name: A, region: BAD}]", "`$.wearers[0].region`"),
     ("wearers: [{id: W1, name: A, region: r1, zones: [{id: z, kind: circle}]}]",
      "needs center and radius_m"),
-    ("wearers: [{id: W1, name: A, region: r1, zones: [{id: z, kind: polygon, "
-     "points: [[1, 2], [3, 4]]}]}]", "at least 3 points"),
-    ("wearers: [{id: W1, name: A, region: r1, zones: [{id: z, kind: circle, radius_m: 5, "
-     "center: {lat: 1, lon: 2}, active: '25:00-06:00'}]}]", "HH:MM-HH:MM"),
+    (("wearers: [{id: W1, name: A, region: r1, zones: [{id: z, kind: polygon, "
+     "points: [[1, 2], [3, 4]]}]}]"), "at least 3 points"),
+    (("wearers: [{id: W1, name: A, region: r1, zones: [{id: z, kind: circle, radius_m: 5, "
+     "center: {lat: 1, lon: 2}, active: '25:00-06:00'}]}]"), "HH:MM-HH:MM"),
     ("wearers: [{id: W1, name: A, region: r1, timezone: Mars/Olympus}]", "unknown timezone"),
-    ("wearers: [{id: W1, name: A, region: r1, devices: [{id: D1, kind: bracelet}]},"
-     " {id: W2, name: B, region: r1, devices: [{id: D1, kind: watch}]}]", "listed for both"),
+    (("wearers: [{id: W1, name: A, region: r1, devices: [{id: D1, kind: bracelet}]},"
+     " {id: W2, name: B, region: r1, devices: [{id: D1, kind: watch}]}]"), "listed for both"),
     ("wearers: [{id: W1, name: A, region: r1, colour: red}]", "colour"),
     ("wearers: [{", "invalid registry"),
 ])

@@ -23,22 +23,20 @@ def check(name, fn):
 
 MODE = sys.argv[2] if len(sys.argv) > 2 else "main"
 conn = psycopg.connect(DSN, autocommit=True)
-q = lambda sql, *a: conn.execute(sql, *a).fetchall()  # noqa: E731
+q = lambda sql, *a: conn.execute(sql, *a).fetchall()
 
 if MODE != "main":  # each of these is run against a FRESH server (they may kill it)
     conn.execute("CREATE TABLE IF NOT EXISTS ms (id int)")
     conn.execute("INSERT INTO ms VALUES (1), (2)")
     if MODE == "copy-in":
         def run():
-            with conn.cursor() as cur:
-                with cur.copy("COPY ms (id) FROM STDIN") as cp:
-                    cp.write_row((99,))
+            with conn.cursor() as cur, cur.copy("COPY ms (id) FROM STDIN") as cp:
+                cp.write_row((99,))
             return q("SELECT count(*) FROM ms WHERE id = 99")
     elif MODE == "copy-out":
         def run():
-            with conn.cursor() as cur:
-                with cur.copy("COPY ms TO STDOUT") as cp:
-                    return len(list(cp.rows()))
+            with conn.cursor() as cur, cur.copy("COPY ms TO STDOUT") as cp:
+                return len(list(cp.rows()))
     elif MODE == "pipeline":
         def run():
             with conn.pipeline():
@@ -208,7 +206,7 @@ check("prepared stmts prepare_threshold=0 (always)", lambda: prepared(0))
 check("prepare_threshold=None", lambda: prepared(None))
 
 conn = psycopg.connect(DSN, autocommit=True)
-q = lambda sql, *a: conn.execute(sql, *a).fetchall()  # noqa: E731
+q = lambda sql, *a: conn.execute(sql, *a).fetchall()
 check("bytea small", lambda: (
     conn.execute("CREATE TABLE IF NOT EXISTS b (x bytea)"),
     conn.execute("INSERT INTO b VALUES (%s)", (b"\x00\x01\xff",)),

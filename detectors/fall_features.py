@@ -1,0 +1,219 @@
+"""Pure feature functions of the accelerometer fall detector (:mod:`detectors.fall`).
+
+The detector first puts every device's stream on one fixed time grid (:func:`resample`), so the
+features below see the same thing whatever the device's rate (20-200 Hz) or jitter. A fall is then
+described by four physical features around an impact candidate, each read from a window of the
+grid at fixed offsets from the impact sample (:class:`Windows`):
+
+- impact: the largest peak of the acceleration magnitude within ±``peak`` samples;
+- free fall: the lowest magnitude in the ``freefall`` samples before the impact;
+- orientation change: the angle between the mean acceleration (the gravity direction, as the
+  person is near rest) ``before`` and ``after`` the impact;
+- stillness: the spread of the acceleration vector ``after`` the impact.
+
+Windows are 2-D arrays (one row per candidate, one column per offset) with a validity mask, since
+a window may run past the start or end of a contiguous segment of the stream. Nothing here keeps
+state, reads a clock or does I/O.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+Bools = npt.NDArray[np.bool_]
+
+
+class Windows(NamedTuple):
+    """Feature windows in grid samples relative to the impact sample (bounds inclusive)."""
+
+    peak: int                  # the impact is the largest peak within [-peak, +peak]
+    freefall: int              # free fall is looked for in [-freefall, -1]
+    before: tuple[int, int]    # posture before: [-before[0], -before[1]]
+    after: tuple[int, int]     # posture and stillness after: [after[0], after[1]]
+    min_count: int             # fewer valid samples than this: the feature is unknown
+
+    @property
+    def back(self) -> int:
+        """How far back (samples) the features look."""
+        return max(self.peak, self.freefall, self.before[0])
+
+    @property
+    def ahead(self) -> int:
+        """How far ahead (samples) the features look: the decision delay."""
+        return max(self.peak, self.after[1])
+
+
+class ImpactFeatures(NamedTuple):
+    """Features of ``k`` impact candidates; NaN where a window held too few valid samples."""
+
+    peak_g: F32                    # (k,) impact magnitude, g
+    freefall_min_g: F64            # (k,) lowest magnitude before the impact, g
+    orientation_change_deg: F64    # (k,) angle between the gravity directions before and after
+    post_std_g: F64                # (k,) RMS deviation of the acceleration vector after, g
+
+
+def resample(t: I64, t_prev: I64, xyz: F32, xyz_prev: F32, *,
+             grid_ms: int) -> tuple[I64, I64, F32]:
+    """Linearly interpolate raw sample pairs onto the grid of multiples of ``grid_ms``.
+
+    Pair ``j`` spans ``(t_prev[j], t[j]]`` and yields the grid points in that half-open interval,
+    so consecutive pairs never yield a point twice, and a stream cut into chunks anywhere yields
+    the same grid as the whole stream (the grid is anchored to absolute time, not to a chunk).
+
+    Parameters
+    ----------
+    t, t_prev : (n,) int64
+        End and start time of each pair, ms; ``t > t_prev``.
+    xyz, xyz_prev : (n, 3) float32
+        Acceleration at ``t`` and at ``t_prev``, g.
+    grid_ms : int
+        Grid step, ms.
+
+    Returns
+    -------
+    pair : (m,) int64
+        Index of the pair each grid point came from (non-decreasing).
+    g : (m,) int64
+        Grid times, ms.
+    v : (m, 3) float32
+        Interpolated acceleration, g.
+    """
+    cnt = t // grid_ms - t_prev // grid_ms
+    m = int(cnt.sum())
+    pair = np.repeat(np.arange(len(t), dtype=np.int64), cnt)
+    # First grid point of each pair, shifted back by the points before it, plus a global ramp.
+    first = (t_prev // grid_ms + 1) * grid_ms
+    offset = first - (np.cumsum(cnt) - cnt) * grid_ms
+    g = np.repeat(offset, cnt) + np.arange(m, dtype=np.int64) * grid_ms
+    inv_dt = (1.0 / (t - t_prev)).astype(np.float32)
+    w = (g - np.repeat(t_prev, cnt)).astype(np.float32) * np.repeat(inv_dt, cnt)
+    a = xyz_prev[pair]
+    v = a + w[:, None] * (xyz[pair] - a)
+    return pair, g, v
+
+
+def gather(values: F32, centres: I64, lo: int, hi: int, seg_lo: I64,
+           seg_hi: I64) -> tuple[F32, Bools]:
+    """Windows ``[c + lo, c + hi]`` of ``values`` around each centre, masked to its segment.
+
+    Parameters
+    ----------
+    values : (N,) float32
+        A grid stream (e.g. magnitude, g).
+    centres, seg_lo, seg_hi : (k,) int64
+        Centre index and the first and last index of the centre's contiguous segment.
+
+    Returns
+    -------
+    win : (k, W) float32
+        ``W = hi - lo + 1``; positions outside the segment hold arbitrary values.
+    valid : (k, W) bool
+    """
+    idx = centres[:, None] + np.arange(lo, hi + 1, dtype=np.int64)[None, :]
+    valid = (idx >= seg_lo[:, None]) & (idx <= seg_hi[:, None])
+    return values[np.clip(idx, 0, len(values) - 1)], valid
+
+
+def local_peaks(hi: F32, centres: I64, seg_lo: I64, seg_hi: I64, half: int) -> Bools:
+    """Which centres are the first, largest value of ``hi`` within ``±half`` samples (k,) bool.
+
+    Bounces and a second contact after an impact are then part of the same impact.
+    """
+    h, valid = gather(hi, centres, -half, half, seg_lo, seg_hi)
+    peak = hi[centres][:, None]
+    earlier = valid & (np.arange(-half, half + 1) < 0)[None, :]
+    first_largest: Bools = ~np.any(valid & (h > peak), axis=1) & ~np.any(
+        earlier & (h >= peak), axis=1)
+    return first_largest
+
+
+def _window_mean(cs: F64, centres: I64, lo: int, hi: int, seg_lo: I64, seg_hi: I64,
+                 min_count: int) -> F64:
+    """Mean of the rows of a stream over ``[c + lo, c + hi]`` clipped to the segment, from its
+    prefix sums ``cs`` (N + 1, C); (k, C), NaN where fewer than ``min_count`` samples."""
+    a = np.clip(centres + lo, seg_lo, seg_hi + 1)
+    b = np.clip(centres + hi + 1, a, seg_hi + 1)
+    n = b - a
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean: F64 = (cs[b] - cs[a]) / n[:, None]
+    mean[n < min_count] = np.nan
+    return mean
+
+
+def impact_features(hi: F32, xyz: F32, centres: I64, seg_lo: I64, seg_hi: I64,
+                    w: Windows) -> ImpactFeatures:
+    """Evaluate the fall features for ``k`` impact candidates.
+
+    Window means and spreads come from prefix sums over the stream, so each candidate costs
+    O(1) however long its windows; only the free-fall minimum reads a (k, freefall) window.
+
+    Parameters
+    ----------
+    hi : (N,) float32
+        Peak magnitude per grid cell (max of the raw samples in it and the interpolation), g.
+    xyz : (N, 3) float32
+        Interpolated acceleration on the grid, g.
+    centres, seg_lo, seg_hi : (k,) int64
+        Candidate indices and the first and last index of their contiguous segments.
+    w : Windows
+        Window offsets.
+    """
+    x = xyz.astype(np.float64)
+    sq = np.einsum("ij,ij->i", x, x)
+    cs = np.zeros((len(x) + 1, 4))
+    np.cumsum(np.column_stack((x, sq)), axis=0, out=cs[1:])
+
+    mag, valid = gather(np.sqrt(sq).astype(np.float32), centres, -w.freefall, -1, seg_lo, seg_hi)
+    ff = np.where(valid, mag, np.inf).min(axis=1).astype(np.float64)
+    ff[valid.sum(axis=1) < w.min_count] = np.nan
+
+    g0 = _window_mean(cs, centres, -w.before[0], -w.before[1], seg_lo, seg_hi, w.min_count)[:, :3]
+    after = _window_mean(cs, centres, w.after[0], w.after[1], seg_lo, seg_hi, w.min_count)
+    g1 = after[:, :3]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.einsum("ki,ki->k", g0, g1) / (
+            np.linalg.norm(g0, axis=1) * np.linalg.norm(g1, axis=1))
+    angle = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    # Total variance of the vector: E|a|^2 - |E a|^2 (rotation counts as movement, not only
+    # changes of magnitude).
+    var = after[:, 3] - np.einsum("ki,ki->k", g1, g1)
+    std = np.sqrt(np.maximum(var, 0.0))
+    return ImpactFeatures(hi[centres], ff, angle, std)
+
+
+def decide(f: ImpactFeatures, partial: Bools, *, freefall_g: float, orientation_deg: float,
+           still_std_g: float) -> tuple[Bools, F64]:
+    """Fall or not, and a confidence, from the features of impact candidates.
+
+    A fall is an impact after which the body rests at a new orientation (the most specific
+    feature at the trunk), supported by a free fall before it or stillness after it:
+    ``orientation and (free fall or still)``. Jumps (free fall, no new orientation), sitting
+    down hard (still, no new orientation) and lying down gently (no impact) fail it.
+
+    ``partial`` candidates were cut off (the stream stopped or broke before the after-window
+    completed). They lean towards the alarm: an unknown stillness counts as still (a silent device
+    reports no movement), and an unknown final orientation is accepted when a free fall preceded
+    the impact.
+
+    Returns
+    -------
+    alarm : (k,) bool
+    confidence : (k,) float64
+        Fraction of the four features (impact, free fall, orientation, stillness) that agreed;
+        unknown features do not count as agreeing.
+    """
+    ff = f.freefall_min_g <= freefall_g
+    turned = f.orientation_change_deg >= orientation_deg
+    still = f.post_std_g <= still_std_g
+    alarm = turned & (ff | still)
+    lean_turned = turned | (np.isnan(f.orientation_change_deg) & ff)
+    lean = lean_turned & (ff | still | np.isnan(f.post_std_g))
+    alarm = np.where(partial, lean, alarm)
+    confidence = (1.0 + ff.astype(np.float64) + turned + still) / 4.0
+    return alarm, confidence
