@@ -10,7 +10,11 @@ is its own. Cases:
   full-single    eldercare ingest (receive, validate, store, ack), single-reading messages
   raw-gateway    bare subscriber, gateway messages of 50 readings
   full-gateway   eldercare ingest, gateway messages of 50 readings (write method copy)
+  full-gateway-detect   the same with the detector engine on (as the service runs by default)
   full-gateway-unnest   the same with write method unnest (the measured reason copy is default)
+
+Issue #2 defines the full pipeline as receive, validate, store, acknowledge: the ``full-*`` cases
+run with detection off, and ``full-gateway-detect`` shows what detection adds.
 
 Zero loss is checked by counting rows. Usage: python -m benchmarks.ingest [--messages N]
 """
@@ -110,15 +114,15 @@ def _raw_consumer(url: str, client_id: str, expected: int, out: mp.Queue[dict[st
              "rss_mb": _peak_rss_mb()})
 
 
-def _full_consumer(url: str, client_id: str, db_url: str, method: str, expected_readings: int,
-                   out: mp.Queue[dict[str, Any]]) -> None:
+def _full_consumer(url: str, client_id: str, db_url: str, method: str, detect: bool,
+                   expected_readings: int, out: mp.Queue[dict[str, Any]]) -> None:
     from eldercare.config import load_config
     from ingest.service import IngestService, prepare_database
 
     cfg = load_config(path=None, env={}, overrides={
         "mqtt.url": url, "mqtt.client_id": client_id, "mqtt.protocol": "5",
         "database.url": db_url, "database.write_method": method, "metrics.port": 0,
-        "ingest.buffer_messages": RECEIVE_MAXIMUM,
+        "ingest.buffer_messages": RECEIVE_MAXIMUM, "detectors.enabled": detect,
     })
     prepare_database(cfg)
     svc = IngestService(cfg)
@@ -181,7 +185,9 @@ def main() -> None:
     try:
         for kind, n_msgs, per in (("single", args.messages, 1),
                                   ("gateway", args.gateway_messages, 50)):
-            for consumer in ("raw", "full", "full-unnest") if kind == "gateway" else ("raw", "full"):
+            consumers = ("raw", "full", "full-detect", "full-unnest") if kind == "gateway" \
+                else ("raw", "full")
+            for consumer in consumers:
                 region = "b" + uuid.uuid4().hex[:8]
                 client_id = f"bench-{consumer}-{region}"
                 topic = f"eldercare/v1/{region}/#" if consumer == "raw" else "eldercare/v1/+/+/+"
@@ -194,10 +200,12 @@ def main() -> None:
                     continue
                 with pg.database() as db_url:
                     method = "unnest" if consumer == "full-unnest" else "copy"
+                    detect = consumer == "full-detect"
                     # First run creates the session and subscriptions, then we go away.
-                    _run(_full_consumer, broker.url, client_id, db_url, method, 0)
+                    _run(_full_consumer, broker.url, client_id, db_url, method, detect, 0)
                     pub_s = _preload(broker.url, _payloads(region, kind, n_msgs, now))
-                    r = _run(_full_consumer, broker.url, client_id, db_url, method, n_msgs * per)
+                    r = _run(_full_consumer, broker.url, client_id, db_url, method, detect,
+                             n_msgs * per)
                     with psycopg.connect(db_url) as conn:
                         row = conn.execute("SELECT count(*) FROM readings").fetchone()
                     stored = int(row[0]) if row else 0
@@ -217,7 +225,7 @@ def _print(rows: list[tuple[str, int, int, dict[str, Any], float, str | None]]) 
     print("| case | messages | readings | seconds | messages/s | readings/s | vs raw | peak RSS MB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, n, readings, r, _pub, _method in rows:
-        kind = name.rsplit("-", 1)[-1] if not name.endswith("unnest") else "gateway"
+        kind = "single" if name.endswith("single") else "gateway"
         mps = n / r["seconds"]
         ratio = mps / raw[kind]
         print(f"| {name} | {n} | {readings} | {r['seconds']:.2f} | {mps:,.0f} |"

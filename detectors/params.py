@@ -6,9 +6,17 @@ under ``[detectors.<section>]`` (see :mod:`eldercare.config`); nothing else read
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from detectors.fall import FallParams
+
+_WINDOW = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
+
+
+def _check_window(name: str, value: str) -> None:
+    if not _WINDOW.match(value):
+        raise ValueError(f"{name} must be a local-time window HH:MM-HH:MM, got {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -27,6 +35,9 @@ class AlarmParams:
     #: getting up or opening the door is daily life.
     night: str = "22:00-06:00"
 
+    def __post_init__(self) -> None:
+        _check_window("night", self.night)
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class GeofenceParams:
@@ -43,6 +54,11 @@ class GeofenceParams:
     #: A return needs the fix this far inside: with the exit margin it forms a hysteresis band of
     #: margin + return_margin (70 m) that GPS jitter along the boundary does not cross.
     return_margin_m: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.margin_m < 0 or self.return_margin_m < 0 or self.exit_fixes < 1 \
+                or self.exit_after_s <= 0:
+            raise ValueError("geofence margins must be >= 0, exit_fixes >= 1, exit_after_s > 0")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -75,6 +91,12 @@ class SupervisionParams:
     #: magnitude over a chunk) or a fix this far from the last still position is activity.
     motion_std_g: float = 0.05
     motion_distance_m: float = 100.0
+
+    def __post_init__(self) -> None:
+        _check_window("daytime", self.daytime)
+        if self.heart_rate_readings < 1 or self.rearm_battery_pct < self.low_battery_pct:
+            raise ValueError("heart_rate_readings must be >= 1 and rearm_battery_pct >= "
+                             "low_battery_pct")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

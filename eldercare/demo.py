@@ -1,8 +1,9 @@
 """``eldercare demo``: the whole ingest path on embedded defaults, nothing installed by hand.
 
-Starts an embedded broker and PostgreSQL, the ingest service, and the small demo fleet; prints the
-stored counts per reading type and the dead letters every few seconds until interrupted (or for
-``--duration`` seconds). Exit status 0 means readings flowed end to end.
+Starts an embedded broker and PostgreSQL, the ingest service with its detectors, and the small
+demo fleet; prints the stored counts per reading type, the detection events per type and the dead
+letters every few seconds until interrupted (or for ``--duration`` seconds). Exit status 0 means
+readings flowed end to end.
 """
 
 from __future__ import annotations
@@ -32,12 +33,16 @@ def _report(url: str, out: TextIO, elapsed: float) -> tuple[int, int]:
         dead = conn.execute(
             "SELECT count(*), (SELECT reason FROM dead_letters ORDER BY id DESC LIMIT 1)"
             " FROM dead_letters").fetchone()
+        events = conn.execute(
+            "SELECT type, count(*) FROM detection_events GROUP BY type ORDER BY type").fetchall()
     assert accel is not None and dead is not None
     counts = dict(per_type)
     counts["accel"] = accel[0]
     total = sum(counts.values())
     cells = "  ".join(f"{k}={v}" for k, v in sorted(counts.items()))
     print(f"[{elapsed:5.1f}s] stored {total}: {cells} | dead letters {dead[0]}", file=out)
+    if events:
+        print("         detected: " + "  ".join(f"{k}={v}" for k, v in events), file=out)
     if dead[1]:
         print(f"         latest dead letter: {dead[1][:110]}", file=out)
     out.flush()

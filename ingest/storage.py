@@ -4,20 +4,21 @@ One batch is one transaction: readings, accelerometer chunks and dead letters co
 only after the commit does the pipeline acknowledge the MQTT messages. Duplicates (QoS 1
 redelivery) are dropped against the unique dedup key ``(device_id, type, ts, seq)``.
 
-Deduplication is optimistic. Duplicates are rare (a redelivery after a crash or a lost PUBACK), and
-``ON CONFLICT DO NOTHING`` makes PostgreSQL insert every row speculatively, which cost about 30% of
-its per-row time in ``benchmarks/ingest.py``. So each insert first runs plain inside a savepoint;
-the unique index still checks every row, and only if it reports a violation is the savepoint
-rolled back and the same rows inserted again with ``ON CONFLICT DO NOTHING``. Either way the
+Deduplication is optimistic. Duplicates are rare (a redelivery after a crash or a lost PUBACK),
+while ``ON CONFLICT DO NOTHING`` makes PostgreSQL insert every row speculatively (about 30% of its
+per-row time), and ``COPY`` cannot skip conflicts at all. So rows are first written plainly inside
+a savepoint; the unique index still checks every row, and only if it reports a violation is the
+savepoint rolled back and the same rows written again the deduplicating way. Either way the
 outcome is the same rows.
 
 Two write methods, chosen by configuration and compared in ``benchmarks/ingest.py``:
 
 ``copy`` (default)
-    Binary ``COPY`` into a temporary staging table, then one ``INSERT ... SELECT``.
+    Binary ``COPY`` straight into ``readings``; on a duplicate, ``COPY`` into a temporary staging
+    table and one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``.
 ``unnest``
-    One ``INSERT ... SELECT FROM unnest(arrays)`` per reading type; needs no COPY support
-    (PGlite, some proxies).
+    One ``INSERT ... SELECT FROM unnest(arrays)`` per reading type (``ON CONFLICT`` on a
+    duplicate); needs no COPY support (PGlite, some proxies).
 
 Rows are built with ``operator.attrgetter`` over exactly the fields of each reading type, so no
 per-column Python loop runs per reading. psycopg errors never leave this module: they become
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -43,45 +45,41 @@ log = logging.getLogger(__name__)
 
 WriteMethod = Literal["copy", "unnest"]
 
-#: PostgreSQL type of every measurement column, as staged (floats staged as float8, stored real).
+#: Stored PostgreSQL type of every measurement column (binary COPY needs the exact type).
 _COLUMN_TYPES: Final = {
-    "lat": "float8", "lon": "float8", "accuracy_m": "float8", "speed_mps": "float8",
-    "battery_pct": "float8", "source": "text", "heart_rate_bpm": "float8", "spo2_pct": "float8",
-    "body_temp_c": "float8", "systolic_mmhg": "float8", "diastolic_mmhg": "float8",
-    "steps": "int8", "confidence": "float8", "rssi_dbm": "float8", "worn": "bool",
+    "lat": "float8", "lon": "float8", "accuracy_m": "float4", "speed_mps": "float4",
+    "battery_pct": "float4", "source": "text", "heart_rate_bpm": "float4", "spo2_pct": "float4",
+    "body_temp_c": "float4", "systolic_mmhg": "float4", "diastolic_mmhg": "float4",
+    "steps": "int4", "confidence": "float4", "rssi_dbm": "float4", "worn": "bool",
     "sensor": "text", "active": "bool",
 }
 _HEAD: Final = ("device_id", "ts", "seq")
+_TAIL: Final = ("type", "region", "received_at")
+# Times travel as int8 microseconds since 2000-01-01 UTC: that is PostgreSQL's own binary format
+# of timestamptz (integer datetimes, the only kind since PostgreSQL 10), so binary COPY stores
+# them into timestamptz columns with psycopg's C int8 dumper instead of a Python datetime per
+# value. The unnest method converts them in SQL.
 _HEAD_TYPES: Final = ("text", "int8", "int8")
-_TAIL: Final = ("type", "region", "received_ms")
 _TAIL_TYPES: Final = ("text", "text", "int8")
-_MS: Final = "timestamptz 'epoch' + {} * interval '1 millisecond'"
+_PG_EPOCH_MS: Final = 946_684_800_000
+_US: Final = "timestamptz '2000-01-01 00:00:00+00' + {} * interval '1 microsecond'"
 
 
 @dataclass(frozen=True, slots=True)
 class _TypeLayout:
-    """How one reading type maps onto columns: the getter and the staged column names/types."""
+    """How one reading type maps onto columns: the getter and the column names/wire types."""
 
     name: str
-    getter: attrgetter[Any]
+    getter: Callable[[Any], tuple[Any, ...]]  # the type's own fields, always as a tuple
     pg_types: tuple[str, ...]
-    copy_sql: str    # COPY of this type's columns into the staging table
+    copy_sql: str    # binary COPY of this type's columns into readings
+    stage_sql: str   # the same into the staging table (the deduplicating path)
     unnest_sql: str  # INSERT ... SELECT FROM unnest(one array per column)
 
 
-def _stored(columns: tuple[str, ...]) -> tuple[str, str]:
-    """Stored column names and the SELECT expressions that produce them from staged columns.
-
-    The one place that says how a staged row becomes a stored row: millisecond epochs become
-    timestamptz, an absent ``seq`` becomes -1 (so the dedup key has no NULL), ``received_ms`` is
-    stored as ``received_at``.
-    """
-    names = ", ".join("received_at" if c == "received_ms" else c for c in columns)
-    exprs = ", ".join(
-        _MS.format(c) if c in ("ts", "received_ms") else "coalesce(seq, -1)" if c == "seq" else c
-        for c in columns
-    )
-    return names, exprs
+def _one(field: str) -> Callable[[Any], tuple[Any, ...]]:
+    get = attrgetter(field)
+    return lambda reading: (get(reading),)
 
 
 def _layouts() -> dict[type, _TypeLayout]:
@@ -91,32 +89,32 @@ def _layouts() -> dict[type, _TypeLayout]:
             continue
         fields = tuple(f for f in cls.__struct_fields__ if f not in _HEAD)
         columns = (*_HEAD, *fields, *_TAIL)
+        names = ", ".join(columns)
         pg_types = (*_HEAD_TYPES, *(_COLUMN_TYPES[f] for f in fields), *_TAIL_TYPES)
-        names, exprs = _stored(columns)
+        exprs = ", ".join(_US.format(c) if c in ("ts", "received_at") else c for c in columns)
         args = ", ".join(f"%s::{t}[]" for t in pg_types)
         out[cls] = _TypeLayout(
             name=TYPE_NAMES[cls],
-            getter=attrgetter(*_HEAD, *fields),
+            getter=attrgetter(*fields) if len(fields) > 1 else _one(fields[0]),
             pg_types=pg_types,
-            copy_sql=f"COPY readings_stage ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)",
-            unnest_sql=(f"INSERT INTO readings ({names}) SELECT {exprs} FROM unnest({args})"
-                        f" AS u({', '.join(columns)})"),
+            copy_sql=f"COPY readings ({names}) FROM STDIN (FORMAT BINARY)",
+            stage_sql=f"COPY readings_stage ({names}) FROM STDIN (FORMAT BINARY)",
+            unnest_sql=f"INSERT INTO readings ({names}) SELECT {exprs} FROM unnest({args})"
+                       f" AS u({names})",
         )
     return out
 
 
 _LAYOUTS: Final = _layouts()
-_STAGE: Final = (("device_id", "text"), ("ts", "int8"), ("seq", "int8"),
-                 *_COLUMN_TYPES.items(), *zip(_TAIL, _TAIL_TYPES, strict=True))
-_STAGE_COLUMNS: Final = ", ".join(f"{c} {t}" for c, t in _STAGE)
-_STAGE_INSERT_SQL: Final = "INSERT INTO readings ({}) SELECT {} FROM readings_stage".format(
-    *_stored(tuple(c for c, _ in _STAGE)))
+_ALL_COLUMNS: Final = ", ".join((*_HEAD, *_COLUMN_TYPES, *_TAIL))
+_STAGE_INSERT_SQL: Final = (f"INSERT INTO readings ({_ALL_COLUMNS}) SELECT {_ALL_COLUMNS}"
+                            " FROM readings_stage")
 _DEDUP: Final = " ON CONFLICT DO NOTHING"
-_ACCEL_GET: Final = attrgetter("device_id", "ts", "seq", "rate_hz", "x", "y", "z")
+_ACCEL_GET: Final = attrgetter("device_id", "ts", "rate_hz", "x", "y", "z")
 _ACCEL_SQL: Final = (
     "INSERT INTO accel_chunks (device_id, ts, seq, rate_hz, x, y, z, region, received_at,"
-    f" n_samples) VALUES (%s, {_MS.format('%s')}, %s, %s, %s::float4[], %s::float4[],"
-    f" %s::float4[], %s, {_MS.format('%s')}, %s) ON CONFLICT DO NOTHING"
+    f" n_samples) VALUES (%s, {_US.format('%s')}, %s, %s, %s::float4[], %s::float4[],"
+    f" %s::float4[], %s, {_US.format('%s')}, %s) ON CONFLICT DO NOTHING"
 )
 
 
@@ -163,8 +161,8 @@ class PostgresStore:
             )
             if self.method == "copy":
                 self._conn.execute(
-                    f"CREATE TEMP TABLE IF NOT EXISTS readings_stage ({_STAGE_COLUMNS})"
-                    " ON COMMIT DELETE ROWS"
+                    "CREATE TEMP TABLE IF NOT EXISTS readings_stage (LIKE readings"
+                    " INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
                 )
                 self._conn.commit()
         return self._conn
@@ -174,14 +172,15 @@ class PostgresStore:
         groups: dict[type, list[tuple[Any, ...]]] = defaultdict(list)
         accel: list[tuple[Any, ...]] = []
         rows = zip(batch.readings, batch.regions, batch.received_ms, strict=True)
-        for reading, region, received in rows:
-            layout = _LAYOUTS.get(type(reading))
+        for r, region, received in rows:
+            layout = _LAYOUTS.get(type(r))
+            us = (received - _PG_EPOCH_MS) * 1000
+            seq = -1 if r.seq is None else r.seq  # the dedup key has no NULL
             if layout is None:
-                accel.append(_accel_row(reading, region, received))
+                accel.append(_accel_row(r, seq, region, us))
             else:
-                groups[type(reading)].append(
-                    (*layout.getter(reading), layout.name, region, received)
-                )
+                groups[type(r)].append((r.device_id, (r.ts - _PG_EPOCH_MS) * 1000, seq,
+                                        *layout.getter(r), layout.name, region, us))
         try:
             conn = self._connection()
             with conn.transaction():
@@ -199,16 +198,30 @@ class PostgresStore:
     def _copy_readings(
         self, conn: psycopg.Connection, groups: dict[type, list[tuple[Any, ...]]]
     ) -> int:
+        """Binary COPY straight into ``readings``, in a savepoint; if a row is already stored
+        (a redelivery), the savepoint is rolled back and the rows go through the staging table
+        and a deduplicating INSERT instead (see the module docstring)."""
         if not groups:
             return 0
         with conn.cursor() as cur:
-            for cls, rows in groups.items():
-                layout = _LAYOUTS[cls]
-                with cur.copy(layout.copy_sql) as copy:
-                    copy.set_types(list(layout.pg_types))
-                    for row in rows:
-                        copy.write_row(row)
-            return _insert_dedup(conn, cur, _STAGE_INSERT_SQL)
+            try:
+                with conn.transaction():
+                    self._copy_groups(cur, groups, staged=False)
+                return sum(len(rows) for rows in groups.values())
+            except psycopg.errors.UniqueViolation:
+                self._copy_groups(cur, groups, staged=True)
+                cur.execute(_STAGE_INSERT_SQL + _DEDUP)
+                return max(cur.rowcount, 0)
+
+    @staticmethod
+    def _copy_groups(cur: psycopg.Cursor[Any], groups: dict[type, list[tuple[Any, ...]]],
+                     *, staged: bool) -> None:
+        for cls, rows in groups.items():
+            layout = _LAYOUTS[cls]
+            with cur.copy(layout.stage_sql if staged else layout.copy_sql) as copy:
+                copy.set_types(list(layout.pg_types))
+                for row in rows:
+                    copy.write_row(row)
 
     def _unnest_readings(
         self, conn: psycopg.Connection, groups: dict[type, list[tuple[Any, ...]]]
@@ -274,6 +287,7 @@ def _insert_dedup(
     return max(cur.rowcount, 0)
 
 
-def _accel_row(reading: Reading, region: str, received_ms: int) -> tuple[Any, ...]:
-    device_id, ts, seq, rate, x, y, z = _ACCEL_GET(reading)
-    return (device_id, ts, -1 if seq is None else seq, rate, x, y, z, region, received_ms, len(x))
+def _accel_row(reading: Reading, seq: int, region: str, received_us: int) -> tuple[Any, ...]:
+    device_id, ts, rate, x, y, z = _ACCEL_GET(reading)
+    return (device_id, (ts - _PG_EPOCH_MS) * 1000, seq, rate, x, y, z, region, received_us,
+            len(x))

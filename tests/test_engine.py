@@ -309,3 +309,6 @@ def test_detector_parameters_come_from_the_config_file_and_typos_are_errors(
     bad.write_text("[detectors.geofence]\nmargin = 80\n")
     with pytest.raises(ConfigError, match="detectors.geofence.margin"):
         load_config(path=bad, env={})
+    bad.write_text("[detectors.alarms]\nnight = '23:00-25:00'\n")
+    with pytest.raises(ConfigError, match="night must be a local-time window"):
+        load_config(path=bad, env={})
