@@ -128,10 +128,12 @@ class DetectorEngine:
             by_type[type(r)].append(i)
         out: list[Event] = []
         out += self._online(rows, recv)
+        # Fixes first, so an alarm in the same batch carries the freshest known position.
+        geofence_events = self._locations(readings, rows, recv, by_type[Location])
         out += self._sos(readings, rows, by_type[Sos], by_type[HomeAlarm])
         out += self._device_falls(readings, rows, by_type[Fall])
         out += self._home_alarms(readings, rows, by_type[HomeAlarm])
-        out += self._locations(readings, rows, recv, by_type[Location])
+        out += geofence_events
         out += self._battery(readings, rows, by_type[Location] + by_type[Heartbeat])
         out += self._wear(readings, rows, by_type[Wear])
         out += self._vitals(readings, rows, recv, by_type[Vitals])
@@ -340,32 +342,40 @@ class DetectorEngine:
                                       lat=float(lat[j]), lon=float(lon[j])))
         return events
 
-    def _battery(self, readings: Sequence[Reading], rows: IntArray,
-                 idx: list[int]) -> list[Event]:
-        idx = [i for i in idx if readings[i].battery_pct is not None]  # type: ignore[union-attr]
+    def _fresh(self, readings: Sequence[Reading], rows: IntArray, idx: list[int],
+               last_ts: npt.NDArray[np.int64], name: str, field: str, dtype: Any
+               ) -> tuple[IntArray, IntArray, npt.NDArray[Any], npt.NDArray[np.bool_]] | None:
+        """The fresh items of one stream, sorted by (device, ts): rows, ts, the values of
+        ``field``, and the stream starts; None when nothing is fresh."""
         if not idx:
-            return []
-        d = self.devices
+            return None
         r = rows[idx]
         ts = np.array([readings[i].ts for i in idx], dtype=np.int64)
-        order, seg = self._stream(r, ts, d.bat_ts, "battery")
-        r, ts = r[order], ts[order]
-        pct = np.array([cast(Location | Heartbeat, readings[idx[k]]).battery_pct for k in order],
-                       dtype=np.float64)
+        order, seg = self._stream(r, ts, last_ts, name)
+        if not len(order):
+            return None
+        values = np.array([getattr(readings[idx[k]], field) for k in order], dtype=dtype)
+        return r[order], ts[order], values, seg
+
+    def _battery(self, readings: Sequence[Reading], rows: IntArray,
+                 idx: list[int]) -> list[Event]:
+        d = self.devices
+        idx = [i for i in idx if cast(Location | Heartbeat, readings[i]).battery_pct is not None]
+        got = self._fresh(readings, rows, idx, d.bat_ts, "battery", "battery_pct", np.float64)
+        if got is None:
+            return []
+        r, ts, pct, seg = got
         step = supervision.step_battery(seg, pct, d.bat_low[r], self.params.supervision)
         self._store_last(seg, r, ts, d.bat_ts, (d.bat_low, step.state))
         return [self._event(int(r[j]), "low_battery", int(ts[j]), "low",
                             {"battery_pct": float(pct[j])}) for j in np.flatnonzero(step.rising)]
 
     def _wear(self, readings: Sequence[Reading], rows: IntArray, idx: list[int]) -> list[Event]:
-        if not idx:
-            return []
         d = self.devices
-        r = rows[idx]
-        ts = np.array([readings[i].ts for i in idx], dtype=np.int64)
-        order, seg = self._stream(r, ts, d.wear_ts, "wear")
-        r, ts = r[order], ts[order]
-        worn = np.array([cast(Wear, readings[idx[k]]).worn for k in order], dtype=np.bool_)
+        got = self._fresh(readings, rows, idx, d.wear_ts, "wear", "worn", np.bool_)
+        if got is None:
+            return []
+        r, ts, worn, seg = got
         step = supervision.step_wear(seg, worn, d.removed[r])
         self._store_last(seg, r, ts, d.wear_ts, (d.removed, step.state))
         out = [self._event(int(r[j]), "device_removed", int(ts[j]), "high", {"worn": False})
@@ -378,15 +388,13 @@ class DetectorEngine:
                 idx: list[int]) -> list[Event]:
         vit: list[Vitals] = [readings[i] for i in idx]  # type: ignore[misc]
         self._note_steps(rows[idx], recv[idx], vit)
-        hr_k = [k for k, v in enumerate(vit) if v.heart_rate_bpm is not None]
-        if not hr_k:
-            return []
         d = self.devices
-        r = rows[idx][hr_k]
-        ts = np.array([vit[k].ts for k in hr_k], dtype=np.int64)
-        order, seg = self._stream(r, ts, d.hr_ts, "heart_rate")
-        r, ts = r[order], ts[order]
-        bpm = np.array([vit[hr_k[k]].heart_rate_bpm for k in order], dtype=np.float64)
+        hr_idx = [i for i, v in zip(idx, vit, strict=True) if v.heart_rate_bpm is not None]
+        got = self._fresh(readings, rows, hr_idx, d.hr_ts, "heart_rate", "heart_rate_bpm",
+                          np.float64)
+        if got is None:
+            return []
+        r, ts, bpm, seg = got
         sup = self.params.supervision
         step = supervision.step_heart_rate(seg, ts, bpm, d.hr_run[r], d.hr_run_start[r],
                                            d.hr_alarm[r], sup)

@@ -17,6 +17,7 @@ from psycopg.types.json import Jsonb
 
 from detectors.events import EVENT_ENCODER, Event
 from eldercare.errors import StorageError
+from ingest.storage import close_quietly
 
 _INSERT: Final = (
     "INSERT INTO detection_events"
@@ -81,8 +82,4 @@ class PostgresEventStore:
     def close(self) -> None:
         """Close the connection."""
         conn, self._conn = self._conn, None
-        if conn is not None and not conn.closed:
-            try:
-                conn.close()
-            except psycopg.Error:  # pragma: no cover - closing a broken socket
-                pass
+        close_quietly(conn)

@@ -260,15 +260,20 @@ class PostgresStore:
 
     def _drop_broken_connection(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None and not conn.closed:
-            try:
-                conn.close()
-            except psycopg.Error:  # pragma: no cover - closing a broken socket
-                pass
+        close_quietly(conn)
 
     def close(self) -> None:
         """Close the connection (no batch is in flight: writes are synchronous)."""
         self._drop_broken_connection()
+
+
+def close_quietly(conn: psycopg.Connection | None) -> None:
+    """Close a connection that may already be broken; errors of a dead socket are moot."""
+    if conn is not None and not conn.closed:
+        try:
+            conn.close()
+        except psycopg.Error:  # pragma: no cover - closing a broken socket
+            pass
 
 
 def _insert_dedup(
