@@ -167,6 +167,7 @@ class IngestPipeline:
                 time.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, self.config.retry_max_s)
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
+        self._count(batch, result, messages)
         if self.sink is not None:
             # Before the ack: if detection cannot store its events (StorageError, raised only
             # once it gives up at shutdown) the messages stay unacknowledged and come back.
@@ -177,7 +178,6 @@ class IngestPipeline:
             except Exception:  # one faulty consumer must not stop ingest
                 log.exception("batch sink failed")
         self.ack(messages)
-        self._count(batch, result, messages)
 
     def _count(self, batch: Batch, result: WriteResult, messages: list[Message]) -> None:
         m = self.metrics
