@@ -17,7 +17,7 @@ _SENSORS: Final = 6
 
 # name: (dtype, initial value). -1 marks "never" for times.
 _FIELDS: Final[dict[str, tuple[Any, Any]]] = {
-    "wearer": (np.int32, -1), "tz": (np.int16, 0), "zone_lo": (np.int64, 0),
+    "wearer": (np.int32, -1), "tz": (np.int16, 0), "accel_fall": (np.bool_, False), "zone_lo": (np.int64, 0),
     "zone_hi": (np.int64, 0), "offline_after_ms": (np.int64, 0),
     "seen_ms": (np.int64, -1), "offline": (np.bool_, False),
     "sos_start": (np.int64, -1), "sos_end": (np.int64, -1),
@@ -41,6 +41,7 @@ class DeviceTable:
     """Device id → row, and the state columns (attributes named as in ``_FIELDS``)."""
 
     wearer: npt.NDArray[np.int32]
+    accel_fall: npt.NDArray[np.bool_]
     tz: npt.NDArray[np.int16]
     zone_lo: npt.NDArray[np.int64]
     zone_hi: npt.NDArray[np.int64]
@@ -75,8 +76,10 @@ class DeviceTable:
     home_end: npt.NDArray[np.int64]
     home_open: npt.NDArray[np.bool_]
 
-    def __init__(self, *, offline_default_ms: int, capacity: int = 1024) -> None:
+    def __init__(self, *, offline_default_ms: int, accel_fall_default: bool = True,
+                 capacity: int = 1024) -> None:
         self.offline_default_ms = offline_default_ms
+        self.accel_fall_default = accel_fall_default
         self.ids: list[str] = []
         self.regions: list[str] = []
         self._index: dict[str, int] = {}
@@ -101,14 +104,15 @@ class DeviceTable:
             self.ids.append(device_id)
             self.regions.append(region)
             self.offline_after_ms[row] = self.offline_default_ms
+            self.accel_fall[row] = self.accel_fall_default
         elif region and self.regions[row] != region:
             self.regions[row] = region
         return row
 
     def bind(self, row: int, *, wearer: int, tz: int, zone_lo: int, zone_hi: int,
-             offline_after_ms: int) -> None:
+             offline_after_ms: int, accel_fall: bool) -> None:
         """Attach registry facts to a device row."""
-        self.wearer[row], self.tz[row] = wearer, tz
+        self.wearer[row], self.tz[row], self.accel_fall[row] = wearer, tz, accel_fall
         self.zone_lo[row], self.zone_hi[row] = zone_lo, zone_hi
         self.offline_after_ms[row] = offline_after_ms
 

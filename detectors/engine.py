@@ -61,8 +61,9 @@ class DetectorEngine:
     def __init__(self, *, params: DetectorParams | None = None,
                  registry: Registry | None = None) -> None:
         self.params = params = params or DetectorParams()
-        self.devices = DeviceTable(offline_default_ms=int(
-            params.supervision.offline_default_s * 1000))
+        self.devices = DeviceTable(
+            offline_default_ms=int(params.supervision.offline_default_s * 1000),
+            accel_fall_default=params.accel_fall_unregistered)
         self.falls = AccelFallDetector(params=params.fall, max_devices=params.max_accel_devices)
         self.stats: Counter[str] = Counter()
         self._recent: dict[tuple[str, int], deque[int]] = defaultdict(
@@ -106,7 +107,8 @@ class DetectorEngine:
                 self.devices.bind(row, wearer=w_i, tz=tz_index[wearer.timezone],
                                   zone_lo=lo, zone_hi=len(zones),
                                   offline_after_ms=int(1000 * sup.offline_after_s.get(
-                                      dev.kind, sup.offline_default_s)))
+                                      dev.kind, sup.offline_default_s)),
+                                  accel_fall=dev.kind in self.params.accel_fall_kinds)
         self._zones = ZoneSet.build(zones)
         self._win_start = np.array(starts, dtype=np.int64)
         self._win_end = np.array(ends, dtype=np.int64)
@@ -426,7 +428,10 @@ class DetectorEngine:
         spread = supervision.motion_spread_g(lengths, mag.astype(np.float64))
         moving = spread > self.params.supervision.motion_std_g
         self._mark_activity(rows[idx], recv[idx], moving)
-        return [self._fall_event(h) for h in self.falls.feed(chunks)]
+        analysed = self.devices.accel_fall[rows[idx]]
+        self.stats["accel_chunks_not_fall_analysed"] += int((~analysed).sum())
+        chunks = [c for c, keep in zip(chunks, analysed, strict=True) if keep]
+        return [self._fall_event(h) for h in self.falls.feed(chunks)] if chunks else []
 
     # -- activity (inactivity check) -------------------------------------------------------
 

@@ -109,6 +109,15 @@ class DetectorParams:
     fall: FallParams = field(default_factory=FallParams)
     #: Default time zone of wearers the registry does not know (the registry sets one per wearer).
     timezone: str = "Asia/Shanghai"
+    #: Registry device kinds whose raw accelerometer streams go through our fall detector. Trunk
+    #: worn only: on UMAFall the detector reaches 94% sensitivity / 99.5% specificity at the
+    #: waist but raises 30 false alarms per hour of daily activity at the wrist, which would bury
+    #: real alarms. Wrist devices (bracelets, watches) report their own ``fall`` readings, which
+    #: are always raised; their accelerometer still counts as motion for inactivity.
+    accel_fall_kinds: tuple[str, ...] = ("fall_sensor", "pendant")
+    #: Devices missing from the registry: their position on the body is unknown, so a fall that
+    #: may be real is not ignored; register wrist devices to keep their streams out.
+    accel_fall_unregistered: bool = True
     #: Devices whose accelerometer stream state the fall detector keeps (about 4 KB each, so
     #: 0.4 GB at the default); beyond it the least recently fed is evicted, its pending
     #: candidate decided on the evidence available (docs/fall-detector.md).

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
-from detectors.fall import FallParams
 from msgspec import Meta
 
+from detectors.fall import FallParams
 from detectors.params import AlarmParams, DetectorParams, GeofenceParams, SupervisionParams
 from eldercare.errors import ConfigError
 
@@ -75,6 +75,11 @@ class DetectorsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     #: How often offline, inactivity and silent-fall rules are evaluated.
     tick_s: Annotated[float, Meta(gt=0, le=3600)] = 5.0
     timezone: str = "Asia/Shanghai"
+    #: Device kinds whose accelerometer streams go through the fall detector (docs/detectors.md).
+    accel_fall_kinds: tuple[
+        Literal["bracelet", "watch", "fall_sensor", "home_sensor", "pendant"], ...
+    ] = ("fall_sensor", "pendant")
+    accel_fall_unregistered: bool = True
     alarms: AlarmParams = AlarmParams()
     geofence: GeofenceParams = GeofenceParams()
     supervision: SupervisionParams = SupervisionParams()
@@ -90,7 +95,8 @@ class DetectorsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
         """The parameters as the engine takes them."""
         return DetectorParams(alarms=self.alarms, geofence=self.geofence,
                               supervision=self.supervision, fall=self.fall,
-                              timezone=self.timezone)
+                              timezone=self.timezone, accel_fall_kinds=self.accel_fall_kinds,
+                              accel_fall_unregistered=self.accel_fall_unregistered)
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -53,7 +53,7 @@ def registry(*, zones: list[dict[str, object]] | None = None) -> Registry:
     return msgspec.convert({"wearers": [{
         "id": "W1", "name": "Zhang", "region": "371002",
         "devices": [{"id": "BR-1", "kind": "bracelet"}, {"id": "HOME-1", "kind": "home_sensor"},
-                    {"id": "WATCH-1", "kind": "watch"}],
+                    {"id": "WATCH-1", "kind": "watch"}, {"id": "PEND-1", "kind": "pendant"}],
         "zones": zones if zones is not None else [home_zone],
     }]}, Registry)
 
@@ -300,6 +300,19 @@ def test_accelerometer_fall_is_raised_once_through_the_engine(rate: float) -> No
     assert math.isclose(falls[0].ts, T0 + 2400, abs_tol=300)
     assert falls[0].evidence["source"] == "accelerometer"
     assert run(eng, chunks) == []    # the same chunks redelivered
+
+
+def test_accelerometer_falls_are_analysed_for_trunk_worn_devices_only() -> None:
+    eng = DetectorEngine(registry=registry())
+    events: list[Event] = []
+    for dev in ("WATCH-1", "PEND-1"):
+        for c in _fall_chunks(dev, T0, 50.0):
+            events += run(eng, [c])
+    events += eng.tick(T0 + 60_000)
+    assert [(e.type, e.device_id) for e in events if e.type == "fall"] == [("fall", "PEND-1")]
+    assert eng.stats["accel_chunks_not_fall_analysed"] == 8
+    # The watch's own fall report is always raised.
+    assert kinds(run(eng, [Fall(device_id="WATCH-1", ts=T0 + 90_000)])) == [("fall", T0 + 90_000)]
 
 
 def test_detector_parameters_come_from_the_config_file_and_typos_are_errors(
