@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import psycopg
 import pytest
 
@@ -19,6 +20,7 @@ from ingest.migrations import migrate
 from ingest.service import IngestService
 from schemas import device_topic, gateway_topic
 from tests.conftest import Publisher, count, now_ms, wait_for
+from tests.test_engine import fall_chunks
 
 ROOT = Path(__file__).parent.parent
 
@@ -65,6 +67,24 @@ def test_sos_and_wandering_published_over_mqtt_become_stored_events_once(
         ("sos", "BR-1", region, "W1", "critical"), ("geofence_exit", "BR-1", region, "W1", "high")]
     assert rows[0][6] == now - 5000
     assert rows[1][5]["zone_id"] == "home" and rows[1][5]["distance_m"] > 300
+
+
+def test_a_fall_in_an_accelerometer_stream_over_mqtt_becomes_one_stored_event(
+    make_config: Callable[..., Config], publisher: Publisher, region: str, db_url: str,
+) -> None:
+    sink = ListSink()
+    t0 = now_ms() - 20_000
+    chunks = fall_chunks("PEND-9", t0, 50.0)
+    with IngestService(make_config(), event_sink=sink):
+        for c in chunks + chunks[:3]:     # the first three messages delivered twice
+            publisher.publish(device_topic(region, "PEND-9"), msgspec.json.encode(c))
+        wait_for(lambda: count(db_url, "SELECT count(*) FROM accel_chunks") == len(chunks),
+                 what="accelerometer chunks")
+        wait_for(lambda: any(e.type == "fall" for e in sink.events), what="the fall event")
+    assert [(e.type, e.device_id, e.region) for e in sink.events] == [("fall", "PEND-9", region)]
+    assert abs(sink.events[0].ts - (t0 + 2400)) <= 300
+    assert count(db_url, "SELECT count(*) FROM detection_events WHERE type = 'fall'"
+                 " AND evidence->>'source' = 'accelerometer'") == 1
 
 
 def test_event_store_returns_only_new_identities_and_wraps_errors(db_url: str) -> None:

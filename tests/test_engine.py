@@ -270,7 +270,7 @@ def test_inactivity_in_the_daytime_only_for_devices_that_report_activity() -> No
 
 # -- accelerometer falls through the engine --------------------------------------------------
 
-def _fall_chunks(dev: str, t0: int, rate: float) -> list[Accel]:
+def fall_chunks(dev: str, t0: int, rate: float) -> list[Accel]:
     """2 s standing (gravity on z), 0.4 s free fall, impact, then lying still on the side."""
     n = int(8 * rate)
     t = np.arange(n) / rate
@@ -293,7 +293,7 @@ def _fall_chunks(dev: str, t0: int, rate: float) -> list[Accel]:
 @pytest.mark.parametrize("rate", [20.0, 50.0, 200.0])
 def test_accelerometer_fall_is_raised_once_through_the_engine(rate: float) -> None:
     eng = DetectorEngine()
-    chunks = _fall_chunks("P-2", T0, rate)
+    chunks = fall_chunks("P-2", T0, rate)
     events = [e for c in chunks for e in run(eng, [c])] + eng.tick(T0 + 60_000)
     falls = [e for e in events if e.type == "fall"]
     assert len(falls) == 1
@@ -306,7 +306,7 @@ def test_accelerometer_falls_are_analysed_for_trunk_worn_devices_only() -> None:
     eng = DetectorEngine(registry=registry())
     events: list[Event] = []
     for dev in ("WATCH-1", "PEND-1"):
-        for c in _fall_chunks(dev, T0, 50.0):
+        for c in fall_chunks(dev, T0, 50.0):
             events += run(eng, [c])
     events += eng.tick(T0 + 60_000)
     assert [(e.type, e.device_id) for e in events if e.type == "fall"] == [("fall", "PEND-1")]
