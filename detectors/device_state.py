@@ -19,7 +19,7 @@ _SENSORS: Final = 6
 _FIELDS: Final[dict[str, tuple[Any, Any]]] = {
     "wearer": (np.int32, -1), "tz": (np.int16, 0), "accel_fall": (np.bool_, False), "zone_lo": (np.int64, 0),
     "zone_hi": (np.int64, 0), "offline_after_ms": (np.int64, 0),
-    "seen_ms": (np.int64, -1), "offline": (np.bool_, False),
+    "seen_ms": (np.int64, -1), "heard": (np.bool_, False), "offline": (np.bool_, False),
     "sos_start": (np.int64, -1), "sos_end": (np.int64, -1),
     "fall_start": (np.int64, -1), "fall_end": (np.int64, -1),
     "fix_ts": (np.int64, -1), "fix_lat": (np.float64, np.nan), "fix_lon": (np.float64, np.nan),
@@ -47,6 +47,7 @@ class DeviceTable:
     zone_hi: npt.NDArray[np.int64]
     offline_after_ms: npt.NDArray[np.int64]
     seen_ms: npt.NDArray[np.int64]
+    heard: npt.NDArray[np.bool_]
     offline: npt.NDArray[np.bool_]
     sos_start: npt.NDArray[np.int64]
     sos_end: npt.NDArray[np.int64]

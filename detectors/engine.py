@@ -113,6 +113,19 @@ class DetectorEngine:
         self._win_start = np.array(starts, dtype=np.int64)
         self._win_end = np.array(ends, dtype=np.int64)
 
+    def watch_registered(self, now_ms: int) -> int:
+        """Start the offline clock at ``now_ms`` for registered devices not heard from yet.
+
+        Engine state lives in memory: after a restart, a registered bracelet whose battery died
+        before it would otherwise never be declared offline. The service calls this at start, so
+        such a device raises ``offline`` one period later. Returns how many devices it armed.
+        """
+        d = self.devices
+        n = len(d)
+        unheard = (d.wearer[:n] >= 0) & (d.seen_ms[:n] < 0)
+        d.seen_ms[:n][unheard] = now_ms
+        return int(unheard.sum())
+
     # -- batches ----------------------------------------------------------------------------
 
     def process(self, readings: Sequence[Reading], regions: Sequence[str],
@@ -153,8 +166,11 @@ class DetectorEngine:
         for row in np.flatnonzero(due):
             d.offline[row] = True
             since = int(d.seen_ms[row])
+            # A device armed by watch_registered() has not been heard since the service started:
+            # ``last_seen_ms`` is then the start time, and the evidence says so.
             out.append(self._event(int(row), "offline", since + int(d.offline_after_ms[row]),
-                                   "low", {"last_seen_ms": since}))
+                                   "low", {"last_seen_ms": since,
+                                           "heard_since_start": bool(d.heard[row])}))
         minute = self._minute_now(now_ms, n)
         idle = supervision.inactivity_due(d.active_ms[:n], d.has_activity[:n], d.inactive[:n],
                                           d.offline[:n], minute, now_ms,
@@ -171,6 +187,7 @@ class DetectorEngine:
     def _online(self, rows: IntArray, recv: IntArray) -> list[Event]:
         d = self.devices
         np.maximum.at(d.seen_ms, rows, recv)
+        d.heard[rows] = True
         back = np.unique(rows[d.offline[rows]])
         d.offline[back] = False
         return [self._event(int(r), "online", int(d.seen_ms[r]), "info", {}) for r in back]

@@ -90,7 +90,10 @@ class DetectionStage:
         self._deliver(events, received)
 
     def start(self) -> None:
-        """Start the timer thread."""
+        """Arm offline supervision of registered devices, then start the timer thread."""
+        with self._lock:
+            armed = self.engine.watch_registered(self.clock.now_ms())
+        log.info("detection: offline supervision armed for %d registered devices", armed)
         self._thread = threading.Thread(target=self._tick_loop, name="eldercare-detect-timer",
                                         daemon=True)
         self._thread.start()

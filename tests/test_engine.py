@@ -248,6 +248,16 @@ def test_offline_on_the_clock_per_device_kind_then_online() -> None:
     assert kinds(back) == [("online", T0 + 40 * 60_000)]
 
 
+def test_registered_devices_silent_since_a_restart_go_offline_after_their_period() -> None:
+    eng = DetectorEngine(registry=registry())
+    assert eng.tick(T0 + 86_400_000) == []          # never heard of: nothing to say yet
+    assert eng.watch_registered(T0) == 4              # BR-1, HOME-1, WATCH-1, PEND-1
+    run(eng, [Heartbeat(device_id="WATCH-1", ts=T0 + 60_000)])
+    off = eng.tick(T0 + 16 * 60_000)
+    assert [(e.device_id, e.evidence["heard_since_start"]) for e in off] == [("BR-1", False)]
+    assert eng.watch_registered(T0 + 20 * 60_000) == 0   # once armed, never re-armed
+
+
 def test_inactivity_in_the_daytime_only_for_devices_that_report_activity() -> None:
     eng = DetectorEngine(registry=registry())
     t9 = local_ms(20, 9)
