@@ -5,7 +5,9 @@ Order is the guarantee: a message is acknowledged only after the transaction hol
 exponential backoff and *nothing* is acknowledged meanwhile; the bounded buffer fills, the
 network thread blocks, and the broker keeps the rest. Data is never dropped to make room.
 
-Batches close at ``max_batch_readings`` readings or ``linger_s`` after their first message.
+Batches close at ``max_batch_readings`` readings or ``linger_s`` after their first message, or at
+once when they hold an alarm reading (SOS, fall, wear, home alarm): lingering trades latency for
+throughput, and an alarm's latency is the one that matters.
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ from ingest.batch import Batch
 from ingest.buffer import Message, MessageBuffer
 from ingest.metrics import IngestMetrics
 from ingest.storage import TelemetryStore, WriteResult
-from schemas import TYPE_NAMES, MessageDecoder
+from schemas import ALARM_TYPES, TYPE_NAMES, MessageDecoder
 
 log = logging.getLogger(__name__)
+
+#: Reading types that close their batch at once: ``schemas.ALARM_TYPES``, as classes.
+ALARM_CLASSES = frozenset(cls for cls, name in TYPE_NAMES.items() if name in ALARM_TYPES)
 
 #: Called after each commit, before the acknowledgement, with the committed batch (the
 #: detection stage plugs in here).
@@ -130,16 +135,20 @@ class IngestPipeline:
         deadline = time.monotonic() + cfg.linger_s
         chunk = messages
         while True:
-            self._decode_into(batch, chunk)
+            alarm = self._decode_into(batch, chunk)
             remaining = deadline - time.monotonic()
-            if len(batch) >= cfg.max_batch_readings or remaining <= 0 or self._stop.is_set():
+            # An alarm does not linger: its batch is committed (and detected) at once.
+            if (alarm or len(batch) >= cfg.max_batch_readings or remaining <= 0
+                    or self._stop.is_set()):
                 return messages, batch
             chunk = self.buffer.take(cfg.max_take, timeout_s=remaining)
             messages.extend(chunk)
 
-    def _decode_into(self, batch: Batch, messages: list[Message]) -> None:
-        """Decode messages into ``batch``; reads the clock once per chunk."""
+    def _decode_into(self, batch: Batch, messages: list[Message]) -> bool:
+        """Decode messages into ``batch``; reads the clock once per chunk. Returns whether an
+        alarm reading (SOS, fall, wear, home alarm) was among them."""
         now = self.clock.now_ms()
+        alarm = False
         for m in messages:
             result = self.decoder.decode(m.topic, m.payload, now_ms=now,
                                          content_type=m.content_type)
@@ -147,8 +156,10 @@ class IngestPipeline:
                 assert result.topic is not None
                 batch.add_readings(result.readings, region=result.topic.region,
                                    received_ms=m.received_ms)
+                alarm = alarm or any(type(r) in ALARM_CLASSES for r in result.readings)
             for reject in result.rejects:
                 batch.add_dead_letter(m.topic, reject.raw, reject.reason, m.received_ms)
+        return alarm
 
     def _commit(self, batch: Batch, messages: list[Message]) -> None:
         delay = self.config.retry_initial_s

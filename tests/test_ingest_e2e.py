@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Callable
 
@@ -152,3 +153,19 @@ def test_metrics_endpoint(make_config: Callable[..., Config], publisher: Publish
     assert 'eldercare_readings_received_total{type="sos"} 1.0' in body
     assert "eldercare_dead_letters_total 1.0" in body
     assert "eldercare_batch_latency_seconds_count" in body
+
+
+def test_an_alarm_closes_its_batch_at_once_instead_of_lingering(
+    make_config: Callable[..., Config], publisher: Publisher, region: str, db_url: str
+) -> None:
+    now = now_ms()
+    # A 10 s linger: a batch of periodic readings waits for it, a batch with an SOS does not.
+    with IngestService(make_config(**{"ingest.linger_ms": 10_000})):
+        publisher.publish(device_topic(region, "BR-1"),
+                          json.dumps({"type": "heartbeat", "ts": now}).encode())
+        time.sleep(1.0)
+        assert _readings(db_url) == 0           # still lingering
+        publisher.publish(device_topic(region, "BR-2"),
+                          json.dumps({"type": "sos", "ts": now}).encode())
+        wait_for(lambda: _readings(db_url) == 2, timeout_s=5.0,
+                 what="the SOS and the heartbeat lingering before it, well before 10 s")
