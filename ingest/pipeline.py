@@ -7,7 +7,10 @@ network thread blocks, and the broker keeps the rest. Data is never dropped to m
 
 Batches close at ``max_batch_readings`` readings or ``linger_s`` after their first message, or at
 once when they hold an alarm reading (SOS, fall, wear, home alarm): lingering trades latency for
-throughput, and an alarm's latency is the one that matters.
+throughput, and an alarm's latency is the one that matters. The cost is smaller batches while
+alarms arrive faster than batches fill (each still holds at least one take of ``max_take``
+messages when there is a backlog); alarms are rare in real fleets, and an alarm flood is the
+overload case of issue #7.
 """
 
 from __future__ import annotations
