@@ -57,7 +57,7 @@ def _client(url: str, client_id: str, **kw: Any) -> mqtt.Client:
 
 def _connect(c: mqtt.Client, url: str) -> None:
     host, port = url.removeprefix("mqtt://").split(":")
-    props = Properties(PacketTypes.CONNECT)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = 3600
     props.ReceiveMaximum = RECEIVE_MAXIMUM
     c.connect(host, int(port), 30, clean_start=False, properties=props)
@@ -181,7 +181,7 @@ def main() -> None:
     broker.start()
     pg = Postgres(tmp)
     now = time.time_ns() // 1_000_000
-    rows = []
+    rows: list[tuple[str, int, int, dict[str, Any], float, str | None]] = []
     try:
         for kind, n_msgs, per in (("single", args.messages, 1),
                                   ("gateway", args.gateway_messages, 50)):
