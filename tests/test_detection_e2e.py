@@ -5,20 +5,26 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import msgspec
 import psycopg
 import pytest
+from prometheus_client import CollectorRegistry
 
+from detectors.engine import DetectorEngine
 from detectors.events import Event, ListSink
+from eldercare.clock import SystemClock
 from eldercare.config import Config
 from eldercare.errors import StorageError
+from ingest.batch import Batch
+from ingest.detection import DetectionMetrics, DetectionStage
 from ingest.event_store import PostgresEventStore
 from ingest.migrations import migrate
 from ingest.service import IngestService
 from schemas import device_topic, gateway_topic
+from schemas.readings import Sos
 from tests.conftest import Publisher, count, now_ms, wait_for
 from tests.test_engine import fall_chunks
 
@@ -162,3 +168,49 @@ def test_detect_streams_a_large_file_in_bounded_memory(tmp_path: Path) -> None:
     # The file is ~25 MB of JSON, i.e. hundreds of MB as Python objects: streaming keeps it small.
     # Measured: ~40 MB streaming; ~200 MB if the whole file were held as one batch.
     assert rss_mb < 100, rss_mb
+
+
+class FlakyEventStore:
+    """The real event store behind a switch that fails the first ``failures`` writes."""
+
+    def __init__(self, inner: PostgresEventStore, failures: int) -> None:
+        self.inner, self.failures, self.calls = inner, failures, 0
+
+    def write(self, events: Sequence[Event], *, detected_ms: int) -> list[Event]:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise StorageError("injected outage")
+        return self.inner.write(events, detected_ms=detected_ms)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _sos_batch(device: str, ts: int) -> Batch:
+    batch = Batch()
+    batch.add_readings([Sos(device_id=device, ts=ts)], region="371002", received_ms=ts)
+    return batch
+
+
+def test_event_store_outage_is_retried_and_gives_up_only_at_shutdown(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        migrate(conn, timescale="off")
+    sink = ListSink()
+    registry = CollectorRegistry()
+    metrics = DetectionMetrics(registry)
+    store = FlakyEventStore(PostgresEventStore(db_url), failures=3)
+    stage = DetectionStage(engine=DetectorEngine(), store=store, sink=sink, clock=SystemClock(),
+                           metrics=metrics, retry_max_s=0.2, shutdown_retry_s=0.0)
+    t = now_ms()
+    stage(_sos_batch("W-1", t))          # three failures, retried, then stored and handed on
+    assert [(e.type, e.device_id) for e in sink.events] == [("sos", "W-1")]
+    assert store.calls == 4 and count(db_url, "SELECT count(*) FROM detection_events") == 1
+    assert registry.get_sample_value("eldercare_detection_store_errors_total") == 3
+    # Shutting down with the store still failing: the stage gives up with StorageError, so the
+    # pipeline leaves the batch unacknowledged (the broker redelivers it to the next run).
+    store.failures = store.calls + 100
+    stage.request_stop()
+    with pytest.raises(StorageError, match="injected outage"):
+        stage(_sos_batch("W-2", t))
+    stage.stop()
+    assert len(sink.events) == 1
