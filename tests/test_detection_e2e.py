@@ -214,3 +214,18 @@ def test_event_store_outage_is_retried_and_gives_up_only_at_shutdown(db_url: str
         stage(_sos_batch("W-2", t))
     stage.stop()
     assert len(sink.events) == 1
+
+
+class _BrokenEngine(DetectorEngine):
+    def process(self, *args: object, **kw: object) -> list[Event]:
+        raise ZeroDivisionError("a detector bug")
+
+
+def test_a_detector_bug_is_counted_and_ingest_goes_on(db_url: str) -> None:
+    registry = CollectorRegistry()
+    stage = DetectionStage(engine=_BrokenEngine(), store=PostgresEventStore(db_url),
+                           sink=ListSink(), clock=SystemClock(),
+                           metrics=DetectionMetrics(registry))
+    stage(_sos_batch("W-3", now_ms()))    # must not raise: the batch is still acknowledged
+    stage.stop()
+    assert registry.get_sample_value("eldercare_detection_failures_total") == 1
