@@ -14,7 +14,7 @@ take late readings too, see :mod:`detectors.alarms`. A reading delivered twice n
 from __future__ import annotations
 
 from collections import Counter, defaultdict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import tzinfo
 from typing import Any, Final, cast
 from zoneinfo import ZoneInfo
@@ -66,6 +66,9 @@ class DetectorEngine:
             accel_fall_default=params.accel_fall_unregistered)
         self.falls = AccelFallDetector(params=params.fall, max_devices=params.max_accel_devices)
         self.stats: Counter[str] = Counter()
+        #: Detector failures of past batches, (detector, exception); the caller drains and logs
+        #: them (the engine itself does no I/O).
+        self.errors: list[tuple[str, Exception]] = []
         self._recent: dict[tuple[str, int], deque[int]] = defaultdict(
             lambda: deque(maxlen=_RECENT_ALARMS))
         self._tzs: list[tzinfo] = [ZoneInfo(params.timezone)]
@@ -141,18 +144,27 @@ class DetectorEngine:
         by_type: dict[type, list[int]] = defaultdict(list)
         for i, r in enumerate(readings):
             by_type[type(r)].append(i)
+        t = by_type
+        # Each detector runs in isolation: a bug in one (say the geofence) must not cost the
+        # batch its SOS events. Fixes run first, so an alarm carries the freshest position.
+        steps: list[tuple[str, Callable[[], list[Event]]]] = [
+            ("online", lambda: self._online(rows, recv)),
+            ("geofence", lambda: self._locations(readings, rows, recv, t[Location])),
+            ("sos", lambda: self._sos(readings, rows, t[Sos], t[HomeAlarm])),
+            ("device_fall", lambda: self._device_falls(readings, rows, t[Fall])),
+            ("home_alarm", lambda: self._home_alarms(readings, rows, t[HomeAlarm])),
+            ("battery", lambda: self._battery(readings, rows, t[Location] + t[Heartbeat])),
+            ("wear", lambda: self._wear(readings, rows, t[Wear])),
+            ("vitals", lambda: self._vitals(readings, rows, recv, t[Vitals])),
+            ("accel", lambda: self._accel(readings, rows, recv, t[Accel])),
+        ]
         out: list[Event] = []
-        out += self._online(rows, recv)
-        # Fixes first, so an alarm in the same batch carries the freshest known position.
-        geofence_events = self._locations(readings, rows, recv, by_type[Location])
-        out += self._sos(readings, rows, by_type[Sos], by_type[HomeAlarm])
-        out += self._device_falls(readings, rows, by_type[Fall])
-        out += self._home_alarms(readings, rows, by_type[HomeAlarm])
-        out += geofence_events
-        out += self._battery(readings, rows, by_type[Location] + by_type[Heartbeat])
-        out += self._wear(readings, rows, by_type[Wear])
-        out += self._vitals(readings, rows, recv, by_type[Vitals])
-        out += self._accel(readings, rows, recv, by_type[Accel])
+        for name, step in steps:
+            try:
+                out += step()
+            except Exception as exc:  # noqa: BLE001 - recorded for the caller to log; others go on
+                self.stats[f"{name}_failures"] += 1
+                self.errors.append((name, exc))
         self.stats["readings"] += len(readings)
         return out
 

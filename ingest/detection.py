@@ -84,6 +84,11 @@ class DetectionStage:
                 log.exception("detector engine failed on a batch of %d readings",
                               len(batch.readings))
                 return
+            failures, self.engine.errors = self.engine.errors, []
+        for name, exc in failures:
+            self.metrics.failures.inc()
+            log.error("detector %s failed on a batch of %d readings; the other detectors ran",
+                      name, len(batch.readings), exc_info=exc)
         self.metrics.seconds.observe(time.perf_counter() - started)
         received = {(r.device_id, r.ts): ms for r, ms in zip(batch.readings, batch.received_ms,
                                                              strict=True)}

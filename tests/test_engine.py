@@ -105,6 +105,20 @@ def test_repeated_presses_join_duplicates_and_late_presses_never_retrigger() -> 
     assert kinds(run(eng, [Sos(device_id="W-9", ts=T0 - 3_600_000)])) == [("sos", T0 - 3_600_000)]
 
 
+def test_a_failing_detector_does_not_cost_the_batch_its_sos(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    eng = DetectorEngine(registry=registry())
+
+    def broken(*args: object) -> list[Event]:
+        raise ValueError("geofence bug")
+
+    monkeypatch.setattr(eng, "_locations", broken)
+    events = run(eng, [fix(T0, 500.0), Sos(device_id="BR-1", ts=T0 + 1000)])
+    assert kinds(events) == [("sos", T0 + 1000)]
+    assert eng.stats["geofence_failures"] == 1
+    assert [(name, str(exc)) for name, exc in eng.errors] == [("geofence", "geofence bug")]
+
+
 def test_presses_of_many_devices_in_one_batch_each_raise_once() -> None:
     eng = DetectorEngine()
     batch = [Sos(device_id=f"D{i % 500}", ts=T0 + (i // 500) * 1000) for i in range(2000)]
