@@ -17,6 +17,7 @@ Issue #2 defines the full pipeline as receive, validate, store, acknowledge: the
 run with detection off, and ``full-gateway-detect`` shows what detection adds.
 
 Zero loss is checked by counting rows. Usage: python -m benchmarks.ingest [--messages N]
+[--gateway-messages N] [--repeat N] (on a noisy host, --repeat 5 prints medians and ranges).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import argparse
 import json
 import multiprocessing as mp
 import resource
+import statistics
 import tempfile
 import threading
 import time
@@ -173,6 +175,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=60_000, help="single-reading messages")
     parser.add_argument("--gateway-messages", type=int, default=4_000, help="50-reading messages")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run every case this many times and print the median (noisy hosts)")
     args = parser.parse_args()
     from tests.services import Mosquitto, Postgres
 
@@ -181,41 +185,68 @@ def main() -> None:
     broker.start()
     pg = Postgres(tmp)
     now = time.time_ns() // 1_000_000
-    rows: list[tuple[str, int, int, dict[str, Any], float, str | None]] = []
+    runs: list[list[tuple[str, int, int, dict[str, Any], float, str | None]]] = []
     try:
-        for kind, n_msgs, per in (("single", args.messages, 1),
-                                  ("gateway", args.gateway_messages, 50)):
-            consumers = ("raw", "full", "full-detect", "full-unnest") if kind == "gateway" \
-                else ("raw", "full")
-            for consumer in consumers:
-                region = "b" + uuid.uuid4().hex[:8]
-                client_id = f"bench-{consumer}-{region}"
-                topic = f"eldercare/v1/{region}/#" if consumer == "raw" else "eldercare/v1/+/+/+"
-                if consumer == "raw":
-                    _create_session(broker.url, client_id, topic)
-                    pub_s = _preload(broker.url, _payloads(region, kind, n_msgs, now))
-                    r = _run(_raw_consumer, broker.url, client_id, n_msgs)
-                    assert r["ok"], f"raw consumer lost messages: {r}"
-                    rows.append((f"raw-{kind}", n_msgs, n_msgs * per, r, pub_s, None))
-                    continue
-                with pg.database() as db_url:
-                    method = "unnest" if consumer == "full-unnest" else "copy"
-                    detect = consumer == "full-detect"
-                    # First run creates the session and subscriptions, then we go away.
-                    _run(_full_consumer, broker.url, client_id, db_url, method, detect, 0)
-                    pub_s = _preload(broker.url, _payloads(region, kind, n_msgs, now))
-                    r = _run(_full_consumer, broker.url, client_id, db_url, method, detect,
-                             n_msgs * per)
-                    with psycopg.connect(db_url) as conn:
-                        row = conn.execute("SELECT count(*) FROM readings").fetchone()
-                    stored = int(row[0]) if row else 0
-                    assert stored == n_msgs * per, f"loss: stored {stored} of {n_msgs * per}"
-                    name = f"{consumer}-{kind}"
-                    rows.append((name, n_msgs, stored, r, pub_s, method))
+        for _ in range(args.repeat):
+            runs.append(_cases(broker, pg, args, now))
     finally:
         broker.stop()
         pg.close()
-    _print(rows)
+    for rows in runs:
+        _print(rows)
+    if len(runs) > 1:
+        _summary(runs)
+
+
+def _cases(broker: Any, pg: Any, args: argparse.Namespace, now: int
+           ) -> list[tuple[str, int, int, dict[str, Any], float, str | None]]:
+    rows: list[tuple[str, int, int, dict[str, Any], float, str | None]] = []
+    for kind, n_msgs, per in (("single", args.messages, 1),
+                              ("gateway", args.gateway_messages, 50)):
+        consumers = ("raw", "full", "full-detect", "full-unnest") if kind == "gateway" \
+            else ("raw", "full")
+        for consumer in consumers:
+            region = "b" + uuid.uuid4().hex[:8]
+            client_id = f"bench-{consumer}-{region}"
+            topic = f"eldercare/v1/{region}/#" if consumer == "raw" else "eldercare/v1/+/+/+"
+            if consumer == "raw":
+                _create_session(broker.url, client_id, topic)
+                pub_s = _preload(broker.url, _payloads(region, kind, n_msgs, now))
+                r = _run(_raw_consumer, broker.url, client_id, n_msgs)
+                assert r["ok"], f"raw consumer lost messages: {r}"
+                rows.append((f"raw-{kind}", n_msgs, n_msgs * per, r, pub_s, None))
+                continue
+            with pg.database() as db_url:
+                method = "unnest" if consumer == "full-unnest" else "copy"
+                detect = consumer == "full-detect"
+                # First run creates the session and subscriptions, then we go away.
+                _run(_full_consumer, broker.url, client_id, db_url, method, detect, 0)
+                pub_s = _preload(broker.url, _payloads(region, kind, n_msgs, now))
+                r = _run(_full_consumer, broker.url, client_id, db_url, method, detect,
+                         n_msgs * per)
+                with psycopg.connect(db_url) as conn:
+                    row = conn.execute("SELECT count(*) FROM readings").fetchone()
+                stored = int(row[0]) if row else 0
+                assert stored == n_msgs * per, f"loss: stored {stored} of {n_msgs * per}"
+                rows.append((f"{consumer}-{kind}", n_msgs, stored, r, pub_s, method))
+    return rows
+
+
+def _summary(runs: list[list[tuple[str, int, int, dict[str, Any], float, str | None]]]) -> None:
+    """Median and range of readings/s and of the ratio to the same run's raw ceiling."""
+    print(f"\nover {len(runs)} runs:\n")
+    print("| case | readings/s median | min-max | vs raw median |")
+    print("|---|---:|---:|---:|")
+    for i, (name, *_rest) in enumerate(runs[0]):
+        kind = "single" if name.endswith("single") else "gateway"
+        rates, ratios = [], []
+        for rows in runs:
+            _, n, readings, r, _, _ = rows[i]
+            raw = next(rr for rr in rows if rr[0] == f"raw-{kind}")
+            rates.append(readings / r["seconds"])
+            ratios.append((n / r["seconds"]) / (raw[1] / raw[3]["seconds"]))
+        print(f"| {name} | {statistics.median(rates):,.0f} | {min(rates):,.0f}-{max(rates):,.0f}"
+              f" | {statistics.median(ratios):.0%} |")
 
 
 def _print(rows: list[tuple[str, int, int, dict[str, Any], float, str | None]]) -> None:
