@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from detectors.sequences import BoolArray, IntArray, episodes, segment_starts
+from detectors.sequences import BoolArray, IntArray, episodes, segment_ends, segment_starts
 
 
 class EpisodeState(NamedTuple):
@@ -69,8 +69,7 @@ def step_alarms(keys: IntArray, ts: IntArray, clear: BoolArray, carried: Episode
     new = np.zeros(len(all_keys), dtype=bool)
     new[order] = ep.new
     # The latest item of each key decides its state.
-    last = np.ones(len(sk), dtype=bool)
-    last[:-1] = sk[1:] != sk[:-1]
+    last = segment_ends(seg)
     last_clear = all_clear[order][last]
     start = np.where(last_clear, carried.start, ep.start_ts[last])
     end = np.where(last_clear, carried.end, ep.end_ts[last])

@@ -29,7 +29,13 @@ from detectors.fall import AccelChunk, AccelFallDetector, FallHit, chunk_times
 from detectors.geo import ZoneSet, haversine_m
 from detectors.localtime import in_window, minute_of_day, parse_window
 from detectors.params import DetectorParams
-from detectors.sequences import IntArray, fresh_mask, order_streams, segment_starts
+from detectors.sequences import (
+    IntArray,
+    fresh_mask,
+    order_streams,
+    segment_ends,
+    segment_starts,
+)
 from schemas.readings import (
     Accel,
     Fall,
@@ -332,10 +338,7 @@ class DetectorEngine:
         acc = np.array([np.nan if locs[k].accuracy_m is None else locs[k].accuracy_m
                         for k in order])
         self._note_motion(r, recv[idx][order], lat, lon)
-        ends = np.ones(len(r), dtype=bool)
-        ends[:-1] = seg[1:]
-        last = r[ends]
-        d.fix_ts[last], d.fix_lat[last], d.fix_lon[last] = ts[ends], lat[ends], lon[ends]
+        self._store_last(seg, r, (d.fix_ts, ts), (d.fix_lat, lat), (d.fix_lon, lon))
         has_zones = d.zone_hi[r] > d.zone_lo[r]
         if not has_zones.any():
             return []
@@ -354,12 +357,9 @@ class DetectorEngine:
                                           lat, lon)
         carried = geofence.GeofenceState(d.geo_run[r], d.geo_run_start[r], d.geo_exited[r])
         step = geofence.step_geofence(seg, ts, zd, acc, carried, self.params.geofence)
-        ends = np.ones(len(r), dtype=bool)
-        ends[:-1] = seg[1:]
-        last = r[ends]
-        d.geo_run[last] = step.state_at.run[ends]
-        d.geo_run_start[last] = step.state_at.run_start[ends]
-        d.geo_exited[last] = step.state_at.exited[ends]
+        self._store_last(seg, r, (d.geo_run, step.state_at.run),
+                         (d.geo_run_start, step.state_at.run_start),
+                         (d.geo_exited, step.state_at.exited))
         events = []
         for j in np.flatnonzero(step.exit | step.ret):
             kind: EventType = "geofence_exit" if step.exit[j] else "geofence_return"
@@ -397,7 +397,7 @@ class DetectorEngine:
             return []
         r, ts, pct, seg = got
         step = supervision.step_battery(seg, pct, d.bat_low[r], self.params.supervision)
-        self._store_last(seg, r, ts, d.bat_ts, (d.bat_low, step.state))
+        self._store_last(seg, r, (d.bat_ts, ts), (d.bat_low, step.state))
         return [self._event(int(r[j]), "low_battery", int(ts[j]), "low",
                             {"battery_pct": float(pct[j])}) for j in np.flatnonzero(step.rising)]
 
@@ -408,7 +408,7 @@ class DetectorEngine:
             return []
         r, ts, worn, seg = got
         step = supervision.step_wear(seg, worn, d.removed[r])
-        self._store_last(seg, r, ts, d.wear_ts, (d.removed, step.state))
+        self._store_last(seg, r, (d.wear_ts, ts), (d.removed, step.state))
         out = [self._event(int(r[j]), "device_removed", int(ts[j]), "high", {"worn": False})
                for j in np.flatnonzero(step.rising)]
         out += [self._event(int(r[j]), "device_worn", int(ts[j]), "info", {"worn": True})
@@ -429,7 +429,7 @@ class DetectorEngine:
         sup = self.params.supervision
         step = supervision.step_heart_rate(seg, ts, bpm, d.hr_run[r], d.hr_run_start[r],
                                            d.hr_alarm[r], sup)
-        self._store_last(seg, r, ts, d.hr_ts, (d.hr_alarm, step.alarm.state),
+        self._store_last(seg, r, (d.hr_ts, ts), (d.hr_alarm, step.alarm.state),
                          (d.hr_run, step.run.length), (d.hr_run_start, step.run.start_ts))
         events = []
         for j in np.flatnonzero(step.alarm.rising):
@@ -498,14 +498,11 @@ class DetectorEngine:
     # -- helpers ------------------------------------------------------------------------------
 
     @staticmethod
-    def _store_last(seg: npt.NDArray[np.bool_], r: IntArray, ts: IntArray,
-                    last_ts: npt.NDArray[np.int64],
+    def _store_last(seg: npt.NDArray[np.bool_], r: IntArray,
                     *pairs: tuple[npt.NDArray[Any], npt.NDArray[Any]]) -> None:
-        """Write the state after each device's last item back into the state arrays."""
-        ends = np.ones(len(r), dtype=bool)
-        ends[:-1] = seg[1:]
+        """Write each (state array, per-item values) pair back at each device's last item."""
+        ends = segment_ends(seg)
         last = r[ends]
-        last_ts[last] = ts[ends]
         for target, values in pairs:
             target[last] = values[ends]
 

@@ -26,7 +26,7 @@ import numpy.typing as npt
 from detectors.geo import ZoneSet
 from detectors.localtime import in_window
 from detectors.params import GeofenceParams
-from detectors.sequences import BoolArray, IntArray, latch, runs
+from detectors.sequences import BoolArray, IntArray, latch, runs, segment_starts
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -70,8 +70,7 @@ def nearest_active_zone(zones: ZoneSet, zone_lo: IntArray, zone_hi: IntArray, mi
         # Sort pairs by (fix, distance): the first pair of each fix is its nearest zone.
         order = np.lexsort((dist, pair_fix))
         pf = pair_fix[order]
-        first = np.ones(len(pf), dtype=bool)
-        first[1:] = pf[1:] != pf[:-1]
+        first = segment_starts(pf)
         best[pf[first]] = dist[order][first]
         nearest[pf[first]] = pair_zone[order][first]
     return ZoneDistance(best, nearest, nearest >= 0)

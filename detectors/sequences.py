@@ -12,7 +12,7 @@ All functions are pure; shapes are ``(n,)`` for ``n`` items unless stated.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -161,12 +161,6 @@ def episodes(seg_start: BoolArray, ts: IntArray, *, window_ms: int,
     g_end = np.full(n_groups, -1, dtype=np.int64)
     np.minimum.at(g_start, group[act], ts[act])
     np.maximum.at(g_end, group[act], ts[act])
-    first_of_group = np.ones(n, dtype=bool)
-    first_of_group[1:] = group[1:] != group[:-1]
-    new = first_of_group & act & ~virtual & ~has_virtual[group]
+    new = segment_starts(group) & act & ~virtual & ~has_virtual[group]
     return Episodes(group, new, g_start[group], g_end[group])
 
-
-def last_per_segment(seg_start: BoolArray, values: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """The value at the last item of each stream (one per stream, in stream order)."""
-    return values[segment_ends(seg_start)]
