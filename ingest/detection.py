@@ -14,7 +14,6 @@ A named timer thread runs the engine's clock rules (offline, inactivity, silent 
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from eldercare.clock import Clock
 from eldercare.errors import StorageError
 from ingest.batch import Batch
 from ingest.event_store import EventStore
+from ingest.retry import StorageRetry
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,8 @@ class DetectionStage:
         self.clock = clock
         self.metrics = metrics
         self.tick_s = tick_s
-        self.retry_max_s = retry_max_s
-        self.shutdown_retry_s = shutdown_retry_s
-        self._stopped_at: float | None = None
+        self._retry = StorageRetry(max_s=retry_max_s, shutdown_grace_s=shutdown_retry_s,
+                                   on_error=metrics.store_errors.inc)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -105,7 +104,7 @@ class DetectionStage:
 
     def request_stop(self) -> None:
         """Shutdown: from now on a failing event store is retried for ``shutdown_retry_s`` only."""
-        self._stopped_at = time.monotonic()
+        self._retry.request_stop()
         self._stop.set()
 
     def stop(self) -> None:
@@ -151,16 +150,6 @@ class DetectionStage:
                 log.exception("event sink failed on %d events", len(new))
 
     def _store(self, events: Sequence[Event]) -> list[Event]:
-        delay = 0.1
-        while True:
-            try:
-                return self.store.write(events, detected_ms=self.clock.now_ms())
-            except StorageError as exc:
-                self.metrics.store_errors.inc()
-                if self._stopped_at is not None and (
-                        time.monotonic() - self._stopped_at > self.shutdown_retry_s):
-                    raise
-                log.warning("storing %d events failed, retrying in %.1f s: %s", len(events),
-                            delay, exc)
-                time.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, self.retry_max_s)
+        return self._retry.run(
+            lambda: self.store.write(events, detected_ms=self.clock.now_ms()),
+            f"storing {len(events)} events")

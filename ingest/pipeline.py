@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import random
 import threading
 import time
 from collections import Counter
@@ -29,6 +28,7 @@ from eldercare.errors import StorageError
 from ingest.batch import Batch
 from ingest.buffer import Message, MessageBuffer
 from ingest.metrics import IngestMetrics
+from ingest.retry import StorageRetry
 from ingest.storage import TelemetryStore, WriteResult
 from schemas import ALARM_TYPES, TYPE_NAMES, MessageDecoder
 
@@ -83,12 +83,14 @@ class IngestPipeline:
         self.sink = sink
         self._stop = threading.Event()
         self._failed = threading.Event()
-        self._stopped_at: float | None = None
+        self._retry = StorageRetry(initial_s=config.retry_initial_s, max_s=config.retry_max_s,
+                                   shutdown_grace_s=config.shutdown_retry_s,
+                                   on_error=metrics.storage_errors.inc)
         self._ready: queue.Queue[tuple[list[Message], Batch] | None] = queue.Queue(maxsize=1)
 
     def request_stop(self) -> None:
         """Finish what the buffer holds, then return from :meth:`run`."""
-        self._stopped_at = time.monotonic()
+        self._retry.request_stop()
         self._stop.set()
 
     def run(self) -> None:
@@ -165,21 +167,14 @@ class IngestPipeline:
         return alarm
 
     def _commit(self, batch: Batch, messages: list[Message]) -> None:
-        delay = self.config.retry_initial_s
-        while True:
-            started = time.perf_counter()
-            try:
-                result = self.store.write(batch)
-                break
-            except StorageError as exc:
-                self.metrics.storage_errors.inc()
-                if self._stopped_at is not None and (
-                    time.monotonic() - self._stopped_at > self.config.shutdown_retry_s
-                ):
-                    raise
-                log.warning("commit failed, retrying in %.1f s: %s", delay, exc)
-                time.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, self.config.retry_max_s)
+        started = 0.0
+
+        def attempt() -> WriteResult:
+            nonlocal started
+            started = time.perf_counter()  # the metric times the attempt that succeeded
+            return self.store.write(batch)
+
+        result = self._retry.run(attempt, f"commit of {len(batch)}")
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
         self._count(batch, result, messages)
         if self.sink is not None:
