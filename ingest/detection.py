@@ -89,9 +89,7 @@ class DetectionStage:
             log.error("detector %s failed on a batch of %d readings; the other detectors ran",
                       name, len(batch.readings), exc_info=exc)
         self.metrics.seconds.observe(time.perf_counter() - started)
-        received = {(r.device_id, r.ts): ms for r, ms in zip(batch.readings, batch.received_ms,
-                                                             strict=True)}
-        self._deliver(events, received)
+        self._deliver(events, batch)
 
     def start(self) -> None:
         """Arm offline supervision of registered devices, then start the timer thread."""
@@ -118,7 +116,7 @@ class DetectionStage:
         """Run the clock rules once at the clock's now."""
         with self._lock:
             events = self.engine.tick(self.clock.now_ms())
-        self._deliver(events, {})
+        self._deliver(events, None)
 
     def _tick_loop(self) -> None:
         while not self._stop.wait(self.tick_s):
@@ -130,16 +128,16 @@ class DetectionStage:
                 self.metrics.failures.inc()
                 log.exception("detector timer failed")
 
-    def _deliver(self, events: Sequence[Event], received: dict[tuple[str | None, int], int]
-                 ) -> None:
+    def _deliver(self, events: Sequence[Event], batch: Batch | None) -> None:
         if not events:
             return
         new = self._store(events)
         now = self.clock.now_ms()
+        received = _alarm_receipts(new, batch)
         for e in new:
             self.metrics.events.labels(e.type).inc()
             got = received.get((e.device_id, e.ts))
-            if got is not None and e.type in ("sos", "fall"):
+            if got is not None:
                 self.metrics.alarm_latency.observe(max(0, now - got) / 1000)
             log.info("event %s device=%s ts=%d severity=%s", e.type, e.device_id, e.ts,
                      e.severity)
@@ -153,3 +151,14 @@ class DetectionStage:
         return self._retry.run(
             lambda: self.store.write(events, detected_ms=self.clock.now_ms()),
             f"storing {len(events)} events")
+
+
+def _alarm_receipts(events: Sequence[Event], batch: Batch | None) -> dict[tuple[str, int], int]:
+    """Receipt times of the readings behind SOS and fall events, for the latency metric. Only
+    built when there are such events: most batches have none, and this is the commit path."""
+    wanted = {(e.device_id, e.ts) for e in events if e.type in ("sos", "fall")}
+    if not wanted or batch is None:
+        return {}
+    return {(str(r.device_id), r.ts): ms for r, ms in zip(batch.readings, batch.received_ms,
+                                                          strict=True)
+            if (r.device_id, r.ts) in wanted}
