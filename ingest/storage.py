@@ -32,6 +32,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from operator import attrgetter
 from typing import Any, Final, Literal, Protocol
 
@@ -204,14 +205,16 @@ class PostgresStore:
         if not groups:
             return 0
         with conn.cursor() as cur:
-            try:
-                with conn.transaction():
-                    self._copy_groups(cur, groups, staged=False)
+            def plain() -> int:
+                self._copy_groups(cur, groups, staged=False)
                 return sum(len(rows) for rows in groups.values())
-            except psycopg.errors.UniqueViolation:
+
+            def dedup() -> int:
                 self._copy_groups(cur, groups, staged=True)
                 cur.execute(_STAGE_INSERT_SQL + _DEDUP)
                 return max(cur.rowcount, 0)
+
+            return _optimistic(conn, plain, dedup)
 
     @staticmethod
     def _copy_groups(cur: psycopg.Cursor[Any], groups: dict[type, list[tuple[Any, ...]]],
@@ -229,8 +232,9 @@ class PostgresStore:
         stored = 0
         with conn.cursor() as cur:
             for cls, rows in groups.items():
-                stored += _insert_dedup(conn, cur, _LAYOUTS[cls].unnest_sql,
-                                        [list(col) for col in zip(*rows, strict=True)])
+                sql, params = _LAYOUTS[cls].unnest_sql, [list(c) for c in zip(*rows, strict=True)]
+                stored += _optimistic(conn, partial(_execute, cur, sql, params),
+                                      partial(_execute, cur, sql + _DEDUP, params))
         return stored
 
     @staticmethod
@@ -276,19 +280,19 @@ def close_quietly(conn: psycopg.Connection | None) -> None:
             pass
 
 
-def _insert_dedup(
-    conn: psycopg.Connection, cur: psycopg.Cursor[Any], sql: str, params: Any = None
-) -> int:
-    """Run ``sql`` (an INSERT) and return the rows inserted, skipping rows already stored.
-
-    Plain first, in a savepoint; on a unique violation, again with ON CONFLICT DO NOTHING (see
-    the module docstring for why).
-    """
+def _optimistic(conn: psycopg.Connection, plain: Callable[[], int],
+                dedup: Callable[[], int]) -> int:
+    """Rows stored by ``plain`` run in a savepoint, or, if the unique index reports a row
+    already stored, by ``dedup`` after rolling the savepoint back (see the module docstring)."""
     try:
         with conn.transaction():
-            cur.execute(sql, params)
+            return plain()
     except psycopg.errors.UniqueViolation:
-        cur.execute(sql + _DEDUP, params)
+        return dedup()
+
+
+def _execute(cur: psycopg.Cursor[Any], sql: str, params: Any) -> int:
+    cur.execute(sql, params)
     return max(cur.rowcount, 0)
 
 
