@@ -76,8 +76,9 @@ def _cmd_detect(args: argparse.Namespace) -> int:
                             params=config.detectors.params(), default_region=args.region,
                             batch_lines=args.batch)
     print(f"eldercare detect: {report.readings} readings, {report.events} events,"
-          f" {report.rejected} rejected lines", file=sys.stderr)
-    return 1 if args.strict and report.rejected else 0
+          f" {report.rejected} rejected lines, {report.detector_failures} detector failures",
+          file=sys.stderr)
+    return 1 if report.detector_failures or (args.strict and report.rejected) else 0
 
 
 def _cmd_registry(args: argparse.Namespace) -> int:

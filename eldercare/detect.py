@@ -8,7 +8,9 @@ clock is the data: after each batch, the timer rules run at the newest reading t
 
 Output: one JSON event per line. Memory is bounded by one batch plus the per-device state, so a
 file of millions of readings streams through. Bad lines are reported on stderr with their line
-number and reason, counted, and skipped; ``--strict`` makes any bad line a failure (exit 1).
+number and reason, counted, and skipped; ``--strict`` makes any bad line a failure (exit 1). A
+detector that fails on a batch is reported on stderr and makes the run fail (exit 1): the other
+detectors' events are still written.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class DetectReport:
     readings: int = 0
     rejected: int = 0
     events: int = 0
+    detector_failures: int = 0
 
 
 def _batches(lines: Iterable[bytes], size: int) -> Iterator[list[tuple[int, bytes]]]:
@@ -87,6 +90,10 @@ def run_detect(lines: Iterable[bytes], out: IO[str], err: IO[str], *,
         received = [r.ts for r in readings]  # replay: receipt time is the device time
         clock = max(clock, max(received))
         events = engine.process(readings, regions, received) + engine.tick(clock)
+        for name, failure in engine.errors:  # the engine goes on without a failed one: say so
+            report.detector_failures += 1
+            print(f"lines up to {report.lines}: detector {name} failed: {failure!r}", file=err)
+        engine.errors.clear()
         _write(events, out)
         report.events += len(events)
     if report.rejected > _MAX_REPORTED:

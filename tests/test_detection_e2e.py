@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from detectors.engine import DetectorEngine
 from detectors.events import Event, ListSink
 from eldercare.clock import SystemClock
 from eldercare.config import Config
+from eldercare.detect import run_detect
 from eldercare.errors import StorageError
 from ingest.batch import Batch
 from ingest.detection import DetectionMetrics, DetectionStage
@@ -229,3 +231,19 @@ def test_a_detector_bug_is_counted_and_ingest_goes_on(db_url: str) -> None:
     stage(_sos_batch("W-3", now_ms()))    # must not raise: the batch is still acknowledged
     stage.stop()
     assert registry.get_sample_value("eldercare_detection_failures_total") == 1
+
+
+def test_detect_reports_a_failing_detector_and_still_writes_the_others(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object) -> list[Event]:
+        raise ValueError("geofence bug")
+
+    monkeypatch.setattr(DetectorEngine, "_locations", broken)
+    lines = [json.dumps(r).encode() for r in (
+        {"device_id": "BR-1", "type": "location", "ts": 1_795_000_000_000, "lat": 37.5,
+         "lon": 122.1},
+        {"device_id": "W-7", "type": "sos", "ts": 1_795_000_001_000})]
+    out, err = io.StringIO(), io.StringIO()
+    report = run_detect(lines, out, err)
+    assert report.detector_failures == 1 and "detector geofence failed" in err.getvalue()
+    assert [json.loads(x)["type"] for x in out.getvalue().splitlines()] == ["sos"]
