@@ -156,9 +156,10 @@ def load_config(
         raise ConfigError(f"invalid configuration: {exc}") from exc
 
 
+#: The dataclass sub-tables of [detectors], read off DetectorsConfig itself.
 _DETECTOR_TABLES: dict[str, Any] = {
-    "alarms": AlarmParams, "geofence": GeofenceParams, "supervision": SupervisionParams,
-    "fall": FallParams,
+    f.name: f.type for f in msgspec.structs.fields(DetectorsConfig)
+    if dataclasses.is_dataclass(f.type)
 }
 
 
