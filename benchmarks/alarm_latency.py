@@ -69,6 +69,17 @@ def _publisher(url: str, region: str, rate: int, seconds: float, out: mp.Queue[A
     out.put({"sent": sent, "readings": n_msgs * 50})
 
 
+def _publish(url: str, region: str, rate: int, seconds: float) -> dict[str, Any]:
+    """Run :func:`_publisher` in its own process and return what it reports."""
+    ctx = mp.get_context("spawn")
+    q: mp.Queue[Any] = ctx.Queue()
+    p = ctx.Process(target=_publisher, args=(url, region, rate, seconds, q))
+    p.start()
+    result: dict[str, Any] = q.get(timeout=seconds + 120)
+    p.join()
+    return result
+
+
 class _Sink:
     def __init__(self) -> None:
         self.seen: dict[int, float] = {}
@@ -93,11 +104,7 @@ def _broker_baseline(url: str, region: str, seconds: float) -> list[float]:
     sub.loop_start()
     sub.subscribe(device_topic(region, "+"), qos=1)
     done.wait(10)
-    q: mp.Queue[Any] = mp.get_context("spawn").Queue()
-    p = mp.get_context("spawn").Process(target=_publisher, args=(url, region, 0, seconds, q))
-    p.start()
-    sent = q.get(timeout=seconds + 60)["sent"]
-    p.join()
+    sent = _publish(url, region, 0, seconds)["sent"]
     time.sleep(0.5)
     sub.disconnect()
     sub.loop_stop()
@@ -128,12 +135,7 @@ def main() -> None:
                     "database.url": db_url, "metrics.port": 0})
                 sink = _Sink()
                 with IngestService(cfg, event_sink=sink):
-                    q: mp.Queue[Any] = mp.get_context("spawn").Queue()
-                    p = mp.get_context("spawn").Process(
-                        target=_publisher, args=(broker.url, region, rate, args.seconds, q))
-                    p.start()
-                    res = q.get(timeout=args.seconds + 120)
-                    p.join()
+                    res = _publish(broker.url, region, rate, args.seconds)
                     deadline = time.time() + 30
                     while len(sink.seen) < len(res["sent"]) and time.time() < deadline:
                         time.sleep(0.05)
