@@ -67,6 +67,13 @@ class FallParams:
     #: (2007) and the start-of-fall threshold of Kangas et al. (2008); a body partly supported
     #: while falling does not reach the 0 g of true free fall.
     freefall_g: float = 0.6
+    #: Descent speed: a body partly supported on the way down (grabbing, sliding off a chair)
+    #: may never dip to ``freefall_g``, but still gains speed while under 1 g. 1.0 m/s lies
+    #: between the trunk's speed when sitting down or lying down on purpose (well under 1 m/s)
+    #: and the 1.3 m/s vertical velocity Bourke et al. (Med Eng Phys 2008) found every fall of
+    #: theirs exceed before impact (2-3 m/s at impact from standing). It counts as the same
+    #: supporting feature as a free fall.
+    descent_mps: float = 1.0
     #: Look for free fall this long before the impact: a fall from standing takes 0.5-1 s.
     freefall_window_s: float = 1.0
     #: Orientation change: the gravity direction turned at least 45 deg, halfway from upright
@@ -117,8 +124,9 @@ class AccelChunk(NamedTuple):
 
 class FallHit(NamedTuple):
     """A detected fall: impact time (Unix ms), confidence (fraction of the four features that
-    agreed) and the feature values (``peak_g``, ``freefall_min_g``, ``orientation_change_deg``,
-    ``post_still_std_g``, ``rate_hz``, ``partial``; unknown features are left out)."""
+    agreed) and the feature values (``peak_g``, ``freefall_min_g``, ``descent_mps``,
+    ``orientation_change_deg``, ``post_still_std_g``, ``rate_hz``, ``partial``; unknown features
+    are left out)."""
 
     device_id: str
     ts: int
@@ -394,9 +402,10 @@ class AccelFallDetector:
         self._stats["candidates"] += len(c)
         hits: list[FallHit] = []
         if len(c):
-            f = impact_features(hi, xyz, c, seg_lo[c], seg_hi[c], self._w)
+            f = impact_features(hi, xyz, c, seg_lo[c], seg_hi[c], self._w,
+                                grid_s=p.grid_ms / 1000)
             partial = c + ahead > seg_hi[c]
-            alarm, conf = decide(f, partial, freefall_g=p.freefall_g,
+            alarm, conf = decide(f, partial, freefall_g=p.freefall_g, descent_mps=p.descent_mps,
                                  orientation_deg=p.orientation_deg, still_std_g=p.still_std_g)
             for j in np.flatnonzero(alarm).tolist():
                 hits += self._hit(int(row[c[j]]), int(t[c[j]]), f, j, float(conf[j]),
@@ -417,6 +426,7 @@ class AccelFallDetector:
         last[row] = t
         self._stats["falls"] += 1
         ev = {"peak_g": f.peak_g[j], "freefall_min_g": f.freefall_min_g[j],
+              "descent_mps": f.descent_mps[j],
               "orientation_change_deg": f.orientation_change_deg[j],
               "post_still_std_g": f.post_std_g[j], "rate_hz": self._arrays["rate"][row],
               "partial": float(partial)}

@@ -7,6 +7,9 @@ grid at fixed offsets from the impact sample (:class:`Windows`):
 
 - impact: the largest peak of the acceleration magnitude within ±``peak`` samples;
 - free fall: the lowest magnitude in the ``freefall`` samples before the impact;
+- descent speed: in the same samples, the largest speed gained while the body was not fully
+  supported, ``g * integral of (1 - |a|) dt`` over the best interval (the trunk's velocity at
+  impact; it does not depend on sampling a short peak);
 - orientation change: the angle between the mean acceleration (the gravity direction, as the
   person is near rest) ``before`` and ``after`` the impact;
 - stillness: the spread of the acceleration vector ``after`` the impact.
@@ -54,6 +57,7 @@ class ImpactFeatures(NamedTuple):
 
     peak_g: F32                    # (k,) impact magnitude, g
     freefall_min_g: F64            # (k,) lowest magnitude before the impact, g
+    descent_mps: F64               # (k,) speed gained before the impact, m/s
     orientation_change_deg: F64    # (k,) angle between the gravity directions before and after
     post_std_g: F64                # (k,) RMS deviation of the acceleration vector after, g
 
@@ -146,8 +150,28 @@ def _window_mean(cs: F64, centres: I64, lo: int, hi: int, seg_lo: I64, seg_hi: I
     return mean
 
 
+#: Standard gravity, m/s^2.
+G0 = 9.80665
+
+
+def descent_speed(mag: F32, valid: Bools, dt_s: float) -> F64:
+    """Largest speed (m/s) a body gains over any interval of each row of a magnitude window.
+
+    While the magnitude ``|a|`` is under 1 g the body is not fully supported and accelerates
+    downwards by ``(1 - |a|) g``; over the interval where that gains the most (the maximum
+    subarray sum, from prefix sums and their running minimum) it is the speed at the end of the
+    descent. Invalid samples add nothing. NaN where a row has no valid sample.
+    """
+    deficit = np.where(valid, 1.0 - mag.astype(np.float64), 0.0)
+    prefix = np.zeros((len(mag), mag.shape[1] + 1))
+    np.cumsum(deficit, axis=1, out=prefix[:, 1:])
+    gain: F64 = (prefix - np.minimum.accumulate(prefix, axis=1)).max(axis=1) * (G0 * dt_s)
+    gain[~valid.any(axis=1)] = np.nan
+    return gain
+
+
 def impact_features(hi: F32, xyz: F32, centres: I64, seg_lo: I64, seg_hi: I64,
-                    w: Windows) -> ImpactFeatures:
+                    w: Windows, *, grid_s: float) -> ImpactFeatures:
     """Evaluate the fall features for ``k`` impact candidates.
 
     Window means and spreads come from prefix sums over the stream, so each candidate costs
@@ -163,6 +187,8 @@ def impact_features(hi: F32, xyz: F32, centres: I64, seg_lo: I64, seg_hi: I64,
         Candidate indices and the first and last index of their contiguous segments.
     w : Windows
         Window offsets.
+    grid_s : float
+        Grid step, seconds.
     """
     x = xyz.astype(np.float64)
     sq = np.einsum("ij,ij->i", x, x)
@@ -171,7 +197,10 @@ def impact_features(hi: F32, xyz: F32, centres: I64, seg_lo: I64, seg_hi: I64,
 
     mag, valid = gather(np.sqrt(sq).astype(np.float32), centres, -w.freefall, -1, seg_lo, seg_hi)
     ff = np.where(valid, mag, np.inf).min(axis=1).astype(np.float64)
-    ff[valid.sum(axis=1) < w.min_count] = np.nan
+    few = valid.sum(axis=1) < w.min_count
+    ff[few] = np.nan
+    speed = descent_speed(mag, valid, grid_s)
+    speed[few] = np.nan
 
     g0 = _window_mean(cs, centres, -w.before[0], -w.before[1], seg_lo, seg_hi, w.min_count)[:, :3]
     after = _window_mean(cs, centres, w.after[0], w.after[1], seg_lo, seg_hi, w.min_count)
@@ -184,36 +213,38 @@ def impact_features(hi: F32, xyz: F32, centres: I64, seg_lo: I64, seg_hi: I64,
     # changes of magnitude).
     var = after[:, 3] - np.einsum("ki,ki->k", g1, g1)
     std = np.sqrt(np.maximum(var, 0.0))
-    return ImpactFeatures(hi[centres], ff, angle, std)
+    return ImpactFeatures(hi[centres], ff, speed, angle, std)
 
 
-def decide(f: ImpactFeatures, partial: Bools, *, freefall_g: float, orientation_deg: float,
-           still_std_g: float) -> tuple[Bools, F64]:
+def decide(f: ImpactFeatures, partial: Bools, *, freefall_g: float, descent_mps: float,
+           orientation_deg: float, still_std_g: float) -> tuple[Bools, F64]:
     """Fall or not, and a confidence, from the features of impact candidates.
 
     A fall is an impact after which the body rests at a new orientation (the most specific
-    feature at the trunk), supported by a free fall before it or stillness after it:
-    ``orientation and (free fall or still)``. Jumps (free fall, no new orientation), sitting
-    down hard (still, no new orientation) and lying down gently (no impact) fail it.
+    feature at the trunk), supported by a descent before it or stillness after it:
+    ``orientation and (descent or still)``. A descent is a free fall (the magnitude dipped to
+    ``freefall_g``) or, for a body partly supported on the way down that never dips that far, the
+    speed gained reaching ``descent_mps``. Jumps (descent, no new orientation), sitting down hard
+    (still, no new orientation) and lying down gently (no impact) fail it.
 
     ``partial`` candidates were cut off (the stream stopped or broke before the after-window
     completed). They lean towards the alarm: an unknown stillness counts as still (a silent device
-    reports no movement), and an unknown final orientation is accepted when a free fall preceded
+    reports no movement), and an unknown final orientation is accepted when a descent preceded
     the impact.
 
     Returns
     -------
     alarm : (k,) bool
     confidence : (k,) float64
-        Fraction of the four features (impact, free fall, orientation, stillness) that agreed;
+        Fraction of the four features (impact, descent, orientation, stillness) that agreed;
         unknown features do not count as agreeing.
     """
-    ff = f.freefall_min_g <= freefall_g
+    down = (f.freefall_min_g <= freefall_g) | (f.descent_mps >= descent_mps)
     turned = f.orientation_change_deg >= orientation_deg
     still = f.post_std_g <= still_std_g
-    alarm = turned & (ff | still)
-    lean_turned = turned | (np.isnan(f.orientation_change_deg) & ff)
-    lean = lean_turned & (ff | still | np.isnan(f.post_std_g))
+    alarm = turned & (down | still)
+    lean_turned = turned | (np.isnan(f.orientation_change_deg) & down)
+    lean = lean_turned & (down | still | np.isnan(f.post_std_g))
     alarm = np.where(partial, lean, alarm)
-    confidence = (1.0 + ff.astype(np.float64) + turned + still) / 4.0
+    confidence = (1.0 + down.astype(np.float64) + turned + still) / 4.0
     return alarm, confidence

@@ -14,6 +14,7 @@ import numpy.typing as npt
 import pytest
 
 from detectors.fall import AccelChunk, AccelFallDetector, FallHit, FallParams, chunk_times
+from detectors.fall_features import G0, descent_speed
 
 BASE = 1_700_000_000_000
 UP = np.array([0.0, 0.0, 1.0])
@@ -50,6 +51,18 @@ def fall(t_imp: float, peak: float = 4.0, u1: F = LYING) -> Signal:
     def f(s: F) -> F:
         d = _turn(s, t_imp - 0.6, 0.6, UP, u1)
         mag = 1 - 0.85 * _pulse(s, t_imp - 0.6, 0.6) + (peak - 1) * _pulse(s, t_imp, 0.08)
+        return np.asarray(d * mag[:, None], dtype=np.float64)
+    return f
+
+
+def supported_fall(t_imp: float) -> Signal:
+    """A fall slowed by grabbing furniture: over 0.7 s the magnitude only dips to 0.7 g (never
+    free fall) while the body turns to lying; a 2.6 g impact; then the person keeps moving
+    (0.15 g of movement, not still). Only the speed gained on the way down supports it."""
+    def f(s: F) -> F:
+        d = _turn(s, t_imp - 0.7, 0.7, UP, LYING)
+        mag = (1 - 0.3 * _pulse(s, t_imp - 0.7, 0.7) + 1.6 * _pulse(s, t_imp, 0.08)
+               + 0.15 * np.sin(2 * np.pi * 1.5 * s) * (s > t_imp + 0.5))
         return np.asarray(d * mag[:, None], dtype=np.float64)
     return f
 
@@ -133,6 +146,38 @@ def test_the_same_fall_at_20_50_100_200_hz_in_one_batch_stream(rng: np.random.Ge
         assert abs(h.ts - (BASE + 6040)) <= 60 + 50, h
         assert h.evidence["peak_g"] > 2.5
         assert abs(h.evidence["rate_hz"] - int(h.device_id[1:])) < 1
+
+
+def test_descent_speed_is_the_speed_gained_under_1_g() -> None:
+    dt = 0.02
+    mag = np.ones((3, 50), dtype=np.float32)
+    mag[0, 10:25] = 0.0                       # 0.3 s of free fall: 0.3 s * g
+    mag[1, 10:25] = 0.0
+    mag[1, 25:30] = 1.5                       # an impact after it takes nothing away
+    s = np.arange(50) * dt
+    mag[2] = 1 + 0.3 * np.sin(2 * np.pi * 2 * s)  # walking: half a cycle under 1 g at most
+    valid = np.ones(mag.shape, dtype=bool)
+    v = descent_speed(mag, valid, dt)
+    assert v[0] == pytest.approx(0.3 * G0, rel=1e-6)
+    assert v[1] == pytest.approx(0.3 * G0, rel=1e-6)
+    assert v[2] == pytest.approx(0.3 / (2 * np.pi) * G0, rel=0.05)   # ~0.47 m/s
+    valid[0, 10:20] = False                   # samples missing add nothing
+    assert descent_speed(mag, valid, dt)[0] == pytest.approx(0.1 * G0, rel=1e-6)
+    assert np.isnan(descent_speed(mag, np.zeros_like(valid), dt)).all()
+
+
+def test_a_fall_without_free_fall_or_stillness_is_caught_by_its_descent_speed(
+        rng: np.random.Generator) -> None:
+    t, xyz = sample(supported_fall(6.0), 50, 12, rng)
+    hits = run(AccelFallDetector(), "d", t, xyz, 50)
+    assert len(hits) == 1
+    ev = hits[0].evidence
+    assert ev["freefall_min_g"] > 0.65 and ev["post_still_std_g"] > 0.1   # neither of those
+    assert ev["descent_mps"] > 1.0
+    # The same stream is rejected when the descent feature is switched off: it is what decides.
+    off = AccelFallDetector(params=FallParams(descent_mps=float("inf")))
+    assert run(off, "d", t, xyz, 50) == []
+    assert off.stats["candidates"] == 1
 
 
 @pytest.mark.parametrize("sig,impacts", [
@@ -311,6 +356,6 @@ def test_umafall_waist_sensitivity_and_specificity() -> None:
     sensitivity = sum(k in raised for k in falls) / len(falls)
     specificity = sum(k not in raised for k in adls) / len(adls)
     print(f"UMAFall WAIST: sensitivity {sensitivity:.1%}, specificity {specificity:.1%}")
-    # Measured 94.2 % / 99.5 % (docs/fall-detector.md): below the 95 % sensitivity target.
-    assert sensitivity >= 0.94
+    # Measured 95.8 % / 99.3 % (docs/fall-detector.md); targets 95 % / 97 %.
+    assert sensitivity >= 0.95
     assert specificity >= 0.97
