@@ -10,6 +10,8 @@ is its own. Cases:
   full-single    eldercare ingest (receive, validate, store, ack), single-reading messages
   raw-gateway    bare subscriber, gateway messages of 50 readings
   full-gateway   eldercare ingest, gateway messages of 50 readings (write method copy)
+  full-1writer-* the same with one writer (one connection) instead of the default two: the
+                 baseline of the concurrent-writers change, measured in the same run
   full-gateway-detect   the same with the detector engine on (as the service runs by default)
   full-gateway-unnest   the same with write method unnest (the measured reason copy is default)
 
@@ -117,7 +119,7 @@ def _raw_consumer(url: str, client_id: str, expected: int, out: mp.Queue[dict[st
 
 
 def _full_consumer(url: str, client_id: str, db_url: str, method: str, detect: bool,
-                   expected_readings: int, out: mp.Queue[dict[str, Any]]) -> None:
+                   writers: int, expected_readings: int, out: mp.Queue[dict[str, Any]]) -> None:
     from eldercare.config import load_config
     from ingest.service import IngestService, prepare_database
 
@@ -125,6 +127,7 @@ def _full_consumer(url: str, client_id: str, db_url: str, method: str, detect: b
         "mqtt.url": url, "mqtt.client_id": client_id, "mqtt.protocol": "5",
         "database.url": db_url, "database.write_method": method, "metrics.port": 0,
         "ingest.buffer_messages": RECEIVE_MAXIMUM, "detectors.enabled": detect,
+        "ingest.writers": writers,
     })
     prepare_database(cfg)
     svc = IngestService(cfg)
@@ -203,8 +206,8 @@ def _cases(broker: Any, pg: Any, args: argparse.Namespace, now: int
     rows: list[tuple[str, int, int, dict[str, Any], float, str | None]] = []
     for kind, n_msgs, per in (("single", args.messages, 1),
                               ("gateway", args.gateway_messages, 50)):
-        consumers = ("raw", "full", "full-detect", "full-unnest") if kind == "gateway" \
-            else ("raw", "full")
+        consumers = ("raw", "full", "full-1writer", "full-detect", "full-unnest") \
+            if kind == "gateway" else ("raw", "full", "full-1writer")
         for consumer in consumers:
             region = "b" + uuid.uuid4().hex[:8]
             client_id = f"bench-{consumer}-{region}"
@@ -219,10 +222,11 @@ def _cases(broker: Any, pg: Any, args: argparse.Namespace, now: int
             with pg.database() as db_url:
                 method = "unnest" if consumer == "full-unnest" else "copy"
                 detect = consumer == "full-detect"
+                writers = 1 if consumer == "full-1writer" else 2
                 # First run creates the session and subscriptions, then we go away.
-                _run(_full_consumer, broker.url, client_id, db_url, method, detect, 0)
+                _run(_full_consumer, broker.url, client_id, db_url, method, detect, writers, 0)
                 pub_s = _preload(broker.url, _payloads(region, kind, n_msgs, now))
-                r = _run(_full_consumer, broker.url, client_id, db_url, method, detect,
+                r = _run(_full_consumer, broker.url, client_id, db_url, method, detect, writers,
                          n_msgs * per)
                 with psycopg.connect(db_url) as conn:
                     row = conn.execute("SELECT count(*) FROM readings").fetchone()

@@ -53,6 +53,8 @@ class IngestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
     max_batch_readings: Positive = 5000
     linger_ms: Annotated[int, Meta(ge=1, le=10_000)] = 50
+    #: Batches committed concurrently, one database connection each (README, Performance).
+    writers: Annotated[int, Meta(ge=1, le=16)] = 2
     buffer_messages: Annotated[int, Meta(ge=1, le=65535)] = 10_000
     buffer_bytes: Positive = 64 * 1024 * 1024
     max_payload_bytes: Positive = 256 * 1024

@@ -1,9 +1,16 @@
-"""The pipeline thread: take messages, decode, commit one batch, then acknowledge it.
+"""The pipeline: take messages, decode, commit each batch, then acknowledge it.
 
 Order is the guarantee: a message is acknowledged only after the transaction holding its readings
 (or its dead letter) has committed. If the store fails, the batch is retried with jittered
 exponential backoff and *nothing* is acknowledged meanwhile; the bounded buffer fills, the
 network thread blocks, and the broker keeps the rest. Data is never dropped to make room.
+
+One thread decodes; ``writers`` threads, each with its own store (connection), commit batches
+concurrently, because PostgreSQL processes a ``COPY`` mostly after the client has sent it: with
+one connection the database idles while Python builds the next batch, and Python idles while
+the database inserts (README, Performance). Whatever order the commits finish
+in, batches are *completed* (counted, handed to the sink, acknowledged) strictly in the order
+they were decoded: MQTT wants PUBACKs in PUBLISH order, and detection wants device time order.
 
 Batches close at ``max_batch_readings`` readings or ``linger_s`` after their first message, or at
 once when they hold an alarm reading (SOS, fall, wear, home alarm): lingering trades latency for
@@ -20,7 +27,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from eldercare.clock import Clock
@@ -48,6 +55,8 @@ class PipelineConfig:
     """Batching and retry parameters."""
 
     max_batch_readings: int = 5000
+    #: Batches committed at once, one store (connection) each; see the module docstring.
+    writers: int = 2
     #: Messages taken from the buffer per lock acquisition.
     max_take: int = 100
     linger_s: float = 0.05
@@ -66,7 +75,7 @@ class IngestPipeline:
         *,
         buffer: MessageBuffer,
         decoder: MessageDecoder,
-        store: TelemetryStore,
+        stores: Sequence[TelemetryStore],
         ack: Acker,
         clock: Clock,
         metrics: IngestMetrics,
@@ -75,7 +84,9 @@ class IngestPipeline:
     ) -> None:
         self.buffer = buffer
         self.decoder = decoder
-        self.store = store
+        if len(stores) != config.writers:
+            raise ValueError(f"{config.writers} writers need as many stores, got {len(stores)}")
+        self.stores = list(stores)
         self.ack = ack
         self.clock = clock
         self.metrics = metrics
@@ -86,7 +97,10 @@ class IngestPipeline:
         self._retry = StorageRetry(initial_s=config.retry_initial_s, max_s=config.retry_max_s,
                                    shutdown_grace_s=config.shutdown_retry_s,
                                    on_error=metrics.storage_errors.inc)
-        self._ready: queue.Queue[tuple[list[Message], Batch] | None] = queue.Queue(maxsize=1)
+        self._ready: queue.Queue[tuple[int, list[Message], Batch] | None] = queue.Queue(maxsize=1)
+        # Completion order: the sequence number of the next batch to complete.
+        self._turn = threading.Condition()
+        self._next = 0
 
     def request_stop(self) -> None:
         """Finish what the buffer holds, then return from :meth:`run`."""
@@ -94,16 +108,20 @@ class IngestPipeline:
         self._stop.set()
 
     def run(self) -> None:
-        """Thread body: decode batches here, commit them in a second thread, in order.
+        """Thread body: decode batches here, commit them in the writer threads, complete them
+        in order.
 
-        The committer waits on PostgreSQL with the GIL released, so the next batch is decoded
-        meanwhile. At most one decoded batch waits for the committer (the hand-off queue holds
-        one), so memory stays bounded by the buffer plus two batches. Returns after
-        :meth:`request_stop` once the buffer is empty and the last batch is committed.
+        The writers wait on PostgreSQL with the GIL released, so the next batch is decoded
+        meanwhile. At most one decoded batch waits for a writer (the hand-off queue holds one),
+        so memory stays bounded by the buffer plus ``writers + 1`` batches. Returns after
+        :meth:`request_stop` once the buffer is empty and the last batch is completed.
         """
-        committer = threading.Thread(target=self._commit_loop, name="eldercare-commit",
-                                     daemon=True)
-        committer.start()
+        writers = [threading.Thread(target=self._write_loop, args=(store,),
+                                    name=f"eldercare-commit-{i}", daemon=True)
+                   for i, store in enumerate(self.stores)]
+        for w in writers:
+            w.start()
+        seq = 0
         try:
             while not self._failed.is_set():
                 messages, batch = self._collect()
@@ -111,23 +129,34 @@ class IngestPipeline:
                     if self._stop.is_set():
                         break
                     continue
-                self._ready.put((messages, batch))
+                self._ready.put((seq, messages, batch))
+                seq += 1
         finally:
-            self._ready.put(None)
-            committer.join()
+            for _ in writers:
+                self._ready.put(None)
+            for w in writers:
+                w.join()
 
-    def _commit_loop(self) -> None:
+    def _write_loop(self, store: TelemetryStore) -> None:
         while (item := self._ready.get()) is not None:
-            messages, batch = item
-            if self._failed.is_set():
-                continue  # after a give-up, later batches stay unacknowledged too (order)
+            seq, messages, batch = item
             try:
-                self._commit(batch, messages)
+                if not self._failed.is_set():
+                    self._commit(store, seq, batch, messages)
             except StorageError:
-                self._failed.set()
-                log.error("stopping with %d messages uncommitted; the broker redelivers them",
-                          len(messages))
+                self._fail(f"stopping with {len(messages)} messages uncommitted; "
+                           "the broker redelivers them")
+            except Exception:  # a bug here must not leave the other writers waiting for a turn
+                log.exception("writer failed")
+                self._fail("stopping; unacknowledged messages are redelivered")
             self.metrics.buffered.set(len(self.buffer))
+
+    def _fail(self, message: str) -> None:
+        """Stop: after a give-up, later batches stay unacknowledged too (order)."""
+        log.error(message)
+        with self._turn:
+            self._failed.set()
+            self._turn.notify_all()
 
     def _collect(self) -> tuple[list[Message], Batch]:
         """Take and decode messages until the batch holds ``max_batch_readings`` readings (or
@@ -166,16 +195,35 @@ class IngestPipeline:
                 batch.add_dead_letter(m.topic, reject.raw, reject.reason, m.received_ms)
         return alarm
 
-    def _commit(self, batch: Batch, messages: list[Message]) -> None:
+    def _commit(self, store: TelemetryStore, seq: int, batch: Batch,
+                messages: list[Message]) -> None:
         started = 0.0
 
         def attempt() -> WriteResult:
             nonlocal started
             started = time.perf_counter()  # the metric times the attempt that succeeded
-            return self.store.write(batch)
+            return store.write(batch)
 
         result = self._retry.run(attempt, f"commit of {len(batch)}")
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
+        with self._turn:
+            self._turn.wait_for(lambda: self._next == seq or self._failed.is_set())
+            if self._failed.is_set():
+                return  # committed but not acknowledged: redelivered, and deduplicated
+        try:
+            self._complete(batch, messages, result)
+        except BaseException:
+            # Failed before the turn passes on, so no later batch is acknowledged ahead of it.
+            with self._turn:
+                self._failed.set()
+                self._turn.notify_all()
+            raise
+        with self._turn:
+            self._next += 1
+            self._turn.notify_all()
+
+    def _complete(self, batch: Batch, messages: list[Message], result: WriteResult) -> None:
+        """Count, hand to the sink, acknowledge: in decode order (the caller holds the turn)."""
         self._count(batch, result, messages)
         if self.sink is not None:
             # Before the ack: if detection cannot store its events (StorageError, raised only

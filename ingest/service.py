@@ -99,8 +99,10 @@ class IngestService:
         self.timescale = False
         cfg = config.ingest
         self.buffer = MessageBuffer(max_messages=cfg.buffer_messages, max_bytes=cfg.buffer_bytes)
-        self.store = store or PostgresStore(config.database.url,
-                                            method=config.database.write_method)
+        # One store per writer; an injected store (tests) means one writer.
+        self.stores: list[TelemetryStore] = [store] if store is not None else [
+            PostgresStore(config.database.url, method=config.database.write_method)
+            for _ in range(cfg.writers)]
         self.source = MqttSource(
             address=BrokerAddress.from_url(config.mqtt.url), client_id=config.mqtt.client_id,
             subscriptions=SUBSCRIPTIONS, buffer=self.buffer, clock=self.clock,
@@ -119,9 +121,9 @@ class IngestService:
             buffer=self.buffer,
             decoder=MessageDecoder(max_payload_bytes=cfg.max_payload_bytes,
                                    max_future_ms=cfg.max_future_s * 1000),
-            store=self.store, ack=self.source.ack, clock=self.clock, metrics=self.metrics,
+            stores=self.stores, ack=self.source.ack, clock=self.clock, metrics=self.metrics,
             config=PipelineConfig(max_batch_readings=cfg.max_batch_readings,
-                                  linger_s=cfg.linger_ms / 1000),
+                                  linger_s=cfg.linger_ms / 1000, writers=len(self.stores)),
             sink=_chain(self.detection, sink),
         )
         self._threads: list[threading.Thread] = []
@@ -189,7 +191,8 @@ class IngestService:
         self.source.stop()
         if self.detection is not None:
             self.detection.stop()
-        self.store.close()
+        for store in self.stores:
+            store.close()
         if self._http is not None:
             self._http.shutdown()  # type: ignore[attr-defined]
             self._http.server_close()  # type: ignore[attr-defined]
