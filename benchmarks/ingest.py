@@ -192,11 +192,10 @@ def main() -> None:
     try:
         for _ in range(args.repeat):
             runs.append(_cases(broker, pg, args, now))
+            _print(runs[-1])  # as soon as it is measured: a later failure must not lose it
     finally:
         broker.stop()
         pg.close()
-    for rows in runs:
-        _print(rows)
     if len(runs) > 1:
         _summary(runs)
 

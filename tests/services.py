@@ -82,7 +82,11 @@ class Mosquitto:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
-            self.proc.wait(10)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:  # still writing its persistence file: stop it
+                self.proc.kill()
+                self.proc.wait(10)
             self.proc = None
 
 
