@@ -1,4 +1,5 @@
-"""The ``eldercare`` command: ``run``, ``demo``, ``migrate``, ``detect``, ``registry check|load``."""
+"""The ``eldercare`` command: ``run``, ``demo``, ``migrate``, ``detect``, ``registry check|load``,
+``sim run|replay|load|score``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import threading
 
 import psycopg
 
+from device_sim.cli import add_sim_commands
 from eldercare.config import Config, load_config
 from eldercare.errors import EldercareError
 
@@ -49,7 +51,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from eldercare.demo import run_demo
 
-    return run_demo(duration_s=args.duration, out=sys.stdout)
+    return run_demo(duration_s=args.duration, out=sys.stdout, speed=args.speed)
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
@@ -74,7 +76,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     with source:
         report = run_detect(source, sys.stdout, sys.stderr, registry=registry,
                             params=config.detectors.params(), default_region=args.region,
-                            batch_lines=args.batch)
+                            batch_lines=args.batch, tick_s=config.detectors.tick_s)
     print(f"eldercare detect: {report.readings} readings, {report.events} events,"
           f" {report.rejected} rejected lines, {report.detector_failures} detector failures",
           file=sys.stderr)
@@ -107,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_run)
     p = sub.add_parser("demo", help="embedded broker + PostgreSQL + demo fleet, no setup")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--speed", type=float, default=1.0,
+                   help="run the demo scenario N times faster than real time (at most ~5)")
     p.set_defaults(func=_cmd_demo)
     p = sub.add_parser("migrate", help="apply schema migrations (and load --registry) and exit")
     _common(p)
@@ -124,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     _common(p)
     p.set_defaults(func=_cmd_registry)
+    add_sim_commands(sub)
     return parser
 
 

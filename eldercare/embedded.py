@@ -59,6 +59,7 @@ class EmbeddedBroker:
 
     def __enter__(self) -> Self:
         logging.getLogger("amqtt").setLevel(logging.WARNING)
+        logging.getLogger("transitions").setLevel(logging.WARNING)  # amqtt's state machine
         self._runner.start()
         if not self._ready.wait(15) or self._runner.error is not None:
             raise BrokerError(f"embedded MQTT broker did not start: {self._runner.error}")
