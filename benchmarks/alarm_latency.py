@@ -116,6 +116,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--rates", default="0,20000,50000", help="background readings/s")
+    parser.add_argument("--writers", default="2",
+                        help="ingest.writers values to compare, e.g. 1,2 (each runs every rate)")
     args = parser.parse_args()
     from tests.services import Mosquitto, Postgres
 
@@ -127,12 +129,13 @@ def main() -> None:
     try:
         base = _broker_baseline(broker.url, "b" + uuid.uuid4().hex[:8], args.seconds)
         rows.append(("broker only (baseline), no load", 0, len(base), len(base), base))
-        for rate in (int(r) for r in args.rates.split(",")):
+        cases = [(int(w), int(r)) for r in args.rates.split(",") for w in args.writers.split(",")]
+        for writers, rate in cases:
             region = "l" + uuid.uuid4().hex[:8]
             with pg.database() as db_url:
                 cfg = load_config(path=None, env={}, overrides={
                     "mqtt.url": broker.url, "mqtt.client_id": "lat-" + region,
-                    "database.url": db_url, "metrics.port": 0})
+                    "database.url": db_url, "metrics.port": 0, "ingest.writers": writers})
                 sink = _Sink()
                 with IngestService(cfg, event_sink=sink):
                     res = _publish(broker.url, region, rate, args.seconds)
@@ -141,8 +144,9 @@ def main() -> None:
                         time.sleep(0.05)
                 sent = res["sent"]
                 lat = [1000 * (sink.seen[ts] - t) for ts, t in sent.items() if ts in sink.seen]
-                rows.append((f"full service, {rate:,} readings/s background", rate, len(sent),
-                             len(lat), lat))
+                name = (f"full service ({writers} writer{'s' if writers > 1 else ''}), "
+                        f"{rate:,} readings/s background")
+                rows.append((name, rate, len(sent), len(lat), lat))
     finally:
         broker.stop()
         pg.close()

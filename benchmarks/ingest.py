@@ -25,7 +25,6 @@ Zero loss is checked by counting rows. Usage: python -m benchmarks.ingest [--mes
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import resource
 import statistics
@@ -41,6 +40,8 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from device_sim.load import LoadParams, PayloadFactory
 
 RECEIVE_MAXIMUM = 10_000
 
@@ -158,19 +159,11 @@ def _run(target: Any, *args: Any) -> dict[str, Any]:
 
 
 def _payloads(region: str, kind: str, n_messages: int, now: int) -> list[tuple[str, bytes]]:
-    out = []
-    for i in range(n_messages):
-        if kind == "single":
-            dev = f"BR-{i % 5000:05d}"
-            body: Any = {"type": "location", "ts": now, "seq": i, "lat": 37.5 + (i % 100) * 1e-4,
-                         "lon": 122.1, "accuracy_m": 12.5, "battery_pct": 80, "source": "gps"}
-            out.append((f"eldercare/v1/{region}/dev/{dev}", json.dumps(body).encode()))
-        else:
-            body = [{"device_id": f"BR-{(i * 50 + j) % 5000:05d}", "type": "location", "ts": now,
-                     "seq": i * 50 + j, "lat": 37.5 + j * 1e-4, "lon": 122.1, "accuracy_m": 12.5,
-                     "battery_pct": 80, "source": "gps"} for j in range(50)]
-            out.append((f"eldercare/v1/{region}/gw/GW-{i % 100:03d}", json.dumps(body).encode()))
-    return out
+    """The load generator's messages (``eldercare sim load``): 5,000 devices, location fixes with
+    a heartbeat every tenth round, on device topics (single) or in gateway batches of 50."""
+    factory = PayloadFactory(LoadParams(devices=5000, rate=None, region=region,
+                                        gateway_batch=1 if kind == "single" else 50))
+    return [factory.message(i, now) for i in range(n_messages)]
 
 
 def main() -> None:
