@@ -29,6 +29,7 @@ from detectors.fall import AccelChunk, AccelFallDetector, FallHit, chunk_times
 from detectors.geo import ZoneSet, haversine_m
 from detectors.localtime import in_window, minute_of_day, parse_window
 from detectors.params import DetectorParams
+from detectors.reorder import ChunkReorder
 from detectors.sequences import (
     IntArray,
     fresh_mask,
@@ -71,6 +72,10 @@ class DetectorEngine:
             offline_default_ms=int(params.supervision.offline_default_s * 1000),
             accel_fall_default=params.accel_fall_unregistered)
         self.falls = AccelFallDetector(params=params.fall, max_devices=params.max_accel_devices)
+        fp = params.fall
+        self.reorder = ChunkReorder(gap_ms=round(fp.max_gap_s * 1000),
+                                    max_gap_ms=round(fp.reorder_gap_s * 1000),
+                                    hold_ms=round(fp.reorder_hold_s * 1000))
         self.stats: Counter[str] = Counter()
         #: Detector failures of past batches, (detector, exception); the caller drains and logs
         #: them (the engine itself does no I/O).
@@ -197,6 +202,10 @@ class DetectorEngine:
             d.inactive[row] = True
             out.append(self._event(int(row), "inactivity", now_ms, "medium",
                                    {"last_activity_ms": int(d.active_ms[row])}))
+        # Chunks held back for a delayed message that did not come: read them, gap and all,
+        # before deciding what the silence of a device means.
+        held = self.reorder.due(now_ms)
+        out += [self._fall_event(h) for h in self.falls.feed(held)] if held else []
         out += [self._fall_event(h) for h in self.falls.expire(now_ms)]
         return out
 
@@ -460,7 +469,11 @@ class DetectorEngine:
         analysed = self.devices.accel_fall[rows[idx]]
         self.stats["accel_chunks_not_fall_analysed"] += int((~analysed).sum())
         chunks = [c for c, keep in zip(chunks, analysed, strict=True) if keep]
-        return [self._fall_event(h) for h in self.falls.feed(chunks)] if chunks else []
+        if not chunks and not len(self.reorder):
+            return []
+        ready = self.reorder.admit(chunks, now_ms=int(recv[idx].max()),
+                                   last_ms=self.falls.last_sample_ms)
+        return [self._fall_event(h) for h in self.falls.feed(ready)] if ready else []
 
     # -- activity (inactivity check) -------------------------------------------------------
 

@@ -95,13 +95,21 @@ class FallParams:
     refractory_s: float = 30.0
     #: A window with less data than this (after a break or at a stream's start) is unknown.
     min_window_s: float = 0.2
+    #: A chunk that starts more than ``max_gap_s`` but at most ``reorder_gap_s`` after the
+    #: device's last sample may follow a delayed message: it and the device's later chunks are
+    #: held back up to ``reorder_hold_s`` (arrival time) for the missing one
+    #: (:mod:`detectors.reorder`). 10 s is a few missing 1 s messages; a longer silence is a
+    #: stream restarting, which is not held. 30 s covers an MQTT retry after a reconnect.
+    reorder_gap_s: float = 10.0
+    reorder_hold_s: float = 30.0
     #: :meth:`AccelFallDetector.expire` waits this long past a candidate's after-window for data
     #: that is merely late (1 s messages, gateway batching, MQTT retries) before deciding without.
     expire_grace_s: float = 5.0
 
     def __post_init__(self) -> None:
         if not (self.grid_ms > 0 and self.before_start_s > self.before_end_s >= 0
-                and self.after_end_s > self.after_start_s >= 0 and self.max_gap_s > 0):
+                and self.after_end_s > self.after_start_s >= 0 and self.max_gap_s > 0
+                and self.reorder_gap_s >= self.max_gap_s and self.reorder_hold_s >= 0):
             raise ValueError(f"inconsistent fall detector windows: {self}")
 
     def windows(self) -> Windows:
@@ -229,6 +237,11 @@ class AccelFallDetector:
         rows = np.flatnonzero((pending >= 0) & (pending + wait_ms <= now_ms))
         self._stats["expired"] += len(rows)
         return self._decide_rows(rows)
+
+    def last_sample_ms(self, device_id: str) -> int:
+        """Time of the device's latest sample read so far (Unix ms), -1 if none."""
+        row = self._rows.get(device_id)
+        return -1 if row is None else int(self._arrays["last_t"][row])
 
     def forget(self, device_id: str) -> None:
         """Drop a device's state, pending candidates included (it is gone, not silent)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import random
@@ -324,6 +325,28 @@ def test_accelerometer_fall_is_raised_once_through_the_engine(rate: float) -> No
     assert math.isclose(falls[0].ts, T0 + 2400, abs_tol=300)
     assert falls[0].evidence["source"] == "accelerometer"
     assert run(eng, chunks) == []    # the same chunks redelivered
+
+
+@pytest.mark.parametrize("hold", [True, False], ids=["reorder", "no-reorder"])
+def test_a_fall_survives_its_descent_chunk_arriving_13_s_late(hold: bool) -> None:
+    # What the simulator found: the 1 s chunk before the impact delayed past the ones after it.
+    fall = DetectorParams().fall
+    params = DetectorParams(fall=dataclasses.replace(fall, reorder_gap_s=fall.max_gap_s)
+                            ) if not hold else DetectorParams()
+    eng = DetectorEngine(params=params)
+    chunks = fall_chunks("P-3", T0, 50.0)
+    late = chunks.pop(2)                       # [2 s, 3 s): the free fall and the impact
+    events = []
+    for c in chunks:
+        events += run(eng, [c], received=c.ts + 1000)
+    events += run(eng, [late], received=late.ts + 13_000)
+    events += eng.tick(T0 + 20_000)
+    falls = [e for e in events if e.type == "fall"]
+    if hold:
+        assert len(falls) == 1 and math.isclose(falls[0].ts, T0 + 2400, abs_tol=300)
+        assert falls[0].evidence.get("partial") is None or falls[0].evidence["partial"] == 0
+    else:
+        assert falls == []                     # the failure the hold-back exists for
 
 
 def test_accelerometer_falls_are_analysed_for_trunk_worn_devices_only() -> None:
