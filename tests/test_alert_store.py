@@ -1,0 +1,117 @@
+"""The alert model against the real PostgreSQL: folding, the one-unresolved rule under
+concurrency, the lifecycle with claim conflicts, auto-resolution and the append-only trail."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+
+from alerts.store import AlertConflict, AlertStore
+from detectors.events import Event
+from ingest.migrations import migrate
+from tests.conftest import count
+
+# 2026-03-02 10:00 and 23:00 in Asia/Shanghai (UTC+8).
+DAY = int(datetime(2026, 3, 2, 2, 0, tzinfo=UTC).timestamp() * 1000)
+NIGHT = int(datetime(2026, 3, 2, 15, 0, tzinfo=UTC).timestamp() * 1000)
+
+
+def event(kind: str, ts: int, *, wearer: str | None = "W-1", device: str = "WT-1",
+          lat: float | None = 37.5) -> Event:
+    severity = "critical" if kind in ("sos", "fall") else "high"
+    return Event(device_id=device, type=kind, ts=ts, severity=severity,  # type: ignore[arg-type]
+                 region="371002", wearer_id=wearer, lat=lat, lon=None if lat is None else 122.1)
+
+
+@pytest.fixture
+def store(db_url: str) -> AlertStore:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        migrate(conn, timescale="off")
+    return AlertStore(db_url)
+
+
+def test_repeated_events_update_one_alert_and_the_trail_records_each(store: AlertStore) -> None:
+    first = store.fold([event("sos", DAY)], now_ms=DAY + 50)
+    again = store.fold([event("sos", DAY + 60_000, lat=None)], now_ms=DAY + 60_050)
+    assert [c.action for c in first + again] == ["opened", "updated"]
+    assert first[0].alert_id == again[0].alert_id
+    alert = store.get(first[0].alert_id)
+    assert alert["event_count"] == 2 and alert["status"] == "open" and alert["priority"] == 1
+    assert alert["lat"] == 37.5                       # an event without a fix keeps the last one
+    assert [a["action"] for a in alert["audit"]] == ["opened", "updated"]
+    # A device without a registered wearer is its own subject.
+    other = store.fold([event("sos", DAY, wearer=None, device="WT-9")], now_ms=DAY)
+    assert other[0].action == "opened" and other[0].alert_id != first[0].alert_id
+
+
+def test_concurrent_workers_never_open_two_alerts_for_one_wearer_and_type(
+        store: AlertStore, db_url: str) -> None:
+    start = threading.Barrier(8)
+    errors: list[Exception] = []
+
+    def worker(k: int) -> None:
+        try:
+            start.wait()
+            store.fold([event("fall", DAY + k)], now_ms=DAY + 100)
+        except Exception as exc:  # noqa: BLE001 - collected and asserted empty below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert count(db_url, "SELECT count(*) FROM alerts WHERE type = 'fall'") == 1
+    assert count(db_url, "SELECT event_count FROM alerts WHERE type = 'fall'") == 8
+
+
+def test_claim_conflict_resolution_and_a_new_alert_after_it(store: AlertStore) -> None:
+    (change,) = store.fold([event("sos", DAY)], now_ms=DAY)
+    store.acknowledge(change.alert_id, by="officer-a", now_ms=DAY + 5_000, note="calling back")
+    store.acknowledge(change.alert_id, by="officer-a", now_ms=DAY + 6_000)   # no-op
+    with pytest.raises(AlertConflict, match="acknowledged by officer-a") as conflict:
+        store.acknowledge(change.alert_id, by="officer-b", now_ms=DAY + 6_000)
+    assert conflict.value.owner == "officer-a"
+    store.add_note(change.alert_id, by="officer-a", note="no answer; calling daughter",
+                   now_ms=DAY + 60_000)
+    store.resolve(change.alert_id, by="officer-a", outcome="helped on site",
+                  now_ms=DAY + 600_000)
+    with pytest.raises(AlertConflict, match="resolved"):
+        store.resolve(change.alert_id, by="officer-b", outcome="false alarm", now_ms=DAY + 1)
+    alert = store.get(change.alert_id)
+    assert [(a["actor"], a["action"]) for a in alert["audit"]] == [
+        ("system", "opened"), ("officer-a", "acknowledged"), ("officer-a", "note"),
+        ("officer-a", "resolved")]
+    assert alert["outcome"] == "helped on site" and alert["resolved_by"] == "officer-a"
+    (again,) = store.fold([event("sos", DAY + 700_000)], now_ms=DAY + 700_000)
+    assert again.action == "opened" and again.alert_id != change.alert_id
+
+
+def test_returns_resolve_their_alerts_and_night_exits_rank_higher(store: AlertStore) -> None:
+    day_exit, = store.fold([event("geofence_exit", DAY, device="BR-1")], now_ms=DAY)
+    assert store.get(day_exit.alert_id)["priority"] == 3
+    back = store.fold([event("geofence_return", DAY + 300_000, device="BR-1")],
+                      now_ms=DAY + 300_000)
+    assert [(c.action, c.alert_id) for c in back] == [("resolved", day_exit.alert_id)]
+    alert = store.get(day_exit.alert_id)
+    assert alert["status"] == "resolved" and alert["resolved_by"] == "system"
+    assert alert["outcome"] == "auto: geofence_return"
+    night_exit, = store.fold([event("geofence_exit", NIGHT, device="BR-1")], now_ms=NIGHT)
+    assert store.get(night_exit.alert_id)["priority"] == 2
+    # Informational events open nothing; a return with nothing open resolves nothing.
+    assert store.fold([event("online", NIGHT), event("geofence_return", NIGHT, wearer="W-2")],
+                      now_ms=NIGHT) == []
+
+
+def test_the_audit_trail_is_append_only(store: AlertStore, db_url: str) -> None:
+    (change,) = store.fold([event("sos", DAY)], now_ms=DAY)
+    with psycopg.connect(db_url) as conn:
+        for sql in ("UPDATE alert_audit SET actor = 'someone else'", "DELETE FROM alert_audit"):
+            with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+                conn.execute(sql)
+            conn.rollback()
+    assert len(store.get(change.alert_id)["audit"]) == 1
