@@ -91,34 +91,61 @@ class AlertStore:
 
     def fold(self, events: Sequence[Event], *, now_ms: int) -> list[AlertChange]:
         """Open, update or resolve alerts for ``events`` (in order), in one transaction."""
-        changes: list[AlertChange] = []
         if not events:
-            return changes
+            return []
+        with self._tx() as conn:
+            return self._fold(conn, events, now_ms=now_ms)
+
+    def _fold(self, conn: psycopg.Connection, events: Sequence[Event], *,
+              now_ms: int) -> list[AlertChange]:
+        changes: list[AlertChange] = []
         minutes = minute_of_day(np.array([e.ts for e in events], dtype=np.int64), self.tz)
         now = _ts(now_ms)
+        for e, minute in zip(events, minutes.tolist(), strict=True):
+            if opens(e):
+                row = conn.execute(_FOLD, {
+                    "subject": subject(e), "type": e.type, "severity": e.severity,
+                    "priority": priority(e, local_minute=minute), "region": e.region,
+                    "device_id": e.device_id, "wearer_id": e.wearer_id, "ts": _ts(e.ts),
+                    "lat": e.lat, "lon": e.lon, "now": now}).fetchone()
+                assert row is not None
+                action = "opened" if row[1] else "updated"
+                changes.append(AlertChange(int(row[0]), action, e))
+                _audit(conn, int(row[0]), now, SYSTEM, action, _evidence(e))
+            elif e.type in RESOLVES:
+                for (alert_id,) in conn.execute(
+                        "UPDATE alerts SET status = 'resolved', resolved_at = %s,"
+                        " resolved_by = %s, outcome = %s, updated_at = %s"
+                        " WHERE subject = %s AND type = %s AND status <> 'resolved'"
+                        " RETURNING id",
+                        (now, SYSTEM, f"auto: {e.type}", now, subject(e),
+                         RESOLVES[e.type])).fetchall():
+                    changes.append(AlertChange(int(alert_id), "resolved", e))
+                    _audit(conn, int(alert_id), now, SYSTEM, "resolved",
+                           {"outcome": f"auto: {e.type}", **_evidence(e)})
+        return changes
+
+    def fold_pending(self, *, now_ms: int, limit: int = 1000) -> list[AlertChange]:
+        """Fold up to ``limit`` stored detection events not folded yet, oldest first, and mark
+        them, all in one transaction: an event is folded exactly once even across crashes.
+
+        Events are taken in ``id`` order with ``FOR UPDATE SKIP LOCKED``; one folder per
+        database keeps each subject's events in order (a return after its exit).
+        """
         with self._tx() as conn:
-            for e, minute in zip(events, minutes.tolist(), strict=True):
-                if opens(e):
-                    row = conn.execute(_FOLD, {
-                        "subject": subject(e), "type": e.type, "severity": e.severity,
-                        "priority": priority(e, local_minute=minute), "region": e.region,
-                        "device_id": e.device_id, "wearer_id": e.wearer_id, "ts": _ts(e.ts),
-                        "lat": e.lat, "lon": e.lon, "now": now}).fetchone()
-                    assert row is not None
-                    action = "opened" if row[1] else "updated"
-                    changes.append(AlertChange(int(row[0]), action, e))
-                    _audit(conn, int(row[0]), now, SYSTEM, action, _evidence(e))
-                elif e.type in RESOLVES:
-                    for (alert_id,) in conn.execute(
-                            "UPDATE alerts SET status = 'resolved', resolved_at = %s,"
-                            " resolved_by = %s, outcome = %s, updated_at = %s"
-                            " WHERE subject = %s AND type = %s AND status <> 'resolved'"
-                            " RETURNING id",
-                            (now, SYSTEM, f"auto: {e.type}", now, subject(e),
-                             RESOLVES[e.type])).fetchall():
-                        changes.append(AlertChange(int(alert_id), "resolved", e))
-                        _audit(conn, int(alert_id), now, SYSTEM, "resolved",
-                               {"outcome": f"auto: {e.type}", **_evidence(e)})
+            rows = conn.execute(
+                "SELECT id, device_id, type, (extract(epoch FROM ts) * 1000)::bigint, severity,"
+                " region, wearer_id, lat, lon, evidence FROM detection_events"
+                " WHERE alerted_at IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+                (limit,)).fetchall()
+            if not rows:
+                return []
+            events = [Event(device_id=r[1], type=r[2], ts=int(r[3]), severity=r[4], region=r[5],
+                            wearer_id=r[6], lat=r[7], lon=r[8], evidence=r[9] or {})
+                      for r in rows]
+            changes = self._fold(conn, events, now_ms=now_ms)
+            conn.execute("UPDATE detection_events SET alerted_at = %s WHERE id = ANY(%s)",
+                         (_ts(now_ms), [r[0] for r in rows]))
         return changes
 
     def acknowledge(self, alert_id: int, *, by: str, now_ms: int, note: str | None = None) -> None:

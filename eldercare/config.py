@@ -101,6 +101,14 @@ class DetectorsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
                               accel_fall_unregistered=self.accel_fall_unregistered)
 
 
+class AlertsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Alerts (issue #5; docs/alerts.md): folding stored detection events into alerts."""
+
+    enabled: bool = True
+    #: The folder is woken by new events at once; this poll catches up after a failure.
+    poll_s: Annotated[float, Meta(gt=0, le=60)] = 1.0
+
+
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The whole configuration."""
 
@@ -109,6 +117,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     ingest: IngestConfig = IngestConfig()
     metrics: MetricsConfig = MetricsConfig()
     detectors: DetectorsConfig = DetectorsConfig()
+    alerts: AlertsConfig = AlertsConfig()
     registry: str | None = None
 
 

@@ -15,15 +15,17 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Self
 
 import psycopg
 from prometheus_client import start_http_server
 
+from alerts.folder import AlertFolder
+from alerts.store import AlertStore
 from detectors.engine import DetectorEngine
-from detectors.events import EventSink
+from detectors.events import Event, EventSink
 from eldercare.clock import Clock, SystemClock
 from eldercare.config import Config
 from eldercare.errors import EldercareError, StorageError
@@ -110,11 +112,17 @@ class IngestService:
             session_expiry_s=config.mqtt.session_expiry_s, keepalive_s=config.mqtt.keepalive_s,
         )
         self.detection: DetectionStage | None = None
+        self.alerts: AlertFolder | None = None
         if config.detectors.enabled:
             registry = load_registry(config.registry) if config.registry else None
+            if config.alerts.enabled:
+                self.alerts = AlertFolder(
+                    store=AlertStore(config.database.url, timezone=config.detectors.timezone),
+                    clock=self.clock, poll_s=config.alerts.poll_s)
+            sinks = [s for s in (self.alerts, event_sink) if s is not None]
             self.detection = DetectionStage(
                 engine=DetectorEngine(params=config.detectors.params(), registry=registry),
-                store=PostgresEventStore(config.database.url), sink=event_sink,
+                store=PostgresEventStore(config.database.url), sink=_fan_out(sinks),
                 clock=self.clock, metrics=DetectionMetrics(self.metrics.registry),
                 tick_s=config.detectors.tick_s)
         self.pipeline = IngestPipeline(
@@ -144,6 +152,8 @@ class IngestService:
             self._http = server
             self.metrics_port = server.server_port
             log.info("metrics on http://%s:%d/metrics", self.config.metrics.host, self.metrics_port)
+        if self.alerts is not None:
+            self.alerts.start()
         if self.detection is not None:
             self.detection.start()
         self._spawn("eldercare-pipeline", self.pipeline.run)
@@ -191,6 +201,8 @@ class IngestService:
         self.source.stop()
         if self.detection is not None:
             self.detection.stop()
+        if self.alerts is not None:
+            self.alerts.stop()  # after detection: it folds what the last batches stored
         for store in self.stores:
             store.close()
         if self._http is not None:
@@ -206,6 +218,24 @@ class IngestService:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+class _FanOut:
+    """One EventSink in front of several, each called whatever the others do."""
+
+    def __init__(self, sinks: Sequence[EventSink]) -> None:
+        self.sinks = list(sinks)
+
+    def handle(self, events: Sequence[Event]) -> None:
+        for sink in self.sinks:
+            try:
+                sink.handle(events)
+            except Exception:  # one faulty consumer must not starve the others
+                log.exception("event sink %r failed", sink)
+
+
+def _fan_out(sinks: Sequence[EventSink]) -> EventSink | None:
+    return None if not sinks else sinks[0] if len(sinks) == 1 else _FanOut(sinks)
 
 
 def _chain(*sinks: BatchSink | None) -> BatchSink | None:

@@ -3,7 +3,9 @@ concurrency, the lifecycle with claim conflicts, auto-resolution and the append-
 
 from __future__ import annotations
 
+import json
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import psycopg
@@ -11,8 +13,10 @@ import pytest
 
 from alerts.store import AlertConflict, AlertStore
 from detectors.events import Event
+from eldercare.config import Config
 from ingest.migrations import migrate
-from tests.conftest import count
+from schemas import device_topic
+from tests.conftest import Publisher, count, now_ms, wait_for
 
 # 2026-03-02 10:00 and 23:00 in Asia/Shanghai (UTC+8).
 DAY = int(datetime(2026, 3, 2, 2, 0, tzinfo=UTC).timestamp() * 1000)
@@ -115,3 +119,41 @@ def test_the_audit_trail_is_append_only(store: AlertStore, db_url: str) -> None:
                 conn.execute(sql)
             conn.rollback()
     assert len(store.get(change.alert_id)["audit"]) == 1
+
+
+def test_an_sos_published_over_mqtt_becomes_an_alert_with_its_trail(
+        make_config: Callable[..., Config], publisher: Publisher, region: str,
+        db_url: str) -> None:
+    from ingest.service import IngestService
+
+    with IngestService(make_config()):
+        publisher.publish(device_topic(region, "WT-7"),
+                          json.dumps({"type": "sos", "ts": now_ms(), "lat": 37.5,
+                                      "lon": 122.1}).encode())
+        wait_for(lambda: count(db_url, "SELECT count(*) FROM alerts") == 1, timeout_s=10,
+                 what="the SOS alert")
+    store = AlertStore(db_url)
+    alert = store.get(count(db_url, "SELECT id FROM alerts"))
+    assert (alert["type"], alert["status"], alert["priority"]) == ("sos", "open", 1)
+    assert alert["subject"] == "device:WT-7" and alert["region"] == region
+    assert [a["action"] for a in alert["audit"]] == ["opened"]
+    assert count(db_url, "SELECT count(*) FROM detection_events WHERE alerted_at IS NULL") == 0
+
+
+def test_events_stored_while_no_folder_ran_are_folded_later_exactly_once(
+        make_config: Callable[..., Config], publisher: Publisher, region: str,
+        db_url: str) -> None:
+    from ingest.service import IngestService
+
+    with IngestService(make_config(**{"alerts.enabled": False})):
+        for dev in ("WT-1", "WT-2"):
+            publisher.publish(device_topic(region, dev),
+                              json.dumps({"type": "sos", "ts": now_ms()}).encode())
+        wait_for(lambda: count(db_url, "SELECT count(*) FROM detection_events") == 2,
+                 what="two SOS events")
+    assert count(db_url, "SELECT count(*) FROM alerts") == 0
+    store = AlertStore(db_url)
+    changes = store.fold_pending(now_ms=now_ms())
+    assert sorted(c.event.device_id for c in changes) == ["WT-1", "WT-2"]
+    assert store.fold_pending(now_ms=now_ms()) == []          # marked in the same transaction
+    assert count(db_url, "SELECT count(*) FROM alerts") == 2
