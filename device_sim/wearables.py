@@ -90,6 +90,25 @@ class _Wearable(DeviceModel):
     def _day_legs(self, day: int) -> list[Leg]:
         raise NotImplementedError
 
+    def _scheduled(self, emit: Emitter, track: Track, rx: Receiver, st: _StreamState,
+                   timers: list[int], on_timer: Callable[[int, int], Iterator[SimReading]]
+                   ) -> Iterator[SimReading]:
+        """The readings in time order: scripted events (presses, falls, wear) first at a tie,
+        then ``timers`` in list order; ``on_timer(i, t)`` yields timer ``i``'s readings at
+        ``t`` and moves ``timers[i]`` on."""
+        events, k = self._events, 0
+        while True:
+            t_ev = events[k][0] if k < len(events) else NEVER
+            t = min(*timers, t_ev)
+            if t >= self.run.end_ms:
+                return
+            if t == t_ev:
+                _, _, kind, fields = events[k]
+                k += 1
+                yield self._event(emit, t, kind, fields, self._where(track, t, st), rx, st)
+            else:
+                yield from on_timer(timers.index(t), t)
+
     def _track(self) -> list[Leg]:
         legs = list(self._legs)
         lo, hi = self.run.start_ms - 4 * 3_600_000, self.run.end_ms
@@ -162,30 +181,24 @@ class Bracelet(_Wearable):
         rng = py_rng(run.seed, self.spec.id, "readings")
         rx = Receiver(py_rng(run.seed, self.spec.id, "fixes"), self.spec.person)
         track, battery, st = Track(self._track()), self._battery(), _StreamState()
-        t_fix = run.start_ms + int(rng.uniform(0, f.bracelet_fix_still_s) * 1000)
-        t_hb = run.start_ms + int(rng.uniform(0, f.heartbeat_s) * 1000)
-        events, k = self._events, 0
-        while True:
-            t_ev = events[k][0] if k < len(events) else NEVER
-            t = min(t_fix, t_hb, t_ev)
-            if t >= run.end_ms:
-                return
-            if t == t_ev:
-                _, _, kind, fields = events[k]
-                k += 1
-                yield self._event(emit, t, kind, fields, self._where(track, t, st), rx, st)
-            elif t == t_fix:
+        timers = [run.start_ms + int(rng.uniform(0, f.bracelet_fix_still_s) * 1000),  # fix
+                  run.start_ms + int(rng.uniform(0, f.heartbeat_s) * 1000)]          # heartbeat
+
+        def on_timer(i: int, t: int) -> Iterator[SimReading]:
+            if i == 0:
                 x, y, v, outdoors = self._where(track, t, st)
                 fix = rx.fix(x, y, v, outdoors)
                 fix["battery_pct"] = int(battery.level(t))
                 yield emit(t, "location", fix)
                 step = (f.bracelet_fix_moving_s * rng.uniform(0.8, 1.2) if v > 0.2
                         else f.bracelet_fix_still_s * rng.uniform(0.9, 1.1))
-                t_fix = t + int(step * 1000)
+                timers[0] = t + int(step * 1000)
             else:
                 yield emit(t, "heartbeat", {"battery_pct": int(battery.level(t)),
                                             "rssi_dbm": round(self._rssi + rng.gauss(0, 3))})
-                t_hb += int(f.heartbeat_s * 1000)
+                timers[1] += int(f.heartbeat_s * 1000)
+
+        yield from self._scheduled(emit, track, rx, st, timers, on_timer)
 
 
 class Watch(_Wearable):
@@ -238,33 +251,29 @@ class Watch(_Wearable):
         legs = self._track()
         track, pedometer, battery = Track(legs), Track(legs), self._battery()
         st = _StreamState()
-        t_fix = run.start_ms + int(rng.uniform(0, f.watch_fix_s) * 1000)
-        t_vit = run.start_ms + int(rng.uniform(0, f.watch_vitals_s) * 1000)
+        timers = [run.start_ms + int(rng.uniform(0, f.watch_fix_s) * 1000),      # fix
+                  run.start_ms + int(rng.uniform(0, f.watch_vitals_s) * 1000)]   # vitals
         steps = _Steps(run, pedometer, self._asleep, self._cadence)
-        events, k, n_vit = self._events, 0, 0
+        n_vit = 0
         tachy = [list(e) for e in self._tachy]
-        while True:
-            t_ev = events[k][0] if k < len(events) else NEVER
-            t = min(t_fix, t_vit, t_ev)
-            if t >= run.end_ms:
-                return
-            if t == t_ev:
-                _, _, kind, fields = events[k]
-                k += 1
-                yield self._event(emit, t, kind, fields, self._where(track, t, st), rx, st)
-            elif t == t_fix:
+
+        def on_timer(i: int, t: int) -> Iterator[SimReading]:
+            nonlocal n_vit
+            if i == 0:
                 fix = rx.fix(*self._where(track, t, st))
                 fix["battery_pct"] = int(battery.level(t))
                 yield emit(t, "location", fix)
-                t_fix = t + int(f.watch_fix_s * rng.uniform(0.95, 1.05) * 1000)
-            else:
-                t_vit += int(f.watch_vitals_s * 1000)
-                count = steps.at(t)
-                if st.frozen is not None or battery.charging(t):
-                    continue  # off the wrist: nothing to measure
-                moving = track.at(t)[2] > 0.3
-                yield emit(t, "vitals", self._vitals(rng, t, moving, count, n_vit, tachy))
-                n_vit += 1
+                timers[0] = t + int(f.watch_fix_s * rng.uniform(0.95, 1.05) * 1000)
+                return
+            timers[1] += int(f.watch_vitals_s * 1000)
+            count = steps.at(t)
+            if st.frozen is not None or battery.charging(t):
+                return  # off the wrist: nothing to measure
+            moving = track.at(t)[2] > 0.3
+            yield emit(t, "vitals", self._vitals(rng, t, moving, count, n_vit, tachy))
+            n_vit += 1
+
+        yield from self._scheduled(emit, track, rx, st, timers, on_timer)
 
     def _vitals(self, rng: random.Random, t: int, moving: bool, steps: int, n: int,
                 tachy: list[list[int]]) -> dict[str, Any]:
