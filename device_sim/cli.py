@@ -143,8 +143,6 @@ def _open_in(path: str) -> IO[bytes]:
 def _cmd_run(args: argparse.Namespace) -> int:
     if args.no_broker and not args.record:
         raise ConfigError("--no-broker needs --record FILE")
-    from device_sim.fleet import substream
-    from device_sim.gateway import deliver
     from device_sim.scenario import load_scenario
     from device_sim.stream import build
 
@@ -152,9 +150,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     sim = build(scenario)
     if args.registry_out:  # first: the service needs it before the first reading arrives
         _write_registry(sim.registry, Path(args.registry_out))
-    # A seed of its own, so delivery draws never mirror a device model's draws.
-    pubs = deliver(sim.readings(), params=scenario.delivery,
-                   seed=substream(scenario.seed, "delivery"), outages=sim.outages)
+    pubs = sim.publications()
     if args.record:
         with _open_out(args.record) as record:
             _run_pipeline(pubs, RecordingWriter(record), args)

@@ -17,8 +17,6 @@ from pathlib import Path
 import msgspec
 
 from detectors.params import DetectorParams
-from device_sim.fleet import substream
-from device_sim.gateway import deliver
 from device_sim.recording import RecordingStats, write_recording
 from device_sim.scenario import Scenario
 from device_sim.score import ScoreReport, load_events, score
@@ -55,10 +53,8 @@ def evaluate(scenario: Scenario, *, workdir: Path,
     with paths["labels"].open("wb") as f:
         for label in sim.labels:
             f.write(LABEL_ENCODER.encode(label) + b"\n")
-    pubs = deliver(sim.readings(), params=scenario.delivery,
-                   seed=substream(scenario.seed, "delivery"), outages=sim.outages)
     with paths["recording"].open("wb") as f:
-        stats = write_recording(pubs, f)
+        stats = write_recording(sim.publications(), f)
     detector_params = params or dataclasses.replace(DetectorParams(), timezone=scenario.timezone)
     err = io.StringIO()
     with paths["recording"].open("rb") as lines, paths["events"].open("w") as out:

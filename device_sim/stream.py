@@ -24,7 +24,16 @@ from typing import Final, NamedTuple
 
 from device_sim.devices import DeviceModel, LocalClock, Planned, Run
 from device_sim.fall_sensor import FallSensor
-from device_sim.fleet import DeviceSpec, Fleet, build_fleet, gateway_id, incident_devices, py_rng
+from device_sim.fleet import (
+    DeviceSpec,
+    Fleet,
+    build_fleet,
+    gateway_id,
+    incident_devices,
+    py_rng,
+    substream,
+)
+from device_sim.gateway import deliver
 from device_sim.home import HomeSensor
 from device_sim.scenario import (
     INCIDENT_KINDS,
@@ -48,7 +57,7 @@ from device_sim.scenario import (
     incident_type,
     is_night,
 )
-from device_sim.types import Label, SimReading
+from device_sim.types import Label, Publication, SimReading
 from device_sim.wearables import Bracelet, Watch
 from eldercare.errors import ConfigError
 from schemas.registry import Registry
@@ -99,6 +108,13 @@ class Simulation:
         # heap entries never compare beyond the device id. (Merging in time slices, each
         # generator running for a whole slice, measured slower: the buffered readings go cold.)
         return heapq.merge(*(m.readings() for m in self._models))
+
+    def publications(self) -> Iterator[Publication]:
+        """The MQTT messages of :meth:`readings` as the scenario's gateways and network deliver
+        them (:func:`device_sim.gateway.deliver`), from a seed of their own so delivery draws
+        never mirror a device model's; lazily, and the same on every call."""
+        return deliver(self.readings(), params=self.scenario.delivery,
+                       seed=substream(self.scenario.seed, "delivery"), outages=self.outages)
 
 
 def build(scenario: Scenario) -> Simulation:

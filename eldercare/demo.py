@@ -26,8 +26,6 @@ import msgspec
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from device_sim.fleet import substream
-from device_sim.gateway import deliver
 from device_sim.publisher import PublishStats, publish
 from device_sim.scenario import Scenario, parse_scenario
 from device_sim.stream import build
@@ -120,10 +118,7 @@ def run_demo(*, duration_s: float | None, out: TextIO, metrics_port: int | None 
             print(f"eldercare demo: scenario {scenario.name!r}, {len(sim.devices)} devices, "
                   f"{len(sim.labels)} scripted incidents; SOS, a fall and a wandering wearer "
                   "within the first minute", file=out)
-            pubs = heapq.merge(
-                deliver(sim.readings(), params=scenario.delivery,
-                        seed=substream(scenario.seed, "delivery"), outages=sim.outages),
-                _invalid(scenario))
+            pubs = heapq.merge(sim.publications(), _invalid(scenario))
             published: list[PublishStats] = []
             fleet_stop = threading.Event()
             fleet = threading.Thread(

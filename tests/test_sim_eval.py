@@ -19,8 +19,6 @@ import psycopg
 
 from detectors.events import Event
 from device_sim.evaluate import evaluate
-from device_sim.fleet import substream
-from device_sim.gateway import deliver
 from device_sim.publisher import publish
 from device_sim.scenario import load_scenario
 from device_sim.score import score
@@ -76,8 +74,7 @@ def test_the_service_detects_the_small_scenario_published_over_mqtt(
     sim = build(scenario)
     registry = tmp_path / "registry.json"
     registry.write_bytes(msgspec.json.encode(sim.registry))
-    pubs = list(deliver(sim.readings(), params=scenario.delivery,
-                        seed=substream(scenario.seed, "delivery"), outages=sim.outages))
+    pubs = list(sim.publications())
     readings = len({(r["device_id"], r["type"], r["ts"]) for p in pubs for r in p.readings})
     config = make_config(**{"registry": str(registry), "detectors.timezone": scenario.timezone})
     with IngestService(config):
