@@ -5,7 +5,7 @@ Order is the guarantee: a message is acknowledged only after the transaction hol
 exponential backoff and *nothing* is acknowledged meanwhile; the bounded buffer fills, the
 network thread blocks, and the broker keeps the rest. Data is never dropped to make room.
 
-One thread decodes; ``writers`` threads, each with its own store (connection), commit batches
+One thread decodes; one writer thread per store (each store its own connection) commits batches
 concurrently, because PostgreSQL processes a ``COPY`` mostly after the client has sent it: with
 one connection the database idles while Python builds the next batch, and Python idles while
 the database inserts (README, Performance). Whatever order the commits finish
@@ -55,8 +55,6 @@ class PipelineConfig:
     """Batching and retry parameters."""
 
     max_batch_readings: int = 5000
-    #: Batches committed at once, one store (connection) each; see the module docstring.
-    writers: int = 2
     #: Messages taken from the buffer per lock acquisition.
     max_take: int = 100
     linger_s: float = 0.05
@@ -84,9 +82,9 @@ class IngestPipeline:
     ) -> None:
         self.buffer = buffer
         self.decoder = decoder
-        if len(stores) != config.writers:
-            raise ValueError(f"{config.writers} writers need as many stores, got {len(stores)}")
-        self.stores = list(stores)
+        if not stores:
+            raise ValueError("the pipeline needs at least one store")
+        self.stores = list(stores)  # one writer thread each: batches committed at once
         self.ack = ack
         self.clock = clock
         self.metrics = metrics
@@ -113,7 +111,7 @@ class IngestPipeline:
 
         The writers wait on PostgreSQL with the GIL released, so the next batch is decoded
         meanwhile. At most one decoded batch waits for a writer (the hand-off queue holds one),
-        so memory stays bounded by the buffer plus ``writers + 1`` batches. Returns after
+        so memory stays bounded by the buffer plus one batch per writer and one more. Returns after
         :meth:`request_stop` once the buffer is empty and the last batch is completed.
         """
         writers = [threading.Thread(target=self._write_loop, args=(store,),
@@ -152,8 +150,11 @@ class IngestPipeline:
             self.metrics.buffered.set(len(self.buffer))
 
     def _fail(self, message: str) -> None:
-        """Stop: after a give-up, later batches stay unacknowledged too (order)."""
         log.error(message)
+        self._halt()
+
+    def _halt(self) -> None:
+        """Stop: after a give-up, later batches stay unacknowledged too (order)."""
         with self._turn:
             self._failed.set()
             self._turn.notify_all()
@@ -213,10 +214,7 @@ class IngestPipeline:
         try:
             self._complete(batch, messages, result)
         except BaseException:
-            # Failed before the turn passes on, so no later batch is acknowledged ahead of it.
-            with self._turn:
-                self._failed.set()
-                self._turn.notify_all()
+            self._halt()  # before the turn passes on: no later batch is acknowledged ahead of it
             raise
         with self._turn:
             self._next += 1

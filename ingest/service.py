@@ -131,7 +131,7 @@ class IngestService:
                                    max_future_ms=cfg.max_future_s * 1000),
             stores=self.stores, ack=self.source.ack, clock=self.clock, metrics=self.metrics,
             config=PipelineConfig(max_batch_readings=cfg.max_batch_readings,
-                                  linger_s=cfg.linger_ms / 1000, writers=len(self.stores)),
+                                  linger_s=cfg.linger_ms / 1000),
             sink=_chain(self.detection, sink),
         )
         self._threads: list[threading.Thread] = []

@@ -74,7 +74,7 @@ def _pipeline(buffer: MessageBuffer, stores: list[Recording], acked: list[int],
         buffer=buffer, decoder=MessageDecoder(), stores=stores, ack=ack, clock=SystemClock(),
         metrics=IngestMetrics(),
         config=PipelineConfig(max_batch_readings=100, max_take=2, linger_s=0.01,
-                              writers=len(stores), shutdown_retry_s=shutdown_retry_s),
+                              shutdown_retry_s=shutdown_retry_s),
         sink=lambda batch: completed.append(min(int(r.seq or 0) for r in batch.readings)))
 
 
