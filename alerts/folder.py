@@ -5,8 +5,10 @@ not from memory: an event is stored before the batch that raised it is acknowled
 whatever happens afterwards (the fold fails, the service dies), the event is still there and
 is folded later, exactly once. The folder is also the detection stage's
 :class:`~detectors.events.EventSink`: new events wake it at once, so an SOS becomes an alert
-without waiting for the next poll; the poll (``poll_s``) catches up after failures. Folding runs
-beside ingest, never in its path: a slow or failing alert store does not hold back PUBACKs.
+without waiting. It also folds once at start (events a previous run left unfolded) and at stop.
+After a failed fold it retries every ``poll_s``; while nothing fails and nothing new comes, it
+sleeps without touching the database. Folding runs beside ingest, never in its path: a slow or
+failing alert store does not hold back PUBACKs.
 """
 
 from __future__ import annotations
@@ -66,15 +68,19 @@ class AlertFolder:
         return total
 
     def _run(self) -> None:
+        timeout: float | None = 0.0  # fold at once: what a previous run stored and did not fold
         while True:
-            self._wake.wait(self.poll_s)
-            self._wake.clear()
+            self._wake.wait(timeout)
+            self._wake.clear()  # before folding: an event stored meanwhile wakes the next round
             try:
                 self.fold_now()
-            except StorageError as exc:  # the events stay unfolded; the next poll retries
+                timeout = None  # all folded: sleep until new events come
+            except StorageError as exc:  # the events stay unfolded; retried after poll_s
+                timeout = self.poll_s
                 self.failures += 1
                 log.warning("alert folding failed, retrying in %.1f s: %s", self.poll_s, exc)
             except Exception:
+                timeout = self.poll_s
                 self.failures += 1
                 log.exception("alert folder failed")
             if self._stop.is_set():
