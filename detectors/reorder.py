@@ -70,10 +70,6 @@ class ChunkReorder:
             self.stats["released_with_gap"] += 1
         return out
 
-    def forget(self, device_id: str) -> None:
-        """Drop a device's held chunks (the device is gone)."""
-        self._held.pop(device_id, None)
-
     def __len__(self) -> int:
         """Devices with chunks held back."""
         return len(self._held)
