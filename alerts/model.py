@@ -52,9 +52,14 @@ def opens(event: Event) -> bool:
     return event.type in PRIORITY
 
 
+def is_night(local_minute: int) -> bool:
+    """Whether a local time of day (0-1439) is in :data:`NIGHT`."""
+    return local_minute >= NIGHT[0] or local_minute < NIGHT[1]
+
+
 def priority(event: Event, *, local_minute: int) -> int:
     """Priority of the alert ``event`` opens; ``local_minute`` is its time of day (0-1439) in
     the wearer's time zone."""
-    if event.type == "geofence_exit" and (local_minute >= NIGHT[0] or local_minute < NIGHT[1]):
+    if event.type == "geofence_exit" and is_night(local_minute):
         return NIGHT_EXIT_PRIORITY
     return PRIORITY[event.type]

@@ -14,29 +14,40 @@ Lifecycle: ``open`` -> ``acknowledged`` (a person claimed it: by whom, when, not
 once goes to the first; the second gets :class:`AlertConflict` naming the owner. Time comes in
 as ``now_ms`` (the service's clock), so tests need no sleeping.
 
-Routing, escalation and delivery (the rest of issue #5) build on this module; they are not here.
+Routing and escalation happen in the same transactions (docs/alerts.md): an alert that opens
+gets its policy snapshot and climbs its first rung, and that rung's deliveries are written to
+the outbox (``alerts/outbox.py``) before the commit; a claim sets the claim timeout as the
+alert's timer; resolution clears the timer and cancels unsent ladder messages;
+:meth:`AlertStore.escalate_due` climbs the next rung of every alert whose timer has run out.
+After each commit that queued deliveries, ``wake`` is told which channels have work, so an SOS
+reaches its channels without waiting for a poll.
 """
 
 from __future__ import annotations
 
+import threading
 import zoneinfo
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Self
 
 import numpy as np
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
 
-from alerts.model import RESOLVES, Status, opens, priority, subject
+from alerts import escalation, outbox
+from alerts.audit import SYSTEM
+from alerts.audit import append as audit
+from alerts.model import RESOLVES, Status, is_night, opens, priority, subject
+from alerts.outbox import Routing
+from alerts.policy import Policy, ladder_of, load_policy
 from detectors.events import Event
 from detectors.localtime import minute_of_day
 from eldercare.errors import EldercareError, StorageError
-
-SYSTEM: Final = "system"
 
 _FOLD: Final = """
 INSERT INTO alerts AS a (subject, type, status, severity, priority, region, device_id, wearer_id,
@@ -75,29 +86,66 @@ class AlertChange:
 
 
 class AlertStore:
-    """Alerts on one psycopg connection per call (thread-safe: no shared connection)."""
+    """Alerts on one psycopg connection per call (thread-safe: no shared connection).
 
-    def __init__(self, url: str, *, timezone: str = "Asia/Shanghai") -> None:
+    ``policy`` routes new alerts (the built-in default when None); ``routing`` says which
+    channels and addresses exist; ``wake(channels)`` is called after a commit that queued
+    deliveries on ``channels``.
+    """
+
+    def __init__(self, url: str, *, timezone: str = "Asia/Shanghai",
+                 policy: Policy | None = None, routing: Routing | None = None,
+                 wake: Callable[[set[str]], None] | None = None, pool_size: int = 4) -> None:
         self.url = url
         self.tz = zoneinfo.ZoneInfo(timezone)
+        self.policy = policy if policy is not None else load_policy()
+        self.routing = routing if routing is not None else Routing()
+        self.wake = wake
+        # Pooled connections: a fresh connection costs milliseconds on the SOS path (fold,
+        # then the delivery worker's claim), which the latency target cannot spare.
+        self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False,
+                                    timeout=5.0, name="eldercare-alerts")
+        self._opened = False
+        self._open_lock = threading.Lock()
 
     @contextmanager
-    def _tx(self) -> Iterator[psycopg.Connection]:
+    def transaction(self) -> Iterator[tuple[psycopg.Connection, set[str]]]:
+        """A transaction, and the set of channels it queued deliveries on (woken after the
+        commit, never before: a worker must find the rows). psycopg errors become
+        StorageError."""
+        touched: set[str] = set()
         try:
-            with psycopg.connect(self.url) as conn, conn.transaction():
-                yield conn
+            if not self._opened:
+                with self._open_lock:
+                    if not self._opened:
+                        self._pool.open()
+                        self._opened = True
+            with self._pool.connection() as conn, conn.transaction():
+                yield conn, touched
         except psycopg.Error as exc:
             raise StorageError(f"alert store: {exc}".strip()) from exc
+        if touched and self.wake is not None:
+            self.wake(touched)
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._pool.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def fold(self, events: Sequence[Event], *, now_ms: int) -> list[AlertChange]:
         """Open, update or resolve alerts for ``events`` (in order), in one transaction."""
         if not events:
             return []
-        with self._tx() as conn:
-            return self._fold(conn, events, now_ms=now_ms)
+        with self.transaction() as (conn, touched):
+            return self._fold(conn, events, now_ms=now_ms, touched=touched)
 
-    def _fold(self, conn: psycopg.Connection, events: Sequence[Event], *,
-              now_ms: int) -> list[AlertChange]:
+    def _fold(self, conn: psycopg.Connection, events: Sequence[Event], *, now_ms: int,
+              touched: set[str]) -> list[AlertChange]:
         changes: list[AlertChange] = []
         minutes = minute_of_day(np.array([e.ts for e in events], dtype=np.int64), self.tz)
         now = _ts(now_ms)
@@ -111,19 +159,85 @@ class AlertStore:
                 assert row is not None
                 action = "opened" if row[1] else "updated"
                 changes.append(AlertChange(int(row[0]), action, e))
-                _audit(conn, int(row[0]), now, SYSTEM, action, _evidence(e))
+                audit(conn, int(row[0]), now, action, _evidence(e))
+                if row[1]:
+                    self._route(conn, int(row[0]), e.type, night=is_night(minute), now=now,
+                                touched=touched)
             elif e.type in RESOLVES:
                 for (alert_id,) in conn.execute(
                         "UPDATE alerts SET status = 'resolved', resolved_at = %s,"
-                        " resolved_by = %s, outcome = %s, updated_at = %s"
+                        " resolved_by = %s, outcome = %s, updated_at = %s,"
+                        " next_action_at = NULL"
                         " WHERE subject = %s AND type = %s AND status <> 'resolved'"
                         " RETURNING id",
                         (now, SYSTEM, f"auto: {e.type}", now, subject(e),
                          RESOLVES[e.type])).fetchall():
                     changes.append(AlertChange(int(alert_id), "resolved", e))
-                    _audit(conn, int(alert_id), now, SYSTEM, "resolved",
-                           {"outcome": f"auto: {e.type}", **_evidence(e)})
+                    audit(conn, int(alert_id), now, "resolved",
+                          {"outcome": f"auto: {e.type}", **_evidence(e)})
+                    self._ended(conn, int(alert_id), now=now, touched=touched)
         return changes
+
+    def _route(self, conn: psycopg.Connection, alert_id: int, alert_type: str, *, night: bool,
+               now: datetime, touched: set[str]) -> None:
+        """A new alert: snapshot its ladder and climb the first rung, in this transaction."""
+        snapshot = self.policy.snapshot(alert_type, night=night)
+        ladder = ladder_of(snapshot)
+        d = escalation.on_open(ladder, now_ms=_ms(now))
+        conn.execute("UPDATE alerts SET policy = %s, step = %s, cycle = %s, next_action_at = %s"
+                     " WHERE id = %s", (Jsonb(snapshot), d.step, d.cycle,
+                                        _timer(d.next_action_at_ms), alert_id))
+        self._apply(conn, alert_id, d, ladder=ladder, event="alert.opened", now=now,
+                    touched=touched)
+
+    def _apply(self, conn: psycopg.Connection, alert_id: int, d: escalation.Decision, *,
+               ladder: Any, event: str, now: datetime, touched: set[str]) -> None:
+        for action, detail in d.audit:
+            audit(conn, alert_id, now, action, detail)
+        row = outbox.alert_row(conn, alert_id)
+        touched |= outbox.notify(
+            conn, row, targets=d.notify, ladder=ladder, routing=self.routing, now=now,
+            event=event, escalation={"step": d.rung, "cycle": d.cycle, "action": d.action})
+        touched |= outbox.announce(conn, row, event=event, routing=self.routing, now=now)
+
+    def _ended(self, conn: psycopg.Connection, alert_id: int, *, now: datetime,
+               touched: set[str]) -> None:
+        outbox.cancel_pending(conn, alert_id, now=now)
+        touched |= outbox.announce(conn, outbox.alert_row(conn, alert_id),
+                                   event="alert.resolved", routing=self.routing, now=now)
+
+    def escalate_due(self, *, now_ms: int, limit: int = 100) -> int:
+        """Climb the next rung of every alert whose timer has run out (claims that expired
+        included), each with its deliveries in the same transaction. Returns how many."""
+        now = _ts(now_ms)
+        with self.transaction() as (conn, touched):
+            rows = conn.execute(
+                "SELECT id, status, step, cycle, policy FROM alerts WHERE next_action_at <= %s"
+                " AND status <> 'resolved' AND policy IS NOT NULL ORDER BY next_action_at"
+                " LIMIT %s FOR UPDATE SKIP LOCKED", (now, limit)).fetchall()
+            for alert_id, status, step, cycle, snapshot in rows:
+                ladder = ladder_of(snapshot)
+                d = escalation.on_due(ladder, status=status, step=step, cycle=cycle,
+                                      now_ms=now_ms)
+                conn.execute(
+                    "UPDATE alerts SET status = %s, step = %s, cycle = %s, next_action_at = %s,"
+                    " priority = CASE WHEN %s THEN greatest(priority - 1, 1) ELSE priority END,"
+                    " acknowledged_by = CASE WHEN %s = 'open' THEN NULL ELSE acknowledged_by END,"
+                    " acknowledged_at = CASE WHEN %s = 'open' THEN NULL ELSE acknowledged_at END,"
+                    " updated_at = %s WHERE id = %s",
+                    (d.status, d.step, d.cycle, _timer(d.next_action_at_ms), d.raise_priority,
+                     d.status, d.status, now, alert_id))
+                event = "alert.claim_expired" if status == "acknowledged" else "alert.escalated"
+                self._apply(conn, alert_id, d, ladder=ladder, event=event, now=now,
+                            touched=touched)
+        return len(rows)
+
+    def next_timer_ms(self) -> int | None:
+        """When the earliest escalation timer runs out (for the escalator's sleep)."""
+        with self.transaction() as (conn, _):
+            row = conn.execute("SELECT min(next_action_at) FROM alerts"
+                               " WHERE next_action_at IS NOT NULL").fetchone()
+        return None if row is None or row[0] is None else _ms(row[0])
 
     def fold_pending(self, *, now_ms: int, limit: int = 1000) -> list[AlertChange]:
         """Fold up to ``limit`` stored detection events not folded yet, oldest first, and mark
@@ -132,7 +246,7 @@ class AlertStore:
         Events are taken in ``id`` order with ``FOR UPDATE SKIP LOCKED``; one folder per
         database keeps each subject's events in order (a return after its exit).
         """
-        with self._tx() as conn:
+        with self.transaction() as (conn, touched):
             rows = conn.execute(
                 "SELECT id, device_id, type, (extract(epoch FROM ts) * 1000)::bigint, severity,"
                 " region, wearer_id, lat, lon, evidence FROM detection_events"
@@ -143,20 +257,21 @@ class AlertStore:
             events = [Event(device_id=r[1], type=r[2], ts=int(r[3]), severity=r[4], region=r[5],
                             wearer_id=r[6], lat=r[7], lon=r[8], evidence=r[9] or {})
                       for r in rows]
-            changes = self._fold(conn, events, now_ms=now_ms)
+            changes = self._fold(conn, events, now_ms=now_ms, touched=touched)
             conn.execute("UPDATE detection_events SET alerted_at = %s WHERE id = ANY(%s)",
                          (_ts(now_ms), [r[0] for r in rows]))
         return changes
 
     def acknowledge(self, alert_id: int, *, by: str, now_ms: int, note: str | None = None) -> None:
         """``by`` claims the alert. Claiming one's own claim again is a no-op; anyone else's
-        claim, or a resolved alert, raises :class:`AlertConflict`."""
+        claim, or a resolved alert, raises :class:`AlertConflict`. The claim pauses escalation
+        for the ladder's ``claim_timeout_s``."""
         now = _ts(now_ms)
-        with self._tx() as conn:
+        with self.transaction() as (conn, touched):
             row = conn.execute(
                 "UPDATE alerts SET status = 'acknowledged', acknowledged_at = %s,"
                 " acknowledged_by = %s, updated_at = %s WHERE id = %s AND status = 'open'"
-                " RETURNING id", (now, by, now, alert_id)).fetchone()
+                " RETURNING step, cycle, policy", (now, by, now, alert_id)).fetchone()
             if row is None:
                 status, owner = self._state(conn, alert_id)
                 if status == "acknowledged" and owner == by:
@@ -164,16 +279,25 @@ class AlertStore:
                 raise AlertConflict(
                     f"alert {alert_id} is {status}" + (f" by {owner}" if owner else ""),
                     owner=owner, status=status)
-            _audit(conn, alert_id, now, by, "acknowledged", {"note": note} if note else {})
+            audit(conn, alert_id, now, "acknowledged", {"note": note} if note else {}, actor=by)
+            if row[2] is not None:
+                d = escalation.on_claim(ladder_of(row[2]), step=row[0], cycle=row[1],
+                                        now_ms=now_ms)
+                conn.execute("UPDATE alerts SET next_action_at = %s WHERE id = %s",
+                             (_timer(d.next_action_at_ms), alert_id))
+            touched |= outbox.announce(conn, outbox.alert_row(conn, alert_id),
+                                       event="alert.acknowledged", routing=self.routing, now=now)
 
     def resolve(self, alert_id: int, *, by: str, outcome: str, now_ms: int,
                 note: str | None = None) -> None:
-        """Resolve the alert (the person is safe, help is there, false alarm...)."""
+        """Resolve the alert (the person is safe, help is there, false alarm...): escalation
+        ends and ladder messages not yet sent are cancelled."""
         now = _ts(now_ms)
-        with self._tx() as conn:
+        with self.transaction() as (conn, touched):
             row = conn.execute(
                 "UPDATE alerts SET status = 'resolved', resolved_at = %s, resolved_by = %s,"
-                " outcome = %s, updated_at = %s WHERE id = %s AND status <> 'resolved'"
+                " outcome = %s, updated_at = %s, next_action_at = NULL"
+                " WHERE id = %s AND status <> 'resolved'"
                 " RETURNING id", (now, by, outcome, now, alert_id)).fetchone()
             if row is None:
                 status, owner = self._state(conn, alert_id)
@@ -181,17 +305,18 @@ class AlertStore:
             detail: dict[str, Any] = {"outcome": outcome}
             if note:
                 detail["note"] = note
-            _audit(conn, alert_id, now, by, "resolved", detail)
+            audit(conn, alert_id, now, "resolved", detail, actor=by)
+            self._ended(conn, alert_id, now=now, touched=touched)
 
     def add_note(self, alert_id: int, *, by: str, note: str, now_ms: int) -> None:
         """Append a note to the alert's trail (any status: notes after resolution are kept)."""
-        with self._tx() as conn:
+        with self.transaction() as (conn, _):
             self._state(conn, alert_id)
-            _audit(conn, alert_id, _ts(now_ms), by, "note", {"note": note})
+            audit(conn, alert_id, _ts(now_ms), "note", {"note": note}, actor=by)
 
     def get(self, alert_id: int) -> dict[str, Any]:
         """The alert as a dict, with its audit trail (oldest first) under ``audit``."""
-        with self._tx() as conn, conn.cursor(row_factory=dict_row) as cur:
+        with self.transaction() as (conn, _), conn.cursor(row_factory=dict_row) as cur:
             alert = cur.execute("SELECT * FROM alerts WHERE id = %s", (alert_id,)).fetchone()
             if alert is None:
                 raise AlertConflict(f"alert {alert_id} does not exist", owner=None,
@@ -214,12 +339,14 @@ def _ts(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
+def _timer(ms: int | None) -> datetime | None:
+    return None if ms is None else _ts(ms)
+
+
+def _ms(t: datetime) -> int:
+    return round(t.timestamp() * 1000)
+
+
 def _evidence(e: Event) -> dict[str, Any]:
     return {"event_type": e.type, "device_id": e.device_id, "ts": e.ts, "severity": e.severity,
             "evidence": dict(e.evidence)}
-
-
-def _audit(conn: psycopg.Connection, alert_id: int, at: datetime, actor: str, action: str,
-           detail: dict[str, Any]) -> None:
-    conn.execute("INSERT INTO alert_audit (alert_id, at, actor, action, detail)"
-                 " VALUES (%s, %s, %s, %s, %s)", (alert_id, at, actor, action, Jsonb(detail)))

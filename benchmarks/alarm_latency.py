@@ -1,13 +1,19 @@
-"""SOS latency under load: from the device's publish to the stored event handed to the alert stage.
+"""SOS latency under load: from the device's publish to the event, and to the dispatch webhook.
 
 A publisher process sends gateway batches of location fixes at a steady rate, and every 0.5 s one
 SOS from a device of its own, stamping each SOS with its wall-clock publish time. The ingest
-service (detection on, as in production) runs in this process with an event sink that notes when
-each SOS event reaches it. Latency = event handed on - SOS published, on the same machine clock.
-The baseline in the same run is the broker round trip: the time a bare subscriber takes to see the
-same SOS messages, which no pipeline can beat.
+service runs in this process as in production (detection and alerts on, the dispatch webhook
+pointing at a local HTTP server standing in for the 12349 platform). Two latencies, on the same
+machine clock:
 
-Usage: python -m benchmarks.alarm_latency [--seconds N] [--rates 0,20000,50000]
+- *event*: SOS published -> detection event stored and handed to the alert stage;
+- *dispatch*: SOS published -> the signed alert POST received by the platform (issue #5's
+  publish-to-dispatch latency: ingest, detection, alert, outbox, webhook).
+
+The baseline in the same run is the broker round trip: the time a bare subscriber takes to see
+the same SOS messages, which no pipeline can beat.
+
+Usage: python -m benchmarks.alarm_latency [--seconds N] [--rates 0,5000,20000]
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -114,49 +121,77 @@ def _broker_baseline(url: str, region: str, seconds: float) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--rates", default="0,20000,50000", help="background readings/s")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--rates", default="0,5000,20000", help="background readings/s")
     parser.add_argument("--writers", default="2",
                         help="ingest.writers values to compare, e.g. 1,2 (each runs every rate)")
     args = parser.parse_args()
+    from alerts.webhook_receiver import Receiver
     from tests.services import Mosquitto, Postgres
 
     tmp = Path(tempfile.mkdtemp(prefix="eldercare-latency-"))
     broker = Mosquitto(tmp / "mosquitto")
     broker.start()
     pg = Postgres(tmp)
-    rows = []
+    platform = Receiver()
+    rows: list[tuple[str, int, list[float]]] = []
     try:
         base = _broker_baseline(broker.url, "b" + uuid.uuid4().hex[:8], args.seconds)
-        rows.append(("broker only (baseline), no load", 0, len(base), len(base), base))
+        rows.append(("broker only (baseline), no load", len(base), base))
         cases = [(int(w), int(r)) for r in args.rates.split(",") for w in args.writers.split(",")]
         for writers, rate in cases:
             region = "l" + uuid.uuid4().hex[:8]
+            platform.requests.clear()
             with pg.database() as db_url:
                 cfg = load_config(path=None, env={}, overrides={
                     "mqtt.url": broker.url, "mqtt.client_id": "lat-" + region,
-                    "database.url": db_url, "metrics.port": 0, "ingest.writers": writers})
+                    "database.url": db_url, "metrics.port": 0, "ingest.writers": writers,
+                    "api.port": 0, "alerts.webhook.url": platform.url,
+                    "alerts.webhook.secret": "bench"})
                 sink = _Sink()
                 with IngestService(cfg, event_sink=sink):
                     res = _publish(broker.url, region, rate, args.seconds)
                     deadline = time.time() + 30
-                    while len(sink.seen) < len(res["sent"]) and time.time() < deadline:
+                    while (len(sink.seen) < len(res["sent"])
+                           or len(platform.requests) < len(res["sent"])) and \
+                            time.time() < deadline:
                         time.sleep(0.05)
                 sent = res["sent"]
+                dispatched = _dispatched(platform)
                 lat = [1000 * (sink.seen[ts] - t) for ts, t in sent.items() if ts in sink.seen]
-                name = (f"full service ({writers} writer{'s' if writers > 1 else ''}), "
+                disp = [1000 * (dispatched[ts] - t) for ts, t in sent.items() if ts in dispatched]
+                what = (f"{writers} writer{'s' if writers > 1 else ''}, "
                         f"{rate:,} readings/s background")
-                rows.append((name, rate, len(sent), len(lat), lat))
+                rows.append((f"SOS event stored, {what}", len(sent), lat))
+                rows.append((f"**SOS at dispatch webhook**, {what}", len(sent), disp))
     finally:
+        platform.close()
         broker.stop()
         pg.close()
-    print("\n| case | SOS sent | SOS events | p50 ms | p95 ms | max ms |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, _rate, n_sent, n_got, lat in rows:
+    print("\n| case | SOS sent | received | p50 ms | p95 ms | p99 ms | max ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, n_sent, lat in rows:
         lat = sorted(lat)
-        p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else float("nan")
-        print(f"| {name} | {n_sent} | {n_got} | {statistics.median(lat):.1f} | {p95:.1f} |"
-              f" {max(lat):.1f} |")
+        if not lat:
+            print(f"| {name} | {n_sent} | 0 | - | - | - | - |")
+            continue
+        print(f"| {name} | {n_sent} | {len(lat)} | {statistics.median(lat):.1f} |"
+              f" {_pct(lat, 0.95):.1f} | {_pct(lat, 0.99):.1f} | {lat[-1]:.1f} |")
+
+
+def _pct(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _dispatched(platform: Any) -> dict[int, float]:
+    """SOS device time (ms) -> arrival at the platform, from the alert documents received."""
+    out: dict[int, float] = {}
+    for r in list(platform.requests):
+        doc = json.loads(r.body)
+        if doc.get("event") == "alert.opened" and doc["alert"]["type"] == "sos":
+            ts = round(datetime.fromisoformat(doc["alert"]["first_ts"]).timestamp() * 1000)
+            out.setdefault(ts, r.at)
+    return out
 
 
 if __name__ == "__main__":

@@ -99,6 +99,17 @@ def _cmd_registry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_token(args: argparse.Namespace) -> int:
+    from alerts.auth import new_token
+
+    token, digest = new_token()
+    print(f"token (give it to its holder once; it is not stored): {token}")
+    print("tokens file entry (docs/api.md):")
+    print(f"- {{name: {args.name}, token_sha256: {digest}, role: {args.role},"
+          f" regions: [{', '.join(repr(r) for r in args.regions)}]}}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(prog="eldercare", description=__doc__)
@@ -128,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     _common(p)
     p.set_defaults(func=_cmd_registry)
+    p = sub.add_parser("token", help="mint an API token and print its tokens-file entry")
+    p.add_argument("name", help="who holds it: the actor recorded in alert audit trails")
+    p.add_argument("--role", default="officer",
+                   choices=["dispatch", "officer", "supervisor", "admin"])
+    p.add_argument("--regions", nargs="+", default=["*"], help="region codes, or * for all")
+    p.set_defaults(func=_cmd_token)
     add_sim_commands(sub)
     return parser
 

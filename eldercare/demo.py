@@ -4,19 +4,24 @@ Starts an embedded broker and PostgreSQL, the ingest service with its detectors,
 simulator's demo scenario (``device_sim/scenarios/demo.yaml``, shipped in the package) starting
 now: within the first minute a watch wearer presses SOS, a fall sensor wearer falls and a
 bracelet wearer walks out of the home zone, and each detection
-is printed as it is stored. A few deliberately invalid readings show the dead-letter store at
-work. Counts per reading type are printed every few seconds until interrupted (or for
-``--duration`` seconds). Exit status 0 means readings flowed end to end.
+is printed as it is stored. Alerts go, signed, to a stand-in 12349 dispatch platform (a local
+HTTP server, ``alerts/webhook_receiver.py``) that prints what it receives, and the alerts API is
+served with a demo token printed at start. A few deliberately invalid readings show the
+dead-letter store at work. Counts per reading type are printed every few seconds until
+interrupted (or for ``--duration`` seconds). Exit status 0 means readings flowed end to end.
 """
 
 from __future__ import annotations
 
 import heapq
+import json
+import secrets
 import signal
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -26,6 +31,9 @@ import msgspec
 import psycopg
 from psycopg.conninfo import make_conninfo
 
+from alerts.auth import new_token
+from alerts.channels.webhook import SignatureError, verify_signature
+from alerts.webhook_receiver import Receiver, Recorded
 from device_sim.publisher import PublishStats, publish
 from device_sim.scenario import Scenario, parse_scenario
 from device_sim.stream import build
@@ -87,6 +95,34 @@ def _report(url: str, out: TextIO, elapsed: float, seen: set[tuple[str, str, int
     return total, int(dead[0])
 
 
+@contextmanager
+def _platform(secret: str, began: float, out: TextIO) -> Iterator[Receiver]:
+    """The stand-in 12349 platform: checks each webhook's signature and prints the alert."""
+    platform = Receiver()
+
+    def show(rec: Recorded) -> None:
+        h = rec.headers
+        try:
+            verify_signature(secret=secret.encode(), timestamp=h.get("X-Eldercare-Timestamp", ""),
+                             signature=h.get("X-Eldercare-Signature", ""), body=rec.body,
+                             now_s=time.time())
+            check = "signature ok"
+        except SignatureError as exc:
+            check = f"BAD SIGNATURE ({exc.reason})"
+        doc = json.loads(rec.body)
+        a = doc["alert"]
+        step = doc.get("escalation", {}).get("action", "")
+        print(f"[{time.monotonic() - began:5.1f}s] DISPATCH {doc['event']} alert #{a['id']}"
+              f" {a['type']} priority {a['priority']} {a['subject']} {step} ({check})",
+              file=out, flush=True)
+
+    platform.on_request = show
+    try:
+        yield platform
+    finally:
+        platform.close()
+
+
 def run_demo(*, duration_s: float | None, out: TextIO, metrics_port: int | None = None,
              speed: float = 1.0) -> int:
     """Run the demo; returns a process exit status. ``speed`` > 1 runs the scenario faster than
@@ -98,23 +134,36 @@ def run_demo(*, duration_s: float | None, out: TextIO, metrics_port: int | None 
             signal.signal(sig, lambda *_: stop.set())
     scenario = demo_scenario(datetime.now(UTC))
     sim = build(scenario)
+    secret = secrets.token_hex(16)
+    began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="eldercare-demo-") as tmp, \
-            EmbeddedBroker() as broker, EmbeddedPostgres(Path(tmp) / "pgdata") as pg:
+            EmbeddedBroker() as broker, EmbeddedPostgres(Path(tmp) / "pgdata") as pg, \
+            _platform(secret, began, out) as platform:
         with psycopg.connect(pg.url, autocommit=True) as conn:
             conn.execute("CREATE DATABASE eldercare")
         db_url = make_conninfo(pg.url, dbname="eldercare")
         registry = Path(tmp) / "registry.json"
         registry.write_bytes(msgspec.json.encode(sim.registry))
         port = metrics_port if metrics_port is not None else free_port()
+        token, digest = new_token()
+        tokens = Path(tmp) / "tokens.yaml"
+        tokens.write_text(f"- {{name: demo-officer, token_sha256: {digest}, role: officer,"
+                          " regions: ['*']}\n")
         config = load_config(path=None, env={}, overrides={
             "mqtt.url": broker.url, "mqtt.client_id": "eldercare-demo",
             "database.url": db_url, "metrics.port": port, "registry": str(registry),
-            "detectors.timezone": scenario.timezone,
+            "detectors.timezone": scenario.timezone, "api.port": free_port(),
+            "api.tokens_file": str(tokens), "alerts.webhook.url": platform.url,
+            "alerts.webhook.secret": secret,
         })
         with IngestService(config) as service:
             print(f"eldercare demo: broker {broker.url} (MQTT {service.source.negotiated}), "
                   f"metrics http://127.0.0.1:{service.metrics_port}/metrics; Ctrl-C stops",
                   file=out)
+            print(f"eldercare demo: alerts API http://127.0.0.1:{config.api.port}/api/v1"
+                  f" (docs at /api/v1/docs); demo token: {token}\n"
+                  f"    curl -H 'Authorization: Bearer {token}'"
+                  f" http://127.0.0.1:{config.api.port}/api/v1/alerts", file=out)
             print(f"eldercare demo: scenario {scenario.name!r}, {len(sim.devices)} devices, "
                   f"{len(sim.labels)} scripted incidents; SOS, a fall and a wandering wearer "
                   "within the first minute", file=out)

@@ -47,8 +47,10 @@ def store_registry(conn: psycopg.Connection, reg: Registry) -> int:
                 cur.execute("DELETE FROM contacts WHERE wearer_id = %s", (w.id,))
                 for prio, c in enumerate(w.contacts, start=1):
                     cur.execute(
-                        "INSERT INTO contacts (wearer_id, priority, name, relation, phone)"
-                        " VALUES (%s, %s, %s, %s, %s)", (w.id, prio, c.name, c.relation, c.phone))
+                        "INSERT INTO contacts (wearer_id, priority, name, relation, phone, email,"
+                        " language, channels) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                        (w.id, prio, c.name, c.relation, c.phone, c.email, c.language,
+                         list(c.channels)))
                 cur.execute("DELETE FROM geofences WHERE wearer_id = %s", (w.id,))
                 for z in w.zones:
                     start, end = _window(z.active)

@@ -22,8 +22,7 @@ from typing import Self
 import psycopg
 from prometheus_client import start_http_server
 
-from alerts.folder import AlertFolder
-from alerts.store import AlertStore
+from alerts.service import AlertService
 from detectors.engine import DetectorEngine
 from detectors.events import Event, EventSink
 from eldercare.clock import Clock, SystemClock
@@ -112,13 +111,11 @@ class IngestService:
             session_expiry_s=config.mqtt.session_expiry_s, keepalive_s=config.mqtt.keepalive_s,
         )
         self.detection: DetectionStage | None = None
-        self.alerts: AlertFolder | None = None
+        self.alerts: AlertService | None = None
         if config.detectors.enabled:
             registry = load_registry(config.registry) if config.registry else None
             if config.alerts.enabled:
-                self.alerts = AlertFolder(
-                    store=AlertStore(config.database.url, timezone=config.detectors.timezone),
-                    clock=self.clock, poll_s=config.alerts.poll_s)
+                self.alerts = AlertService(config, clock=self.clock)
             sinks = [s for s in (self.alerts, event_sink) if s is not None]
             self.detection = DetectionStage(
                 engine=DetectorEngine(params=config.detectors.params(), registry=registry),

@@ -68,6 +68,17 @@ class Contact(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     name: Annotated[str, Meta(min_length=1, max_length=100)]
     phone: Phone
     relation: str | None = None
+    #: Optional address for the email channel.
+    email: Annotated[str, Meta(pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)] | None = None
+    #: Language of the messages this contact receives.
+    language: Literal["zh", "en"] = "zh"
+    #: How alerts reach this contact (issue #5): SMS by default; ``voice`` (a text-to-speech
+    #: call) for contacts who do not read SMS; ``email`` needs ``email``.
+    channels: Annotated[tuple[Literal["sms", "voice", "email"], ...], Meta(min_length=1)] = ("sms",)
+
+    def __post_init__(self) -> None:
+        if "email" in self.channels and self.email is None:
+            raise ValueError("the email channel needs an email address")
 
 
 class Wearer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -52,7 +52,7 @@ def make_config(broker: Mosquitto, db_url: str) -> Callable[..., Config]:
     def make(**overrides: object) -> Config:
         base: dict[str, object] = {
             "mqtt.url": broker.url, "mqtt.client_id": client_id, "database.url": db_url,
-            "metrics.port": 0, "ingest.linger_ms": 20,
+            "metrics.port": 0, "ingest.linger_ms": 20, "api.port": 0,
         }
         base.update(overrides)
         next(counter)

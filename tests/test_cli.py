@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from schemas import device_topic
 from tests.conftest import Publisher, count, now_ms, wait_for
 from tests.services import Mosquitto
@@ -86,6 +88,9 @@ def test_demo_runs_on_embedded_defaults() -> None:
     for kind in ("sos", "fall", "geofence_exit"):
         assert re.search(rf"DETECTED {kind} \(", out), f"no {kind} in the demo:\n{out}"
     assert "location=" in out and "dead letters" in out
+    # The alerts reached the stand-in dispatch platform, signed, and the API token is printed.
+    assert re.search(r"DISPATCH alert\.opened alert #\d+ sos priority 1 .*\(signature ok\)", out), out
+    assert "demo token: " in out and "/api/v1" in out
     assert time.monotonic() - started < 120
 
 
@@ -96,3 +101,18 @@ def test_registry_check_and_errors() -> None:
     bad = subprocess.run([*EXE, "registry", "check", os.devnull], env=_env(),
                          capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "invalid registry" in bad.stderr
+
+
+def test_token_prints_a_tokens_file_entry_that_authenticates_the_token(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from alerts.auth import parse_tokens
+    from eldercare.cli import main
+
+    assert main(["token", "dispatch-371002", "--role", "dispatch", "--regions", "371002"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    token = out[0].rsplit(" ", 1)[1]
+    table = parse_tokens(out[2].encode(), fmt="yaml")
+    who = table.authenticate(token)
+    assert who is not None and (who.name, who.role) == ("dispatch-371002", "dispatch")
+    assert who.can_see("371002") and not who.can_see("371003")
+    assert table.authenticate(token[:-1] + ("A" if token[-1] != "A" else "B")) is None

@@ -1,0 +1,389 @@
+"""The authenticated HTTP API of the alerts (issue #5; reference in ``docs/api.md``).
+
+:func:`create_app` builds a FastAPI app with everything under ``/api/v1``, the OpenAPI document
+included (``/api/v1/openapi.json``, browsable at ``/api/v1/docs``). Duty officers' tools and
+the 12349 dispatch platform list alerts, read one with its trail, and claim, annotate and
+resolve them.
+
+- **Who**: every endpoint but ``GET /api/v1/health`` needs ``Authorization: Bearer <token>``
+  (:mod:`alerts.auth`); the token's name is the actor in the audit trail. A caller only ever
+  sees alerts of its regions: an alert elsewhere answers 404 exactly like a missing one, so ids
+  do not reveal what happens in other districts.
+- **Writes** go through :class:`~alerts.store.AlertStore`, whose transaction rules decide
+  conflicts; :class:`~alerts.store.AlertConflict` becomes 409 naming the owner and status.
+  After each successful write ``on_change(alert_id)`` wakes the service's escalation and
+  delivery workers (a claim stops the ladder at once instead of at the next poll).
+- **Reads** use :mod:`alerts.queries` on a fresh read-only connection per request. Endpoints
+  are plain ``def``: FastAPI runs them in its thread pool, so blocking psycopg calls never stall
+  the event loop, and no connection is shared between threads.
+- **Errors**: 401 without a valid token, 404, 409 (``{detail, owner, status}``), 422 for
+  anything that fails validation (FastAPI's ``{detail: [{loc, msg, type}]}``), 503 with
+  ``Retry-After`` when the database fails (:class:`~eldercare.errors.StorageError`).
+
+Timestamps are ISO 8601 in UTC (``2026-03-02T02:00:00Z``) whatever the database session's zone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final, Literal, get_args
+
+from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+)
+
+from alerts import queries
+from alerts.auth import Principal, TokenTable
+from alerts.model import PRIORITY
+from alerts.store import AlertConflict, AlertStore
+from eldercare.clock import Clock
+from eldercare.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+PREFIX: Final = "/api/v1"
+
+#: How an alert ended, as the person who resolved it reports it (``POST .../resolve``).
+OUTCOMES: Final[dict[str, str]] = {
+    "false_alarm": "no emergency: pressed by mistake, a dropped device, a test",
+    "safe": "the person was reached and is safe; no help needed",
+    "helped_on_site": "staff, a volunteer or family went there and helped",
+    "ambulance": "an ambulance (120) was sent",
+    "police": "the police (110) were called, e.g. a missing person",
+    "other": "anything else; say what in the note",
+}
+Outcome = Literal["false_alarm", "safe", "helped_on_site", "ambulance", "police", "other"]
+AlertType = Literal["sos", "fall", "home_alarm", "heart_rate", "geofence_exit",
+                    "device_removed", "inactivity", "low_battery", "offline"]
+Status = Literal["open", "acknowledged", "resolved"]
+# The API's enums are spelled out for the OpenAPI document; fail at import if they drift.
+assert set(get_args(Outcome)) == set(OUTCOMES)
+assert set(get_args(AlertType)) == set(PRIORITY)
+
+MAX_NOTE: Final = 2000
+Note = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NOTE)]
+AlertId = Annotated[int, Path(ge=1, le=2**63 - 1, description="Alert id")]
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+#: A timestamp rendered in UTC ("Z"), whatever zone the database session returned it in.
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+
+
+# --- Response and request bodies -----------------------------------------------------------
+
+class Alert(BaseModel):
+    """An alert, as listed. Device times: ``first_ts``/``last_ts``; the rest: service clock."""
+
+    id: int
+    type: AlertType
+    status: Status
+    severity: str
+    priority: int = Field(description="1 most urgent (docs/alerts.md)")
+    region: str
+    device_id: str
+    wearer_id: str | None
+    first_ts: UtcDatetime
+    last_ts: UtcDatetime
+    event_count: int
+    lat: float | None = Field(description="latest known position (WGS-84)")
+    lon: float | None
+    opened_at: UtcDatetime
+    updated_at: UtcDatetime
+    acknowledged_at: UtcDatetime | None
+    acknowledged_by: str | None = Field(description="who holds the claim")
+    resolved_at: UtcDatetime | None
+    resolved_by: str | None
+    outcome: str | None = Field(description="an OUTCOMES value, or 'auto: <event>'")
+
+
+class Wearer(BaseModel):
+    """The person the alert is about (no contact details)."""
+
+    id: str
+    name: str
+    birth_year: int | None
+    conditions: list[str]
+
+
+class AuditEntry(BaseModel):
+    """One step of the alert's trail."""
+
+    id: int
+    at: UtcDatetime
+    actor: str = Field(description="'system' or the token name that acted")
+    action: str = Field(description="opened, updated, acknowledged, note, resolved, ...")
+    detail: dict[str, JsonValue]
+
+
+class Delivery(BaseModel):
+    """One notification of the alert to one recipient over one channel."""
+
+    id: int
+    kind: str
+    recipient: str = Field(description="dispatch, family:1, community, ...")
+    channel: str
+    address: str = Field(description="masked: +86138****0001, l****@example.com")
+    status: str
+    attempts: int
+    created_at: UtcDatetime
+    sent_at: UtcDatetime | None
+    last_error: str | None
+    receipt: JsonValue
+
+
+class Position(BaseModel):
+    """A location fix of the alert's device."""
+
+    ts: UtcDatetime
+    lat: float
+    lon: float
+    accuracy_m: float | None
+
+
+class AlertDetail(Alert):
+    """An alert with its wearer, trail (oldest first), deliveries and recent track."""
+
+    wearer: Wearer | None
+    audit: list[AuditEntry]
+    deliveries: list[Delivery]
+    positions: list[Position] = Field(
+        description="the device's fixes in the 2 h before last_ts, oldest first, at most 200")
+
+
+class AlertPage(BaseModel):
+    """A page of alerts; pass ``next_before_id`` as ``before_id`` for the next page."""
+
+    alerts: list[Alert]
+    next_before_id: int | None
+
+
+class AcknowledgeIn(BaseModel):
+    """A claim: the caller takes the alert on."""
+
+    model_config = ConfigDict(extra="forbid")
+    note: Note | None = None
+
+
+class ResolveIn(BaseModel):
+    """How the alert ended."""
+
+    model_config = ConfigDict(extra="forbid")
+    outcome: Outcome = Field(description="; ".join(f"{k}: {v}" for k, v in OUTCOMES.items()))
+    note: Note | None = None
+
+
+class NoteIn(BaseModel):
+    """A note for the trail (any status, also after resolution)."""
+
+    model_config = ConfigDict(extra="forbid")
+    note: Note
+
+
+class Conflict(BaseModel):
+    """409: the alert is claimed by someone else, or resolved."""
+
+    detail: str
+    owner: str | None
+    status: str
+
+
+class Problem(BaseModel):
+    """401, 404, 503: what went wrong."""
+
+    detail: str
+
+
+class Health(BaseModel):
+    """The process serves requests (no database check: see docs/api.md)."""
+
+    status: Literal["ok"]
+
+
+# --- Context and authentication ------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    store: AlertStore
+    database_url: str
+    tokens: TokenTable
+    clock: Clock
+    on_change: Callable[[int], None] | None
+
+
+async def _context(request: Request) -> _Context:
+    ctx: _Context = request.app.state.alerts_api
+    return ctx
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API token (docs/api.md)")
+
+
+async def _caller(
+    ctx: Annotated[_Context, Depends(_context)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    # async: hashing one token is cheaper than a hop to the thread pool.
+    principal = ctx.tokens.authenticate(credentials.credentials) if credentials else None
+    if principal is None:
+        raise HTTPException(401, "missing or invalid bearer token",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return principal
+
+
+Ctx = Annotated[_Context, Depends(_context)]
+Caller = Annotated[Principal, Depends(_caller)]
+
+_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    401: {"model": Problem}, 404: {"model": Problem}, 503: {"model": Problem}}
+_WRITE_ERRORS: Final[dict[int | str, dict[str, Any]]] = {**_ERRORS, 409: {"model": Conflict}}
+
+router = APIRouter(prefix=PREFIX)
+
+
+# --- Endpoints -----------------------------------------------------------------------------
+
+@router.get("/health", tags=["service"])
+async def health() -> Health:
+    """Liveness: answers without a token and without touching the database."""
+    return Health(status="ok")
+
+
+@router.get("/alerts", tags=["alerts"], responses=_ERRORS)
+def list_alerts(
+    ctx: Ctx, caller: Caller,
+    status: Annotated[list[Status] | None, Query(description="repeat for several")] = None,
+    type_: Annotated[AlertType | None, Query(alias="type")] = None,
+    priority_max: Annotated[int | None, Query(ge=1, description="1 = only the most urgent")] = None,
+    since: Annotated[AwareDatetime | None, Query(description="opened at or after")] = None,
+    until: Annotated[AwareDatetime | None, Query(description="opened before")] = None,
+    region: Annotated[list[str] | None, Query(description="narrow to these regions")] = None,
+    limit: Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)] = queries.DEFAULT_LIMIT,
+    before_id: Annotated[int | None, Query(ge=1, le=2**63 - 1,
+                                           description="next_before_id of the last page")] = None,
+) -> AlertPage:
+    """Alerts of the caller's regions: unresolved first, then by priority, newest first."""
+    regions = caller.region_filter()
+    if region is not None:
+        regions = [r for r in region if caller.can_see(r)]
+    with queries.reading(ctx.database_url) as conn:
+        rows = queries.list_alerts(conn, regions=regions, status=status, type=type_,
+                                   priority_max=priority_max, since=since, until=until,
+                                   limit=limit, before_id=before_id)
+    return AlertPage(alerts=[Alert.model_validate(r) for r in rows],
+                     next_before_id=rows[-1]["id"] if len(rows) == limit else None)
+
+
+@router.get("/alerts/{alert_id}", tags=["alerts"], responses=_ERRORS)
+def get_alert(ctx: Ctx, caller: Caller, alert_id: AlertId) -> AlertDetail:
+    """One alert with its wearer, audit trail, deliveries and the device's recent track."""
+    with queries.reading(ctx.database_url) as conn:
+        detail = queries.alert_detail(conn, alert_id)
+    if detail is None or not caller.can_see(detail["region"]):
+        raise _not_found(alert_id)
+    return AlertDetail.model_validate(detail)
+
+
+@router.post("/alerts/{alert_id}/acknowledge", tags=["alerts"], responses=_WRITE_ERRORS)
+def acknowledge(ctx: Ctx, caller: Caller, alert_id: AlertId,
+                body: Annotated[AcknowledgeIn | None, Body()] = None) -> Alert:
+    """Claim the alert. Claiming one's own claim again is harmless (a note with it is kept as a
+    note); someone else's claim or a resolved alert answers 409 naming the owner."""
+    before = _require_visible(ctx, caller, alert_id)
+    note = body.note if body else None
+    ctx.store.acknowledge(alert_id, by=caller.name, now_ms=ctx.clock.now_ms(), note=note)
+    if note and before["status"] == "acknowledged" and before["acknowledged_by"] == caller.name:
+        # The store treats a repeated claim as a no-op; its note must not vanish with it.
+        ctx.store.add_note(alert_id, by=caller.name, note=note, now_ms=ctx.clock.now_ms())
+    return _after_write(ctx, alert_id)
+
+
+@router.post("/alerts/{alert_id}/resolve", tags=["alerts"], responses=_WRITE_ERRORS)
+def resolve(ctx: Ctx, caller: Caller, alert_id: AlertId, body: ResolveIn) -> Alert:
+    """Resolve the alert with an outcome; 409 if it is already resolved."""
+    _require_visible(ctx, caller, alert_id)
+    ctx.store.resolve(alert_id, by=caller.name, outcome=body.outcome,
+                      now_ms=ctx.clock.now_ms(), note=body.note)
+    return _after_write(ctx, alert_id)
+
+
+@router.post("/alerts/{alert_id}/notes", tags=["alerts"], responses=_ERRORS)
+def add_note(ctx: Ctx, caller: Caller, alert_id: AlertId, body: NoteIn) -> Alert:
+    """Append a note to the alert's trail."""
+    _require_visible(ctx, caller, alert_id)
+    ctx.store.add_note(alert_id, by=caller.name, note=body.note, now_ms=ctx.clock.now_ms())
+    return _after_write(ctx, alert_id)
+
+
+def _not_found(alert_id: int) -> HTTPException:
+    # One message for "missing" and "not yours": the answer must not reveal which.
+    return HTTPException(404, f"alert {alert_id} not found")
+
+
+def _require_visible(ctx: _Context, caller: Principal, alert_id: int) -> dict[str, Any]:
+    with queries.reading(ctx.database_url) as conn:
+        alert = queries.get_alert(conn, alert_id)
+    # The region never changes after an alert opens, so checking before the write is safe.
+    if alert is None or not caller.can_see(alert["region"]):
+        raise _not_found(alert_id)
+    return alert
+
+
+def _after_write(ctx: _Context, alert_id: int) -> Alert:
+    if ctx.on_change is not None:
+        try:
+            ctx.on_change(alert_id)
+        except Exception:  # the write is committed; the workers' own poll catches up
+            log.warning("on_change(%d) failed", alert_id, exc_info=True)
+    with queries.reading(ctx.database_url) as conn:
+        alert = queries.get_alert(conn, alert_id)
+    if alert is None:  # alerts are never deleted; this would be a bug elsewhere
+        raise _not_found(alert_id)
+    return Alert.model_validate(alert)
+
+
+# --- Error translation and the factory -----------------------------------------------------
+
+async def _on_conflict(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AlertConflict)
+    if exc.status == "missing":  # raced with nothing today (alerts are never deleted)
+        return JSONResponse(status_code=404, content={"detail": str(exc)})
+    return JSONResponse(status_code=409, content=Conflict(
+        detail=str(exc), owner=exc.owner, status=exc.status).model_dump())
+
+
+async def _on_storage_error(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("API %s %s: storage error: %s", request.method, request.url.path, exc)
+    return JSONResponse(status_code=503, headers={"Retry-After": "5"},
+                        content={"detail": "the alert database is unavailable; retry later"})
+
+
+def create_app(*, store: AlertStore, database_url: str, tokens: TokenTable, clock: Clock,
+               on_change: Callable[[int], None] | None = None) -> FastAPI:
+    """The alerts API app. ``on_change(alert_id)`` runs after every successful write (in a
+    request thread: it must be quick, e.g. set an event)."""
+    app = FastAPI(title="eldercare alerts API", version="1",
+                  description="Alerts of the 12349 elderly-care platform (docs/api.md).",
+                  openapi_url=f"{PREFIX}/openapi.json", docs_url=f"{PREFIX}/docs",
+                  redoc_url=None)
+    app.state.alerts_api = _Context(store=store, database_url=database_url, tokens=tokens,
+                                    clock=clock, on_change=on_change)
+    app.include_router(router)
+    app.add_exception_handler(AlertConflict, _on_conflict)
+    app.add_exception_handler(StorageError, _on_storage_error)
+    return app

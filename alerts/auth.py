@@ -1,0 +1,169 @@
+"""API tokens: who may call the alerts API, in which role, for which regions (issue #5).
+
+The tokens file (``[api] tokens_file``; YAML, or JSON by its ``.json`` suffix) is a list of
+entries, each ``{name, token_sha256, role, regions}`` (``docs/api.md``). It is decoded once, at
+start-up, into frozen structs; a bad entry raises :class:`~eldercare.errors.ConfigError` naming
+the file and the JSON path of the field (``$[2].token_sha256``).
+
+Why SHA-256 and not argon2: API tokens are minted by :func:`new_token` with 256 bits from
+``secrets``, so nobody can guess one from its hash, and a slow, salted password hash adds nothing
+but a deliberate ~50 ms of CPU on every request. argon2 exists to slow down dictionary attacks
+on *human-chosen* passwords; the duty console's password login (a later part of issue #5) uses
+it. Only the hash is stored, so a leaked tokens file grants nothing. The presented token is
+hashed and compared with :func:`hmac.compare_digest` against every entry, without stopping at
+the first match, so timing says nothing about which entries exist.
+
+A token's ``name`` is the actor written to the alert audit trail; ``system`` is reserved for the
+service itself. ``regions: ["*"]`` sees every region (dispatch centres, supervisors).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Final, Literal
+
+import msgspec
+from msgspec import Meta
+
+from eldercare.errors import ConfigError
+
+Role = Literal["dispatch", "officer", "supervisor", "admin"]
+#: The region wildcard: the token sees every region.
+ALL_REGIONS: Final = "*"
+#: Reserved actor name of the service's own audit entries (``alerts.store.SYSTEM``).
+_RESERVED_NAMES: Final = frozenset({"system"})
+
+TokenName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")]
+Sha256Hex = Annotated[str, Meta(pattern=r"^[0-9a-fA-F]{64}$")]
+RegionOrAll = Annotated[str, Meta(pattern=r"^(\*|[a-z0-9-]{1,32})$")]
+
+
+class TokenEntry(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One entry of the tokens file."""
+
+    name: TokenName
+    token_sha256: Sha256Hex
+    role: Role
+    regions: Annotated[list[RegionOrAll], Meta(min_length=1)]
+
+    def __post_init__(self) -> None:
+        if ALL_REGIONS in self.regions and len(self.regions) > 1:
+            # "*" beside codes is almost certainly an editing mistake; refuse to guess.
+            raise ValueError('regions must be ["*"] alone or a list of region codes')
+        if self.name in _RESERVED_NAMES:
+            raise ValueError(f"name {self.name!r} is reserved for the service")
+
+
+#: One reusable JSON decoder (msgspec.yaml has no Decoder class: YAML goes through decode()).
+_JSON_DECODER: Final = msgspec.json.Decoder(list[TokenEntry])
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller: the token's name, role and regions (``("*",)`` = all)."""
+
+    name: str
+    role: Role
+    regions: tuple[str, ...]
+
+    @property
+    def all_regions(self) -> bool:
+        """Whether the caller sees every region."""
+        return ALL_REGIONS in self.regions
+
+    def can_see(self, region: str) -> bool:
+        """Whether alerts of ``region`` are visible to the caller."""
+        return self.all_regions or region in self.regions
+
+    def region_filter(self) -> list[str] | None:
+        """The caller's regions as a query filter: ``None`` means no filter (all regions)."""
+        return None if self.all_regions else list(self.regions)
+
+
+class TokenTable:
+    """The known tokens, by hash. Empty when no tokens file is configured: every request
+    but ``/health`` is then refused."""
+
+    def __init__(self, entries: Iterable[TokenEntry] = ()) -> None:
+        self._entries: list[tuple[bytes, Principal]] = []
+        names: set[str] = set()
+        hashes: set[str] = set()
+        for i, e in enumerate(entries):
+            digest = e.token_sha256.lower()
+            if e.name in names:
+                raise ConfigError(f"duplicate token name {e.name!r} - at `$[{i}].name`")
+            if digest in hashes:
+                # Two names for one token would make the audit trail's actor ambiguous.
+                raise ConfigError(f"duplicate token_sha256 - at `$[{i}].token_sha256`")
+            names.add(e.name)
+            hashes.add(digest)
+            self._entries.append(
+                (digest.encode(), Principal(e.name, e.role, tuple(e.regions))))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def authenticate(self, token: str) -> Principal | None:
+        """The principal whose hash matches ``token``, or ``None``."""
+        digest = hash_token(token).encode()
+        found: Principal | None = None
+        for expected, principal in self._entries:
+            # No early exit: every request costs the same whichever entry (if any) matches.
+            if hmac.compare_digest(digest, expected):
+                found = principal
+        return found
+
+
+def hash_token(token: str) -> str:
+    """The lowercase hex SHA-256 of ``token`` (UTF-8), as written in the tokens file."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> tuple[str, str]:
+    """A fresh token (43 URL-safe characters, 256 random bits) and its SHA-256 for the file.
+
+    Hand the token to its holder once; store only the hash.
+    """
+    token = secrets.token_urlsafe(32)
+    return token, hash_token(token)
+
+
+def parse_tokens(data: bytes, *, fmt: Literal["yaml", "json"]) -> TokenTable:
+    """Decode and validate a tokens document. Raises ConfigError naming the bad field."""
+    try:
+        if fmt == "yaml":
+            entries = msgspec.yaml.decode(data, type=list[TokenEntry])
+        else:
+            entries = _JSON_DECODER.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise ConfigError(str(exc)) from exc
+    return TokenTable(entries)
+
+
+def load_tokens(path: str | Path) -> TokenTable:
+    """Read a ``.yaml``/``.yml``/``.json`` tokens file; errors name the file and the field."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read tokens file {p}: {exc.strerror or exc}") from exc
+    try:
+        return parse_tokens(data, fmt="json" if p.suffix.lower() == ".json" else "yaml")
+    except ConfigError as exc:
+        raise ConfigError(f"invalid tokens file {p}: {exc}") from exc
+
+
+def main() -> None:
+    """``python -m alerts.auth``: print a new token and the hash to put in the tokens file."""
+    token, digest = new_token()
+    print(f"token (give to its holder, shown once): {token}")
+    print(f"token_sha256 (for the tokens file):     {digest}")
+
+
+if __name__ == "__main__":
+    main()
