@@ -29,6 +29,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from alerts.audit import SYSTEM
 from alerts.audit import append as audit
 from alerts.channels.base import Message, Receipt
 from alerts.document import DEFAULT_MAP_LINK, alert_document
@@ -163,33 +164,49 @@ def _e164(phone: str, routing: Routing) -> str:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
+# One statement per queued message, audit entry included: the SOS path runs this for every
+# recipient inside the transaction that opens the alert, so round trips are latency.
+_QUEUE_SQL = """
+WITH d AS (
+    INSERT INTO alert_deliveries (alert_id, kind, recipient, channel, address, language, priority,
+                                  body, idempotency_key, status, created_at, next_attempt_at,
+                                  group_key)
+    SELECT %(alert)s, %(kind)s, %(recipient)s, %(channel)s, %(address)s, %(language)s,
+           %(priority)s, %(body)s, %(key)s,
+           CASE WHEN %(dedup)s AND EXISTS (
+               SELECT 1 FROM alert_deliveries WHERE alert_id = %(alert)s AND channel = %(channel)s
+                  AND address = %(address)s AND kind = 'notify'
+                  AND status IN ('pending', 'sending', 'sent', 'grouped')
+                  AND created_at > %(since)s
+                  AND coalesce(body->'escalation'->>'action', '') = %(action)s)
+                THEN 'suppressed' ELSE 'pending' END,
+           %(now)s, %(due)s, %(group)s
+    RETURNING id, status)
+INSERT INTO alert_audit (alert_id, at, actor, action, detail)
+SELECT %(alert)s, %(now)s, %(actor)s,
+       CASE WHEN d.status = 'suppressed' THEN 'suppressed' ELSE 'queued' END,
+       jsonb_build_object('delivery_id', d.id) || %(detail)s
+FROM d
+"""
+
+
 def _queue(conn: psycopg.Connection, row: Mapping[str, Any], a: _Address, doc: dict[str, Any],
            *, kind: str, now: datetime, ladder: Ladder | None = None) -> None:
-    status, due, group_key = "pending", now, None
-    if kind == "notify" and ladder is not None:
-        action = doc.get("escalation", {}).get("action", "")
-        if ladder.dedup_window_s and conn.execute(
-                "SELECT 1 FROM alert_deliveries WHERE alert_id = %s AND channel = %s"
-                " AND address = %s AND kind = 'notify' AND status IN ('pending', 'sending',"
-                " 'sent', 'grouped') AND created_at > %s"
-                " AND coalesce(body->'escalation'->>'action', '') = %s LIMIT 1",
-                (row["id"], a.channel, a.address,
-                 now - timedelta(seconds=ladder.dedup_window_s), action)).fetchone():
-            status = "suppressed"
-        elif ladder.group_window_s:
-            group_key = f"{a.channel}|{a.address}|{row['subject']}"
-            due = now + timedelta(seconds=ladder.group_window_s)
-    delivery_id = conn.execute(
-        "INSERT INTO alert_deliveries (alert_id, kind, recipient, channel, address, language,"
-        " priority, body, idempotency_key, status, created_at, next_attempt_at, group_key)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-        (row["id"], kind, a.recipient, a.channel, a.address, a.language, row["priority"],
-         Jsonb(doc), f"eldercare-{row['id']}-{uuid.uuid4().hex}", status, now, due, group_key),
-    ).fetchone()
-    assert delivery_id is not None
-    audit(conn, row["id"], now, "suppressed" if status == "suppressed" else "queued",
-          {"delivery_id": delivery_id[0], "kind": kind, "recipient": a.recipient,
-           "channel": a.channel, "event": doc["event"]})
+    """Queue one message (suppressed if the same one went out within the dedup window)."""
+    dedup = kind == "notify" and ladder is not None and ladder.dedup_window_s > 0
+    due, group_key = now, None
+    if kind == "notify" and ladder is not None and ladder.group_window_s:
+        group_key = f"{a.channel}|{a.address}|{row['subject']}"
+        due = now + timedelta(seconds=ladder.group_window_s)
+    conn.execute(_QUEUE_SQL, {
+        "alert": row["id"], "kind": kind, "recipient": a.recipient, "channel": a.channel,
+        "address": a.address, "language": a.language, "priority": row["priority"],
+        "body": Jsonb(doc), "key": f"eldercare-{row['id']}-{uuid.uuid4().hex}",
+        "dedup": dedup, "since": now - timedelta(seconds=ladder.dedup_window_s if ladder else 0),
+        "action": doc.get("escalation", {}).get("action", ""), "now": now, "due": due,
+        "group": group_key, "actor": SYSTEM,
+        "detail": Jsonb({"kind": kind, "recipient": a.recipient, "channel": a.channel,
+                         "event": doc["event"]})})
 
 
 _CLAIM_SQL = """

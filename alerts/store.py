@@ -120,7 +120,9 @@ class AlertStore:
                     if not self._opened:
                         self._pool.open()
                         self._opened = True
-            with self._pool.connection() as conn, conn.transaction():
+            # Pipeline mode: statements whose results nobody reads (audit rows, outbox rows,
+            # timer updates) go out without a round trip each; reading a result syncs.
+            with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
                 yield conn, touched
         except psycopg.Error as exc:
             raise StorageError(f"alert store: {exc}".strip()) from exc

@@ -51,6 +51,8 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as any production web server does
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 rec = Recorded(self.path, dict(self.headers.items()), self.rfile.read(length))

@@ -65,6 +65,8 @@ class Mosquitto:
             f"persistence_location {workdir}/\n"
             "max_queued_messages 0\n"
             "max_inflight_messages 0\n"
+            # Nagle off, as deploy/mosquitto.conf advises: see the comment there.
+            "set_tcp_nodelay true\n"
             f"log_dest file {workdir}/mosquitto.log\n"
             "log_type all\n"
         )
