@@ -62,6 +62,14 @@ class DeliveryWorker:
         """New rows are queued for this channel: look now."""
         self._wake.set()
 
+    def submit(self, messages: list[Message]) -> None:
+        """Send messages already leased to this worker (written leased in the transaction that
+        queued them, ``Routing.handoff``): no claim round trip on the SOS path."""
+        with self._lock:
+            self._busy += len(messages)
+        for m in messages:
+            self._pool.submit(self._deliver, m)
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"eldercare-delivery-{self.channel.name}")

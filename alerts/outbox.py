@@ -52,6 +52,24 @@ class Routing:
     map_link: str | None = DEFAULT_MAP_LINK
     community: Mapping[str, Sequence[Staff]] = field(default_factory=dict)
     default_region: str = "CN"
+    #: Channels whose delivery worker runs in this process: their due rows are written already
+    #: leased (``lease_s``) and handed to the worker after the commit (:class:`Queued`), so an
+    #: SOS goes out without a claim transaction; should the process die first, the lease runs
+    #: out and any worker sends the row.
+    handoff: frozenset[str] = frozenset()
+    lease_s: float = 30.0
+
+
+@dataclass(slots=True)
+class Queued:
+    """What one transaction queued: channels whose workers must look at the outbox, and
+    messages already leased to this process, to send as soon as the transaction commits."""
+
+    channels: set[str] = field(default_factory=set)
+    messages: list[Message] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.channels or self.messages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +91,10 @@ def alert_row(conn: psycopg.Connection, alert_id: int) -> dict[str, Any]:
 
 def notify(conn: psycopg.Connection, row: Mapping[str, Any], *, targets: Sequence[str],
            escalation: Mapping[str, Any], ladder: Ladder, routing: Routing, now: datetime,
-           event: str) -> set[str]:
-    """Queue the rung's messages to ``targets``; returns the channels that got rows."""
+           event: str, queued: Queued) -> None:
+    """Queue the rung's messages to ``targets`` (into ``queued``)."""
     doc = alert_document(row, event=event, now=now, map_link=routing.map_link,
                          escalation=escalation)
-    touched: set[str] = set()
     for target in targets:
         addresses = _resolve(conn, row, target, routing)
         if not addresses:
@@ -89,22 +106,20 @@ def notify(conn: psycopg.Connection, row: Mapping[str, Any], *, targets: Sequenc
                     "recipient": a.recipient, "channel": a.channel,
                     "reason": f"{a.channel} channel not configured"})
                 continue
-            _queue(conn, row, a, doc, kind="notify", ladder=ladder, now=now)
-            touched.add(a.channel)
-    return touched
+            _queue(conn, row, a, doc, kind="notify", ladder=ladder, now=now, routing=routing,
+                   queued=queued)
 
 
 def announce(conn: psycopg.Connection, row: Mapping[str, Any], *, event: str,
-             routing: Routing, now: datetime) -> set[str]:
+             routing: Routing, now: datetime, queued: Queued) -> None:
     """Queue a state change (opened, escalated, acknowledged, resolved...) on MQTT, and a
     claim or resolution to the dispatch webhook when the dispatch centre has been told of
     this alert."""
     doc = alert_document(row, event=event, now=now, map_link=routing.map_link)
-    touched: set[str] = set()
     if "mqtt" in routing.channels:
         topic = f"eldercare/v1/{row['region']}/alerts/{row['id']}"
-        _queue(conn, row, _Address("bus", "mqtt", topic, "zh"), doc, kind="state", now=now)
-        touched.add("mqtt")
+        _queue(conn, row, _Address("bus", "mqtt", topic, "zh"), doc, kind="state", now=now,
+               routing=routing, queued=queued)
     # Openings and escalations reach dispatch as ladder messages already (when the rung names
     # it); what it must also learn is who claimed the alert and that it is over.
     if (routing.dispatch_url and "webhook" in routing.channels
@@ -114,9 +129,7 @@ def announce(conn: psycopg.Connection, row: Mapping[str, Any], *, event: str,
             " LIMIT 1", (row["id"],)).fetchone()
         if told:
             _queue(conn, row, _Address("dispatch", "webhook", routing.dispatch_url, "zh"), doc,
-                   kind="state", now=now)
-            touched.add("webhook")
-    return touched
+                   kind="state", now=now, routing=routing, queued=queued)
 
 
 def cancel_pending(conn: psycopg.Connection, alert_id: int, *, now: datetime) -> int:
@@ -167,46 +180,64 @@ def _e164(phone: str, routing: Routing) -> str:
 # One statement per queued message, audit entry included: the SOS path runs this for every
 # recipient inside the transaction that opens the alert, so round trips are latency.
 _QUEUE_SQL = """
-WITH d AS (
+WITH dup AS (
+    SELECT %(dedup)s AND EXISTS (
+        SELECT 1 FROM alert_deliveries WHERE alert_id = %(alert)s AND channel = %(channel)s
+           AND address = %(address)s AND kind = 'notify'
+           AND status IN ('pending', 'sending', 'sent', 'grouped') AND created_at > %(since)s
+           AND coalesce(body->'escalation'->>'action', '') = %(action)s) AS hit),
+d AS (
     INSERT INTO alert_deliveries (alert_id, kind, recipient, channel, address, language, priority,
-                                  body, idempotency_key, status, created_at, next_attempt_at,
-                                  group_key)
+                                  body, idempotency_key, status, attempts, lease_until,
+                                  created_at, next_attempt_at, group_key)
     SELECT %(alert)s, %(kind)s, %(recipient)s, %(channel)s, %(address)s, %(language)s,
            %(priority)s, %(body)s, %(key)s,
-           CASE WHEN %(dedup)s AND EXISTS (
-               SELECT 1 FROM alert_deliveries WHERE alert_id = %(alert)s AND channel = %(channel)s
-                  AND address = %(address)s AND kind = 'notify'
-                  AND status IN ('pending', 'sending', 'sent', 'grouped')
-                  AND created_at > %(since)s
-                  AND coalesce(body->'escalation'->>'action', '') = %(action)s)
-                THEN 'suppressed' ELSE 'pending' END,
+           CASE WHEN dup.hit THEN 'suppressed' ELSE %(status)s END,
+           CASE WHEN dup.hit THEN 0 ELSE %(attempts)s END,
+           CASE WHEN dup.hit THEN NULL ELSE %(lease)s::timestamptz END,
            %(now)s, %(due)s, %(group)s
+    FROM dup
     RETURNING id, status)
 INSERT INTO alert_audit (alert_id, at, actor, action, detail)
 SELECT %(alert)s, %(now)s, %(actor)s,
        CASE WHEN d.status = 'suppressed' THEN 'suppressed' ELSE 'queued' END,
        jsonb_build_object('delivery_id', d.id) || %(detail)s
 FROM d
+RETURNING (detail->>'delivery_id')::bigint, action
 """
 
 
 def _queue(conn: psycopg.Connection, row: Mapping[str, Any], a: _Address, doc: dict[str, Any],
-           *, kind: str, now: datetime, ladder: Ladder | None = None) -> None:
+           *, kind: str, now: datetime, routing: Routing, queued: Queued,
+           ladder: Ladder | None = None) -> None:
     """Queue one message (suppressed if the same one went out within the dedup window)."""
     dedup = kind == "notify" and ladder is not None and ladder.dedup_window_s > 0
     due, group_key = now, None
     if kind == "notify" and ladder is not None and ladder.group_window_s:
         group_key = f"{a.channel}|{a.address}|{row['subject']}"
         due = now + timedelta(seconds=ladder.group_window_s)
-    conn.execute(_QUEUE_SQL, {
+    handoff = a.channel in routing.handoff and group_key is None
+    key = f"eldercare-{row['id']}-{uuid.uuid4().hex}"
+    cur = conn.execute(_QUEUE_SQL, {
         "alert": row["id"], "kind": kind, "recipient": a.recipient, "channel": a.channel,
         "address": a.address, "language": a.language, "priority": row["priority"],
-        "body": Jsonb(doc), "key": f"eldercare-{row['id']}-{uuid.uuid4().hex}",
+        "body": Jsonb(doc), "key": key, "status": "sending" if handoff else "pending",
+        "attempts": 1 if handoff else 0,
+        "lease": now + timedelta(seconds=routing.lease_s) if handoff else None,
         "dedup": dedup, "since": now - timedelta(seconds=ladder.dedup_window_s if ladder else 0),
         "action": doc.get("escalation", {}).get("action", ""), "now": now, "due": due,
         "group": group_key, "actor": SYSTEM,
         "detail": Jsonb({"kind": kind, "recipient": a.recipient, "channel": a.channel,
                          "event": doc["event"]})})
+    if not handoff:
+        queued.channels.add(a.channel)
+        return
+    delivery_id, action = cur.fetchone() or (None, None)
+    if action != "queued" or delivery_id is None:
+        return  # suppressed: nothing to send
+    queued.messages.append(Message(
+        delivery_id=delivery_id, alert_id=row["id"], channel=a.channel, recipient=a.recipient,
+        address=a.address, language=a.language, idempotency_key=key, attempt=1, body=doc))
 
 
 _CLAIM_SQL = """

@@ -24,14 +24,14 @@ from collections.abc import Sequence
 from alerts.api import create_app
 from alerts.auth import TokenTable, load_tokens
 from alerts.channels.aliyun import AliyunSms, AliyunVoice
-from alerts.channels.base import Channel
+from alerts.channels.base import Channel, Message
 from alerts.channels.email import EmailChannel
 from alerts.channels.mqtt import MqttAlertChannel
 from alerts.channels.webhook import WebhookChannel
 from alerts.delivery import DeliveryWorker
 from alerts.escalator import Escalator
 from alerts.folder import AlertFolder
-from alerts.outbox import Routing
+from alerts.outbox import Queued, Routing
 from alerts.policy import load_policy
 from alerts.store import AlertStore
 from detectors.events import Event
@@ -40,6 +40,11 @@ from eldercare.config import Config
 from eldercare.http_server import HttpServer
 
 log = logging.getLogger(__name__)
+
+#: How long a delivery is leased to the worker sending it. Longer than any channel's timeout
+#: (so a slow send is not sent twice), short enough that a message leased by a process that
+#: died is sent by another soon after.
+LEASE_S = 30.0
 
 
 def build_channels(config: Config, *, clock: Clock) -> list[Channel]:
@@ -70,16 +75,17 @@ class AlertService:
         policy = load_policy(a.policy_file)
         self.channels = list(channels) if channels is not None else build_channels(
             config, clock=clock)
+        names = frozenset(c.name for c in self.channels)
         routing = Routing(
-            dispatch_url=a.webhook.url, channels=frozenset(c.name for c in self.channels),
-            map_link=a.map_link or None, community=policy.community,
-            default_region=a.phone_region)
+            dispatch_url=a.webhook.url, channels=names, map_link=a.map_link or None,
+            community=policy.community, default_region=a.phone_region, handoff=names,
+            lease_s=LEASE_S)
         self.store = AlertStore(config.database.url, timezone=config.detectors.timezone,
                                 policy=policy, routing=routing, wake=self._wake)
         self.escalator = Escalator(store=self.store, clock=clock, poll_s=a.poll_s)
         # MQTT carries retained *states*: one sender keeps them in queue order.
         self.workers = {c.name: DeliveryWorker(
-            channel=c, store=self.store, clock=clock, poll_s=a.poll_s,
+            channel=c, store=self.store, clock=clock, poll_s=a.poll_s, lease_s=LEASE_S,
             concurrency=1 if c.name == "mqtt" else a.delivery_concurrency,
             on_given_up=self.escalator.wakeup) for c in self.channels}
         self.folder = AlertFolder(store=self.store, clock=clock, poll_s=a.poll_s)
@@ -99,8 +105,13 @@ class AlertService:
         """EventSink: new events are stored; fold them now."""
         self.folder.handle(events)
 
-    def _wake(self, channels: set[str]) -> None:
-        for name in channels:
+    def _wake(self, queued: Queued) -> None:
+        by_channel: dict[str, list[Message]] = {}
+        for m in queued.messages:
+            by_channel.setdefault(m.channel, []).append(m)
+        for name, messages in by_channel.items():
+            self.workers[name].submit(messages)
+        for name in queued.channels:
             worker = self.workers.get(name)
             if worker is not None:
                 worker.wake()

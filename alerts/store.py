@@ -19,8 +19,9 @@ gets its policy snapshot and climbs its first rung, and that rung's deliveries a
 the outbox (``alerts/outbox.py``) before the commit; a claim sets the claim timeout as the
 alert's timer; resolution clears the timer and cancels unsent ladder messages;
 :meth:`AlertStore.escalate_due` climbs the next rung of every alert whose timer has run out.
-After each commit that queued deliveries, ``wake`` is told which channels have work, so an SOS
-reaches its channels without waiting for a poll.
+After each commit that queued deliveries, ``wake`` gets what was queued (channels with work,
+and messages leased to this process's workers to send at once), so an SOS reaches its channels
+without waiting for a poll or a claim.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from alerts import escalation, outbox
 from alerts.audit import SYSTEM
 from alerts.audit import append as audit
 from alerts.model import RESOLVES, Status, is_night, opens, priority, subject
-from alerts.outbox import Routing
+from alerts.outbox import Queued, Routing
 from alerts.policy import Policy, ladder_of, load_policy
 from detectors.events import Event
 from detectors.localtime import minute_of_day
@@ -95,7 +96,7 @@ class AlertStore:
 
     def __init__(self, url: str, *, timezone: str = "Asia/Shanghai",
                  policy: Policy | None = None, routing: Routing | None = None,
-                 wake: Callable[[set[str]], None] | None = None, pool_size: int = 4) -> None:
+                 wake: Callable[[Queued], None] | None = None, pool_size: int = 4) -> None:
         self.url = url
         self.tz = zoneinfo.ZoneInfo(timezone)
         self.policy = policy if policy is not None else load_policy()
@@ -109,11 +110,11 @@ class AlertStore:
         self._open_lock = threading.Lock()
 
     @contextmanager
-    def transaction(self) -> Iterator[tuple[psycopg.Connection, set[str]]]:
-        """A transaction, and the set of channels it queued deliveries on (woken after the
+    def transaction(self) -> Iterator[tuple[psycopg.Connection, Queued]]:
+        """A transaction, and what it queued for delivery (handed to ``wake`` after the
         commit, never before: a worker must find the rows). psycopg errors become
         StorageError."""
-        touched: set[str] = set()
+        touched = Queued()
         try:
             if not self._opened:
                 with self._open_lock:
@@ -147,7 +148,7 @@ class AlertStore:
             return self._fold(conn, events, now_ms=now_ms, touched=touched)
 
     def _fold(self, conn: psycopg.Connection, events: Sequence[Event], *, now_ms: int,
-              touched: set[str]) -> list[AlertChange]:
+              touched: Queued) -> list[AlertChange]:
         changes: list[AlertChange] = []
         minutes = minute_of_day(np.array([e.ts for e in events], dtype=np.int64), self.tz)
         now = _ts(now_ms)
@@ -181,7 +182,7 @@ class AlertStore:
         return changes
 
     def _route(self, conn: psycopg.Connection, alert_id: int, alert_type: str, *, night: bool,
-               now: datetime, touched: set[str]) -> None:
+               now: datetime, touched: Queued) -> None:
         """A new alert: snapshot its ladder and climb the first rung, in this transaction."""
         snapshot = self.policy.snapshot(alert_type, night=night)
         ladder = ladder_of(snapshot)
@@ -193,20 +194,21 @@ class AlertStore:
                     touched=touched)
 
     def _apply(self, conn: psycopg.Connection, alert_id: int, d: escalation.Decision, *,
-               ladder: Any, event: str, now: datetime, touched: set[str]) -> None:
+               ladder: Any, event: str, now: datetime, touched: Queued) -> None:
         for action, detail in d.audit:
             audit(conn, alert_id, now, action, detail)
         row = outbox.alert_row(conn, alert_id)
-        touched |= outbox.notify(
+        outbox.notify(
             conn, row, targets=d.notify, ladder=ladder, routing=self.routing, now=now,
-            event=event, escalation={"step": d.rung, "cycle": d.cycle, "action": d.action})
-        touched |= outbox.announce(conn, row, event=event, routing=self.routing, now=now)
+            event=event, escalation={"step": d.rung, "cycle": d.cycle, "action": d.action},
+            queued=touched)
+        outbox.announce(conn, row, event=event, routing=self.routing, now=now, queued=touched)
 
     def _ended(self, conn: psycopg.Connection, alert_id: int, *, now: datetime,
-               touched: set[str]) -> None:
+               touched: Queued) -> None:
         outbox.cancel_pending(conn, alert_id, now=now)
-        touched |= outbox.announce(conn, outbox.alert_row(conn, alert_id),
-                                   event="alert.resolved", routing=self.routing, now=now)
+        outbox.announce(conn, outbox.alert_row(conn, alert_id), event="alert.resolved",
+                        routing=self.routing, now=now, queued=touched)
 
     def escalate_due(self, *, now_ms: int, limit: int = 100) -> int:
         """Climb the next rung of every alert whose timer has run out (claims that expired
@@ -287,8 +289,8 @@ class AlertStore:
                                         now_ms=now_ms)
                 conn.execute("UPDATE alerts SET next_action_at = %s WHERE id = %s",
                              (_timer(d.next_action_at_ms), alert_id))
-            touched |= outbox.announce(conn, outbox.alert_row(conn, alert_id),
-                                       event="alert.acknowledged", routing=self.routing, now=now)
+            outbox.announce(conn, outbox.alert_row(conn, alert_id), event="alert.acknowledged",
+                            routing=self.routing, now=now, queued=touched)
 
     def resolve(self, alert_id: int, *, by: str, outcome: str, now_ms: int,
                 note: str | None = None) -> None:

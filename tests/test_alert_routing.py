@@ -20,7 +20,7 @@ import pytest
 from alerts.channels.base import DeliveryFailed, Message, Receipt
 from alerts.delivery import DeliveryWorker
 from alerts.escalator import Escalator
-from alerts.outbox import Routing
+from alerts.outbox import Queued, Routing
 from alerts.policy import Staff, load_policy
 from alerts.store import AlertStore
 from detectors.events import Event
@@ -28,7 +28,7 @@ from eldercare.clock import ManualClock
 from ingest.migrations import migrate
 from ingest.registry_store import store_registry
 from schemas.registry import parse_registry
-from tests.conftest import count
+from tests.conftest import count, wait_for
 
 T0 = 1_767_240_000_000  # 2026-01-01 04:00 UTC = 12:00 in Shanghai (day)
 REGISTRY = b"""
@@ -102,7 +102,7 @@ def actions(store: AlertStore, alert_id: int) -> list[str]:
 
 def test_an_sos_and_its_first_deliveries_commit_together(store: AlertStore,
                                                          migrated: str) -> None:
-    woken: list[set[str]] = []
+    woken: list[Queued] = []
     store.wake = woken.append
     (change,) = store.fold([sos()], now_ms=T0 + 40)
     rows = deliveries(migrated, change.alert_id)
@@ -117,7 +117,8 @@ def test_an_sos_and_its_first_deliveries_commit_together(store: AlertStore,
     alert = store.get(change.alert_id)
     assert alert["policy"]["ladder"] == "life_safety" and alert["step"] == 1
     assert alert["next_action_at"].timestamp() * 1000 == T0 + 40 + 60_000
-    assert woken == [{"webhook", "sms", "mqtt"}]       # after the commit, the workers that have work
+    # After the commit: the workers that have work (nothing is handed off in this routing).
+    assert [(w.channels, w.messages) for w in woken] == [({"webhook", "sms", "mqtt"}, [])]
     assert actions(store, change.alert_id)[:2] == ["opened", "routed"]
 
 
@@ -262,3 +263,34 @@ def test_targets_without_a_channel_or_address_are_audited_not_dropped(migrated: 
     undeliverable = [a["detail"] for a in audit if a["action"] == "undeliverable"]
     assert undeliverable == [{"recipient": "dispatch", "reason": "no address for this target"}]
     assert count(migrated, "SELECT count(*) FROM alert_deliveries WHERE channel = 'sms'") == 1
+
+
+def test_messages_handed_to_a_local_worker_are_sent_without_a_claim_and_exactly_once(
+        migrated: str) -> None:
+    routing = Routing(dispatch_url=HOOK, channels=frozenset({"webhook", "sms"}),
+                      handoff=frozenset({"webhook"}), lease_s=30)
+    clock = ManualClock(T0)
+    webhook = FakeChannel("webhook")
+    with AlertStore(migrated, routing=routing) as store:
+        worker = DeliveryWorker(channel=webhook, store=store, clock=clock, lease_s=30)
+        handed: list[Queued] = []
+        store.wake = handed.append
+        (c,) = store.fold([sos()], now_ms=T0)
+        ((queued,),) = [w.messages for w in handed]
+        assert (queued.channel, queued.attempt, handed[0].channels) == ("webhook", 1, {"sms"})
+        row = next(r for r in deliveries(migrated, c.alert_id) if r["channel"] == "webhook")
+        assert (row["status"], row["attempts"]) == ("sending", 1)   # leased in the same commit
+        assert worker.run_once(wait=True) == 0                         # nobody else claims it
+        worker.submit([queued])
+        wait_for(lambda: count(migrated, "SELECT count(*) FROM alert_deliveries"
+                               " WHERE status = 'sent'") == 1, what="the handed-off send")
+        assert len(webhook.sent) == 1 and webhook.sent[0].delivery_id == queued.delivery_id
+        # A handed-off message whose process died before sending: the lease runs out, and any
+        # worker sends it (attempt 2, same idempotency key).
+        (c2,) = store.fold([Event(device_id="WT-9", type="sos", ts=T0, severity="critical",
+                                  region="371002")], now_ms=T0)
+        clock.advance(31)
+        assert worker.run_once(wait=True) == 1
+        assert webhook.sent[-1].attempt == 2 and webhook.sent[-1].alert_id == c2.alert_id
+        assert webhook.sent[-1].idempotency_key == handed[-1].messages[0].idempotency_key
+        worker.stop()
