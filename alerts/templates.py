@@ -149,7 +149,8 @@ def render(body: dict[str, Any], *, language: str) -> Rendered:
 def _render_grouped(body: dict[str, Any], lang: str) -> Rendered:
     """One message listing every alert of a grouped (per-wearer) notification."""
     ph = _PHRASES[lang]
-    alerts = [_dict(a) for a in body.get("alerts") or [] if isinstance(a, dict)]
+    listed = body.get("alerts")
+    alerts = [_dict(a) for a in listed if isinstance(a, dict)] if isinstance(listed, list) else []
     if not alerts:  # a grouped body without its list still says who it is about
         alerts = [_dict(body.get("alert"))]
     rows = [_fields(a, lang) for a in alerts]

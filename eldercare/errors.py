@@ -11,7 +11,13 @@ have to know which library sits underneath::
     │                          ``reason`` (names the field) and is dead-lettered, never fatal
     ├── StorageError           the database refused or is unreachable (retryable)
     │   └── MigrationError     a schema migration failed (fatal at start-up)
-    └── BrokerError            the MQTT broker refused us or is unreachable
+    ├── BrokerError            the MQTT broker refused us or is unreachable
+    ├── AlertConflict          (alerts.store) the alert's state forbids the action: claimed by
+    │                          someone else (``owner``), resolved, or missing (HTTP 409/404)
+    ├── DeliveryFailed         (alerts.channels.base) a channel could not deliver a message;
+    │                          ``retryable`` says whether trying again can help
+    └── SignatureError         (alerts.channels.webhook) a webhook signature is malformed,
+                               wrong or outside the replay window (``problem``)
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from alerts.store import AlertStore
 from eldercare.config import Config, load_config
+from ingest.migrations import migrate
 from tests.services import Mosquitto, Postgres
 
 
@@ -28,6 +30,21 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
 def db_url(postgres: Postgres) -> Iterator[str]:
     with postgres.database() as url:
         yield url
+
+
+@pytest.fixture
+def migrated_db(db_url: str) -> str:
+    """The test's database with every migration applied (plain PostgreSQL)."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        migrate(conn, timescale="off")
+    return db_url
+
+
+@pytest.fixture
+def store(migrated_db: str) -> Iterator[AlertStore]:
+    """An alert store on the migrated database, default policy and routing."""
+    with AlertStore(migrated_db) as s:
+        yield s
 
 
 @pytest.fixture(scope="session")
@@ -100,7 +117,7 @@ def wait_for(predicate: Callable[[], object], timeout_s: float = 15.0, what: str
 
 def count(url: str, sql: str, *args: object) -> int:
     with psycopg.connect(url) as c:
-        row = c.execute(sql, args).fetchone()  # type: ignore[arg-type]
+        row = c.execute(sql, args).fetchone()
     assert row is not None
     return int(row[0])
 

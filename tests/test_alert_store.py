@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +15,6 @@ import pytest
 from alerts.store import AlertConflict, AlertStore
 from detectors.events import Event
 from eldercare.config import Config
-from ingest.migrations import migrate
 from schemas import device_topic
 from tests.conftest import Publisher, count, now_ms, wait_for
 
@@ -38,14 +37,6 @@ LIFECYCLE = {"opened", "updated", "acknowledged", "note", "resolved"}
 
 def lifecycle(alert: dict[str, Any]) -> list[str]:
     return [a["action"] for a in alert["audit"] if a["action"] in LIFECYCLE]
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[AlertStore]:
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        migrate(conn, timescale="off")
-    with AlertStore(db_url) as s:
-        yield s
 
 
 def test_repeated_events_update_one_alert_and_the_trail_records_each(store: AlertStore) -> None:

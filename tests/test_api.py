@@ -33,7 +33,6 @@ from detectors.events import Event
 from eldercare.embedded import free_port
 from eldercare.errors import ConfigError, EldercareError
 from eldercare.http_server import THREAD_NAME, HttpServer
-from ingest.migrations import migrate
 
 A, B = "371002", "370102"                 # two districts
 DAY = int(datetime(2026, 3, 2, 2, 0, tzinfo=UTC).timestamp() * 1000)   # 10:00 in Shanghai
@@ -89,14 +88,6 @@ class Api:
 
     def open(self, *events: Event, at: int = DAY) -> list[int]:
         return [c.alert_id for c in self.store.fold(list(events), now_ms=at)]
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[AlertStore]:
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        migrate(conn, timescale="off")
-    with AlertStore(db_url) as s:
-        yield s
 
 
 def token_table(tokens: dict[str, str]) -> TokenTable:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from alerts.templates import Rendered, local_time, render
@@ -162,6 +162,7 @@ def test_local_time_never_raises(ts: str, zone: str) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(body=bodies, language=st.sampled_from(["zh", "en", "", "xx"]))
+@example(body={"event": "alert.grouped", "alerts": 1}, language="zh")  # found by CI
 def test_render_never_raises(body: dict[str, Any], language: str) -> None:
     r = render(body, language=language)
     assert isinstance(r, Rendered) and r.text and r.subject
