@@ -82,7 +82,9 @@ class DeliveryWorker:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        # Messages already handed over are sent (each bounded by the channel timeout) rather
+        # than left leased until the next run picks them up.
+        self._pool.shutdown(wait=True, cancel_futures=False)
         self.channel.close()
 
     def run_once(self, *, wait: bool = False) -> int:
