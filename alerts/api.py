@@ -5,8 +5,14 @@ included (``/api/v1/openapi.json``, browsable at ``/api/v1/docs``). Duty officer
 the 12349 dispatch platform list alerts, read one with its trail, and claim, annotate and
 resolve them.
 
-- **Who**: every endpoint but ``GET /api/v1/health`` needs ``Authorization: Bearer <token>``
-  (:mod:`alerts.auth`); the token's name is the actor in the audit trail. A caller only ever
+- **Who**: every endpoint but ``GET /api/v1/health`` needs a caller, resolved by
+  :func:`require_principal`: either ``Authorization: Bearer <token>`` (:mod:`alerts.auth`;
+  programs such as the dispatch platform) or, when ``create_app`` is given an
+  :class:`~console.accounts.AccountStore`, the duty console's ``ec_session`` cookie
+  (:mod:`console.web`, which also serves ``/console/login``, ``/logout`` and ``/me``). The
+  token's name or the console username is the actor in the audit trail. A cookie is an
+  ambient credential, so a POST authenticated by it must also send ``X-CSRF-Token``
+  (403 otherwise); a bearer token is not ambient and needs none. A caller only ever
   sees alerts of its regions: an alert elsewhere answers 404 exactly like a missing one, so ids
   do not reveal what happens in other districts.
 - **Writes** go through :class:`~alerts.store.AlertStore`, whose transaction rules decide
@@ -16,9 +22,10 @@ resolve them.
 - **Reads** use :mod:`alerts.queries` on a fresh read-only connection per request. Endpoints
   are plain ``def``: FastAPI runs them in its thread pool, so blocking psycopg calls never stall
   the event loop, and no connection is shared between threads.
-- **Errors**: 401 without a valid token, 404, 409 (``{detail, owner, status}``), 422 for
-  anything that fails validation (FastAPI's ``{detail: [{loc, msg, type}]}``), 503 with
-  ``Retry-After`` when the database fails (:class:`~eldercare.errors.StorageError`).
+- **Errors**: 401 without a valid token or session, 403 without the CSRF header, 404, 409
+  (``{detail, owner, status}``), 422 for anything that fails validation (FastAPI's
+  ``{detail: [{loc, msg, type}]}``), 503 with ``Retry-After`` when the database fails
+  (:class:`~eldercare.errors.StorageError`).
 
 Timestamps are ISO 8601 in UTC (``2026-03-02T02:00:00Z``) whatever the database session's zone.
 """
@@ -28,14 +35,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal, get_args
 
 from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import (
-    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -43,11 +48,15 @@ from pydantic import (
     JsonValue,
     StringConstraints,
 )
+from starlette.concurrency import run_in_threadpool
 
 from alerts import queries
 from alerts.auth import Principal, TokenTable
+from alerts.http_types import UtcDatetime
 from alerts.model import PRIORITY
 from alerts.store import AlertConflict, AlertStore
+from console.accounts import AccountStore, Session
+from console.web import SESSION_COOKIE, check_csrf, login_router
 from eldercare.clock import Clock
 from eldercare.errors import StorageError
 
@@ -77,12 +86,6 @@ Note = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 AlertId = Annotated[int, Path(ge=1, le=2**63 - 1, description="Alert id")]
 
 
-def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
-
-
-#: A timestamp rendered in UTC ("Z"), whatever zone the database session returned it in.
-UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 
 
 # --- Response and request bodies -----------------------------------------------------------
@@ -126,7 +129,7 @@ class AuditEntry(BaseModel):
 
     id: int
     at: UtcDatetime
-    actor: str = Field(description="'system' or the token name that acted")
+    actor: str = Field(description="'system', or the token name or console user that acted")
     action: str = Field(description="opened, updated, acknowledged, note, resolved, ...")
     detail: dict[str, JsonValue]
 
@@ -204,7 +207,7 @@ class Conflict(BaseModel):
 
 
 class Problem(BaseModel):
-    """401, 404, 503: what went wrong."""
+    """401, 403, 404, 503: what went wrong."""
 
     detail: str
 
@@ -224,6 +227,7 @@ class _Context:
     tokens: TokenTable
     clock: Clock
     on_change: Callable[[int], None] | None
+    accounts: AccountStore | None
 
 
 async def _context(request: Request) -> _Context:
@@ -232,25 +236,78 @@ async def _context(request: Request) -> _Context:
 
 
 _bearer = HTTPBearer(auto_error=False, description="An API token (docs/api.md)")
+_cookie = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, scheme_name="ConsoleSession",
+                       description="The duty console's session (POST /console/login); POSTs"
+                                   " must also send X-CSRF-Token")
+
+BEARER_REFUSED: Final = "missing or invalid bearer token"
+SESSION_REFUSED: Final = "session expired or invalid; log in again"
 
 
-async def _caller(
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def require_principal(
+    request: Request,
     ctx: Annotated[_Context, Depends(_context)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    session_token: Annotated[str | None, Depends(_cookie)],
 ) -> Principal:
-    # async: hashing one token is cheaper than a hop to the thread pool.
-    principal = ctx.tokens.authenticate(credentials.credentials) if credentials else None
-    if principal is None:
-        raise HTTPException(401, "missing or invalid bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})
-    return principal
+    """The caller, for any route of an app built by :func:`create_app`.
+
+    Use it as ``caller: Annotated[Principal, Depends(require_principal)]`` (or
+    :data:`Caller`) in any router included in that app: the SSE stream, the devices view. It
+    accepts, in this order:
+
+    1. ``Authorization: Bearer <token>``: if present it decides alone; a wrong token is 401
+       even beside a valid cookie (a program's explicit credential must not silently turn
+       into whatever the browser holds);
+    2. the ``ec_session`` cookie, when the app has an account store: the session must be live
+       (absolute and idle expiry; its last-seen time is refreshed), else 401. On any method
+       but GET, HEAD and OPTIONS the request must also carry ``X-CSRF-Token`` equal to the
+       session's CSRF token, else 403 ``missing or wrong CSRF token``, raised before the
+       endpoint runs, so nothing is written. The :class:`~console.accounts.Session` is then
+       also available from :func:`console_session` (language, expiry).
+
+    Anything else is 401 ``missing or invalid bearer token``. Every 401 carries
+    ``WWW-Authenticate: Bearer``. ``Principal.name`` is the actor to record in audit trails,
+    and ``Principal.can_see(region)`` decides visibility. A long-lived response (a stream) is
+    authenticated once, when it starts: it should end itself at the session's
+    ``expires_at_ms``, or re-check the session now and then.
+    """
+    if credentials is not None:
+        # async: hashing one token is cheaper than a hop to the thread pool.
+        principal = ctx.tokens.authenticate(credentials.credentials)
+        if principal is None:
+            raise _unauthorized(BEARER_REFUSED)
+        return principal
+    if session_token and ctx.accounts is not None:
+        # The session lookup is a blocking database call: keep it off the event loop.
+        session = await run_in_threadpool(ctx.accounts.session, session_token,
+                                          now_ms=ctx.clock.now_ms())
+        if session is None:
+            raise _unauthorized(SESSION_REFUSED)
+        check_csrf(request, session)
+        request.state.console_session = session
+        return session.principal
+    raise _unauthorized(BEARER_REFUSED)
+
+
+def console_session(request: Request) -> Session | None:
+    """The console session :func:`require_principal` resolved for this request, or ``None``
+    (a bearer caller, or the dependency has not run)."""
+    session: Session | None = getattr(request.state, "console_session", None)
+    return session
 
 
 Ctx = Annotated[_Context, Depends(_context)]
-Caller = Annotated[Principal, Depends(_caller)]
+#: The authenticated caller (:func:`require_principal`), as an endpoint parameter type.
+Caller = Annotated[Principal, Depends(require_principal)]
 
 _ERRORS: Final[dict[int | str, dict[str, Any]]] = {
-    401: {"model": Problem}, 404: {"model": Problem}, 503: {"model": Problem}}
+    401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": Problem},
+    503: {"model": Problem}}
 _WRITE_ERRORS: Final[dict[int | str, dict[str, Any]]] = {**_ERRORS, 409: {"model": Conflict}}
 
 router = APIRouter(prefix=PREFIX)
@@ -315,10 +372,13 @@ def acknowledge(ctx: Ctx, caller: Caller, alert_id: AlertId,
 
 @router.post("/alerts/{alert_id}/resolve", tags=["alerts"], responses=_WRITE_ERRORS)
 def resolve(ctx: Ctx, caller: Caller, alert_id: AlertId, body: ResolveIn) -> Alert:
-    """Resolve the alert with an outcome; 409 if it is already resolved."""
+    """Resolve the alert with an outcome; 409 if it is already resolved, or if an officer
+    tries to resolve an alert someone else has claimed (supervisors, admins and the dispatch
+    platform may: they take over)."""
     _require_visible(ctx, caller, alert_id)
     ctx.store.resolve(alert_id, by=caller.name, outcome=body.outcome,
-                      now_ms=ctx.clock.now_ms(), note=body.note)
+                      now_ms=ctx.clock.now_ms(), note=body.note,
+                      owner_only=caller.role == "officer")
     return _after_write(ctx, alert_id)
 
 
@@ -374,16 +434,24 @@ async def _on_storage_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def create_app(*, store: AlertStore, database_url: str, tokens: TokenTable, clock: Clock,
-               on_change: Callable[[int], None] | None = None) -> FastAPI:
+               on_change: Callable[[int], None] | None = None,
+               accounts: AccountStore | None = None, secure_cookies: bool = True) -> FastAPI:
     """The alerts API app. ``on_change(alert_id)`` runs after every successful write (in a
-    request thread: it must be quick, e.g. set an event)."""
+    request thread: it must be quick, e.g. set an event).
+
+    With ``accounts``, duty console sessions are accepted beside bearer tokens and the login
+    endpoints (:func:`console.web.login_router`) are mounted under ``/console``;
+    ``secure_cookies=False`` only for plain HTTP on a trusted host (demo, tests). The caller
+    owns ``accounts`` (and closes it)."""
     app = FastAPI(title="eldercare alerts API", version="1",
                   description="Alerts of the 12349 elderly-care platform (docs/api.md).",
                   openapi_url=f"{PREFIX}/openapi.json", docs_url=f"{PREFIX}/docs",
                   redoc_url=None)
     app.state.alerts_api = _Context(store=store, database_url=database_url, tokens=tokens,
-                                    clock=clock, on_change=on_change)
+                                    clock=clock, on_change=on_change, accounts=accounts)
     app.include_router(router)
+    if accounts is not None:
+        app.include_router(login_router(accounts, clock, secure_cookies=secure_cookies))
     app.add_exception_handler(AlertConflict, _on_conflict)
     app.add_exception_handler(StorageError, _on_storage_error)
     return app

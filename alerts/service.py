@@ -8,7 +8,8 @@ One object the ingest service starts and stops (and the detection stage's event 
 - one **delivery worker** per configured channel sends the outbox (webhook to the 12349
   dispatch centre, SMS and voice calls, e-mail, MQTT);
 - the **API** (FastAPI under uvicorn) lets the dispatch platform and duty staff claim, resolve
-  and annotate alerts.
+  and annotate alerts; the **duty console** (issue #6, ``console/``) is served by the same
+  server: its page, the staff login, the live change stream, devices and evidence.
 
 Committed work wakes the component that must act on it (``AlertStore.wake``), so an SOS goes
 from its event to the webhook without polling delays. Start order is consumers first (workers,
@@ -21,7 +22,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from alerts.api import create_app
+from fastapi import FastAPI
+
+from alerts.api import create_app, require_principal
 from alerts.auth import TokenTable, load_tokens
 from alerts.channels.aliyun import AliyunSms, AliyunVoice
 from alerts.channels.base import Channel, Message
@@ -34,6 +37,11 @@ from alerts.folder import AlertFolder
 from alerts.outbox import Queued, Routing
 from alerts.policy import load_policy
 from alerts.store import AlertStore
+from console.accounts import AccountStore
+from console.app import mount_console
+from console.devices import devices_router
+from console.evidence import evidence_router
+from console.live import ChangeFeed, stream_router
 from detectors.events import Event
 from eldercare.clock import Clock
 from eldercare.config import Config
@@ -90,16 +98,36 @@ class AlertService:
             on_given_up=self.escalator.wakeup) for c in self.channels}
         self.folder = AlertFolder(store=self.store, clock=clock, poll_s=a.poll_s)
         self.api: HttpServer | None = None
+        self.accounts: AccountStore | None = None
+        self.feed: ChangeFeed | None = None
         if config.api.enabled:
-            table = tokens if tokens is not None else (
-                load_tokens(config.api.tokens_file) if config.api.tokens_file else TokenTable())
-            app = create_app(store=self.store, database_url=config.database.url, tokens=table,
-                             clock=clock, on_change=lambda _id: self.escalator.wake())
-            self.api = HttpServer(app, host=config.api.host, port=config.api.port)
+            self.api = HttpServer(self._app(config, clock, tokens), host=config.api.host,
+                                  port=config.api.port)
         missing = {"webhook", "sms"} - {c.name for c in self.channels}
         if missing:
             log.warning("alert channels not configured: %s (notifications to them are audited"
                         " as undeliverable)", ", ".join(sorted(missing)))
+
+    def _app(self, config: Config, clock: Clock, tokens: TokenTable | None) -> FastAPI:
+        """The HTTP API, and the duty console on it when enabled (issue #6)."""
+        url, c = config.database.url, config.console
+        table = tokens if tokens is not None else (
+            load_tokens(config.api.tokens_file) if config.api.tokens_file else TokenTable())
+        if c.enabled:
+            self.accounts = AccountStore(url, session_lifetime_s=round(c.session_hours * 3600),
+                                         idle_timeout_s=round(c.idle_minutes * 60))
+        app = create_app(store=self.store, database_url=url, tokens=table, clock=clock,
+                         on_change=lambda _id: self.escalator.wake(), accounts=self.accounts,
+                         secure_cookies=c.secure_cookies)
+        if c.enabled:
+            self.feed = ChangeFeed(url)
+            app.include_router(stream_router(self.feed, require_principal))
+            app.include_router(devices_router(url, require_principal,
+                                              offline_after_s=dict(config.detectors.supervision
+                                                                   .offline_after_s)))
+            app.include_router(evidence_router(url, require_principal))
+            mount_console(app, tile_url=c.tile_url)
+        return app
 
     def handle(self, events: Sequence[Event]) -> None:
         """EventSink: new events are stored; fold them now."""
@@ -127,6 +155,8 @@ class AlertService:
             log.info("alerts API on http://%s:%d/api/v1", self.api.host, self.api.port)
 
     def stop(self) -> None:
+        if self.feed is not None:
+            self.feed.end_streams()  # open console streams would hold the server's shutdown
         if self.api is not None:
             self.api.stop()
         self.folder.stop()
@@ -134,3 +164,5 @@ class AlertService:
         for w in self.workers.values():
             w.stop()
         self.store.close()
+        if self.accounts is not None:
+            self.accounts.close()

@@ -293,19 +293,24 @@ class AlertStore:
                             routing=self.routing, now=now, queued=touched)
 
     def resolve(self, alert_id: int, *, by: str, outcome: str, now_ms: int,
-                note: str | None = None) -> None:
+                note: str | None = None, owner_only: bool = False) -> None:
         """Resolve the alert (the person is safe, help is there, false alarm...): escalation
-        ends and ladder messages not yet sent are cancelled."""
+        ends and ladder messages not yet sent are cancelled. ``owner_only``: refuse (with
+        :class:`AlertConflict` naming the owner) when someone else has claimed it; checked in
+        the same statement, so a claim made a moment earlier is respected."""
         now = _ts(now_ms)
         with self.transaction() as (conn, touched):
             row = conn.execute(
                 "UPDATE alerts SET status = 'resolved', resolved_at = %s, resolved_by = %s,"
                 " outcome = %s, updated_at = %s, next_action_at = NULL"
-                " WHERE id = %s AND status <> 'resolved'"
-                " RETURNING id", (now, by, outcome, now, alert_id)).fetchone()
+                " WHERE id = %s AND status <> 'resolved' AND (NOT %s OR status = 'open'"
+                " OR acknowledged_by = %s) RETURNING id",
+                (now, by, outcome, now, alert_id, owner_only, by)).fetchone()
             if row is None:
                 status, owner = self._state(conn, alert_id)
-                raise AlertConflict(f"alert {alert_id} is {status}", owner=owner, status=status)
+                raise AlertConflict(
+                    f"alert {alert_id} is {status}" + (f" by {owner}" if owner else ""),
+                    owner=owner, status=status)
             detail: dict[str, Any] = {"outcome": outcome}
             if note:
                 detail["note"] = note

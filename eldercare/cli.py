@@ -1,9 +1,10 @@
 """The ``eldercare`` command: ``run``, ``demo``, ``migrate``, ``detect``, ``registry check|load``,
-``sim run|replay|load|score``."""
+``token``, ``user add|disable|set-password``, ``sim run|replay|load|score``."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import os
 import signal
@@ -110,6 +111,61 @@ def _cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_password() -> str:
+    """The new password: one line of stdin when it is not a terminal (scripts, provisioning),
+    else typed twice without echo. Never taken from the command line, where ``ps`` and the
+    shell history would show it."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise EldercareError("the passwords differ")
+    return first
+
+
+def _cmd_user(args: argparse.Namespace) -> int:
+    from console.accounts import AccountStore, validate_password
+
+    url = _config(args).database.url
+    password = ""
+    if args.action in ("add", "set-password"):
+        password = _read_password()
+        validate_password(password)      # before connecting: a typo costs nothing
+    with AccountStore(url) as accounts:
+        if args.action == "add":
+            accounts.add_user(args.name, password, role=args.role, regions=args.regions,
+                              display_name=args.display_name, language=args.language)
+            print(f"console user {args.name} added: {args.role},"
+                  f" regions {' '.join(args.regions)}")
+        elif args.action == "set-password":
+            accounts.set_password(args.name, password)
+            print(f"console user {args.name}: password set, sessions ended")
+        else:
+            accounts.disable(args.name)
+            print(f"console user {args.name} disabled, sessions ended")
+    return 0
+
+
+def _add_user_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("user", help="duty console accounts")
+    actions = p.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("add", help="add a console user (password on stdin, or prompted)")
+    a.add_argument("name", help="username: the actor recorded in alert audit trails")
+    a.add_argument("--role", required=True, choices=["officer", "supervisor", "admin"])
+    a.add_argument("--regions", nargs="+", required=True, help="region codes, or * for all")
+    a.add_argument("--display-name", help="the name the console shows")
+    a.add_argument("--language", default="zh", choices=["zh", "en"],
+                   help="console language (default zh)")
+    d = actions.add_parser("disable", help="refuse a user's logins and end their sessions")
+    d.add_argument("name")
+    s = actions.add_parser("set-password",
+                           help="replace a user's password (stdin or prompted); ends sessions")
+    s.add_argument("name")
+    for q in (a, d, s):
+        _common(q)
+        q.set_defaults(func=_cmd_user)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(prog="eldercare", description=__doc__)
@@ -145,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["dispatch", "officer", "supervisor", "admin"])
     p.add_argument("--regions", nargs="+", default=["*"], help="region codes, or * for all")
     p.set_defaults(func=_cmd_token)
+    _add_user_commands(sub)
     add_sim_commands(sub)
     return parser
 

@@ -144,6 +144,20 @@ class ApiConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     tokens_file: str | None = None
 
 
+class ConsoleConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The duty console (issue #6; docs/console.md), served by the API's HTTP server at ``/``."""
+
+    enabled: bool = True
+    #: XYZ map tile URL template (``https://tiles.example/{z}/{x}/{y}.png``) for production;
+    #: without one the map draws zones, positions and tracks on a plain background.
+    tile_url: str | None = None
+    #: Mark the session cookie Secure (HTTPS only). Keep on in production behind TLS; off only
+    #: for plain-HTTP local use (demo, tests).
+    secure_cookies: bool = True
+    session_hours: Annotated[float, Meta(gt=0, le=24)] = 12.0
+    idle_minutes: Annotated[float, Meta(gt=0, le=24 * 60)] = 30.0
+
+
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The whole configuration."""
 
@@ -154,6 +168,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     detectors: DetectorsConfig = DetectorsConfig()
     alerts: AlertsConfig = AlertsConfig()
     api: ApiConfig = ApiConfig()
+    console: ConsoleConfig = ConsoleConfig()
     registry: str | None = None
 
 

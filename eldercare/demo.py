@@ -5,8 +5,8 @@ simulator's demo scenario (``device_sim/scenarios/demo.yaml``, shipped in the pa
 now: within the first minute a watch wearer presses SOS, a fall sensor wearer falls and a
 bracelet wearer walks out of the home zone, and each detection
 is printed as it is stored. Alerts go, signed, to a stand-in 12349 dispatch platform (a local
-HTTP server, ``alerts/webhook_receiver.py``) that prints what it receives, and the alerts API is
-served with a demo token printed at start. A few deliberately invalid readings show the
+HTTP server, ``alerts/webhook_receiver.py``) that prints what it receives; the duty console and
+the alerts API are served with a demo login and token printed at start. A few deliberately invalid readings show the
 dead-letter store at work. Counts per reading type are printed every few seconds until
 interrupted (or for ``--duration`` seconds). Exit status 0 means readings flowed end to end.
 """
@@ -34,6 +34,7 @@ from psycopg.conninfo import make_conninfo
 from alerts.auth import new_token
 from alerts.channels.webhook import SignatureError, verify_signature
 from alerts.webhook_receiver import Receiver, Recorded
+from console.accounts import AccountStore
 from device_sim.publisher import PublishStats, publish
 from device_sim.scenario import Scenario, parse_scenario
 from device_sim.stream import build
@@ -155,11 +156,18 @@ def run_demo(*, duration_s: float | None, out: TextIO, metrics_port: int | None 
             "detectors.timezone": scenario.timezone, "api.port": free_port(),
             "api.tokens_file": str(tokens), "alerts.webhook.url": platform.url,
             "alerts.webhook.secret": secret,
+            "console.secure_cookies": False,  # plain HTTP on localhost
         })
         with IngestService(config) as service:
             print(f"eldercare demo: broker {broker.url} (MQTT {service.source.negotiated}), "
                   f"metrics http://127.0.0.1:{service.metrics_port}/metrics; Ctrl-C stops",
                   file=out)
+            password = secrets.token_urlsafe(9)
+            with AccountStore(db_url) as accounts:
+                accounts.add_user("duty", password, role="officer", regions=["*"],
+                                  display_name="值班员")
+            print(f"eldercare demo: duty console http://127.0.0.1:{config.api.port}/"
+                  f"  (log in as duty / {password})", file=out)
             print(f"eldercare demo: alerts API http://127.0.0.1:{config.api.port}/api/v1"
                   f" (docs at /api/v1/docs); demo token: {token}\n"
                   f"    curl -H 'Authorization: Bearer {token}'"

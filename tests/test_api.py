@@ -241,6 +241,9 @@ def test_claim_conflict_note_and_resolution_are_recorded_under_token_names(api: 
                                "owner": "officer-a", "status": "acknowledged"}
     assert api.post(f"/alerts/{alert_id}/notes", "officer-a2",
                     {"note": "  daughter on her way  "}).status_code == 200
+    # Another officer cannot resolve what officer-a holds (a supervisor or dispatch could).
+    taken = api.post(f"/alerts/{alert_id}/resolve", "officer-a2", {"outcome": "false_alarm"})
+    assert taken.status_code == 409 and taken.json()["owner"] == "officer-a"
     done = api.post(f"/alerts/{alert_id}/resolve", "officer-a",
                     {"outcome": "helped_on_site", "note": "she is fine"})
     assert done.status_code == 200
@@ -518,3 +521,10 @@ def test_mask_address(address: str, shown: str) -> None:
 def test_redact_text_masks_numbers_and_addresses_inside_messages() -> None:
     assert redact_text("550 li.na@example.com unknown; sms to 13800000001 failed (HTTP 503)") == (
         "550 l****@example.com unknown; sms to 138****0001 failed (HTTP 503)")
+
+
+def test_dispatch_can_resolve_an_alert_an_officer_holds(api: Api) -> None:
+    alert_id, = api.open(event("fall", DAY))
+    assert api.post(f"/alerts/{alert_id}/acknowledge", "officer-a").status_code == 200
+    r = api.post(f"/alerts/{alert_id}/resolve", "dispatch", {"outcome": "ambulance"})
+    assert r.status_code == 200 and r.json()["resolved_by"] == "dispatch"

@@ -91,6 +91,7 @@ def test_demo_runs_on_embedded_defaults() -> None:
     # The alerts reached the stand-in dispatch platform, signed, and the API token is printed.
     assert re.search(r"DISPATCH alert\.opened alert #\d+ sos priority 1 .*\(signature ok\)", out), out
     assert "demo token: " in out and "/api/v1" in out
+    assert re.search(r"duty console http://127\.0\.0\.1:\d+/ +\(log in as duty / \S+\)", out), out
     assert time.monotonic() - started < 120
 
 
@@ -116,3 +117,58 @@ def test_token_prints_a_tokens_file_entry_that_authenticates_the_token(
     assert who is not None and (who.name, who.role) == ("dispatch-371002", "dispatch")
     assert who.can_see("371002") and not who.can_see("371003")
     assert table.authenticate(token[:-1] + ("A" if token[-1] != "A" else "B")) is None
+
+
+def test_user_add_reads_the_password_from_stdin_and_disable_refuses_logins(
+        migrated_db: str) -> None:
+    from console.accounts import AccountStore
+
+    def user(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*EXE, "user", *args, "--database-url", migrated_db], env=_env(),
+                              input=stdin, capture_output=True, text=True, timeout=60,
+                              check=False)
+
+    password = "a long enough password"
+    added = user("add", "li.wei", "--role", "supervisor", "--regions", "371002", "370102",
+                 "--display-name", "李伟", "--language", "en", stdin=password + "\n")
+    assert added.returncode == 0, added.stderr
+    assert "console user li.wei added" in added.stdout and password not in added.stdout
+    assert password not in added.stderr
+    short = user("add", "zhao", "--role", "officer", "--regions", "371002", stdin="short\n")
+    assert short.returncode == 2 and "at least 10 characters" in short.stderr
+    again = user("add", "li.wei", "--role", "officer", "--regions", "*", stdin=password + "\n")
+    assert again.returncode == 2 and "already exists" in again.stderr
+    with AccountStore(migrated_db) as accounts:
+        session = accounts.login("li.wei", password, now_ms=now_ms())
+        assert session is not None and session.display_name == "李伟"
+        assert (session.principal.role, session.principal.regions, session.language) == (
+            "supervisor", ("371002", "370102"), "en")
+        assert accounts.login("zhao", "short", now_ms=now_ms()) is None
+        reset = user("set-password", "li.wei", stdin="another long password\n")
+        assert reset.returncode == 0, reset.stderr
+        assert accounts.session(session.token or "", now_ms=now_ms()) is None
+        assert accounts.login("li.wei", password, now_ms=now_ms()) is None
+        password = "another long password"
+        session = accounts.login("li.wei", password, now_ms=now_ms())
+        assert session is not None
+        disabled = user("disable", "li.wei")
+        assert disabled.returncode == 0, disabled.stderr
+        assert accounts.login("li.wei", password, now_ms=now_ms()) is None
+        assert accounts.session(session.token or "", now_ms=now_ms()) is None
+    assert user("disable", "nobody").returncode == 2
+
+
+def test_user_add_on_a_terminal_prompts_twice(migrated_db: str, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    import getpass
+
+    from eldercare.cli import main
+
+    typed = iter(["first password!", "second password"])
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    monkeypatch.setattr(getpass, "getpass", lambda prompt: next(typed))
+    args = ["user", "add", "wang", "--role", "officer", "--regions", "371002",
+            "--database-url", migrated_db]
+    assert main(args) == 2 and "the passwords differ" in capsys.readouterr().err
+    typed = iter(["the same password", "the same password"])
+    assert main(args) == 0 and "console user wang added" in capsys.readouterr().out

@@ -36,7 +36,8 @@ def test_migrations_are_idempotent_and_detect_edits(db_url: str,
         first = migrate(conn, timescale="off")
         again = migrate(conn, timescale="off")
         assert first.applied == ["0001_readings", "0002_registry", "0003_events",
-                                 "0004_alerts", "0005_alert_folding", "0006_alert_routing"]
+                                 "0004_alerts", "0005_alert_folding", "0006_alert_routing",
+                                 "0007_console"]
         assert again.applied == []
         real_load = migrations._load
         monkeypatch.setattr(migrations, "_load", lambda sub, prefix: [

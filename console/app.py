@@ -1,0 +1,34 @@
+"""Serving the duty console: its static page and the one setting the page reads at start.
+
+The page is plain files shipped in the package (``console/static/``, no build step at install
+time). It talks to the same HTTP API as the dispatch platform (``/api/v1``), authenticated by the
+console's session cookie instead of a bearer token, and to the live stream ``/api/v1/stream``.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+STATIC = Path(str(resources.files("console").joinpath("static")))
+
+
+def mount_console(app: FastAPI, *, tile_url: str | None) -> None:
+    """Serve the page at ``/``, its assets at ``/static/``, and ``GET /console/config``."""
+    router = APIRouter()
+
+    @router.get("/console/config", include_in_schema=False)
+    def config() -> dict[str, str | None]:
+        return {"tile_url": tile_url, "language_default": "zh"}
+
+    @router.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        # Never cached: a new version of the page must reach a console left open all shift.
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="console-static")

@@ -1,0 +1,171 @@
+"""Console login over HTTP (issue #6): the session cookie, the CSRF header, and three endpoints.
+
+:func:`login_router` gives ``POST /console/login``, ``POST /console/logout`` and
+``GET /console/me``; :func:`alerts.api.create_app` mounts it when it is given an
+:class:`~console.accounts.AccountStore`, and its ``require_principal`` dependency resolves the
+same cookie for the alerts API and the console's other routes.
+
+Why these choices:
+
+- **The cookie** ``ec_session`` holds the session token and nothing else. ``HttpOnly``: page
+  scripts (and so an injected one) cannot read it. ``SameSite=Strict``: the browser never sends
+  it with a request started by another site, which stops cross-site request forgery at the
+  browser. ``Secure`` (over HTTPS only) unless the service is configured for plain HTTP on a
+  trusted host (the demo, tests). ``Max-Age`` is the session's remaining absolute lifetime, so
+  the browser forgets it at the end of the shift; the server enforces expiry regardless.
+- **CSRF, defence in depth**: a cookie is an ambient credential, so every state-changing
+  request authenticated by it must also carry ``X-CSRF-Token`` equal to the session's CSRF
+  token (compared in constant time). A page of another origin can neither read that token
+  (it comes in JSON bodies, which the same-origin policy hides) nor set custom headers without a
+  CORS preflight, which this service never grants. Bearer-token callers carry no ambient
+  credential and need no CSRF token.
+- **Login** takes JSON only (``application/json``: an HTML form from another site cannot send
+  it without a preflight, so nobody can log a victim into an attacker's account) and answers
+  one message, ``wrong username or password``, for every refusal; the request model is lenient
+  (any strings) so that no validation error echoes a password back. A successful login always
+  mints a new token (no session fixation) and ends the session the browser held before.
+- Responses carrying the CSRF token are ``Cache-Control: no-store``.
+
+Handlers are plain ``def``: argon2 and psycopg block, so FastAPI runs them in its thread pool.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Final
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from console.accounts import AccountStore, Language, Session
+from eldercare.clock import Clock
+
+log = logging.getLogger(__name__)
+
+#: The session cookie's name.
+SESSION_COOKIE: Final = "ec_session"
+#: The request header that must echo the session's CSRF token on state-changing requests.
+CSRF_HEADER: Final = "X-CSRF-Token"
+#: Methods that change nothing and so need no CSRF token (RFC 9110 "safe" methods).
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+
+WRONG_CREDENTIALS: Final = "wrong username or password"
+CSRF_REFUSED: Final = "missing or wrong CSRF token"
+NOT_LOGGED_IN: Final = "not logged in, or the session expired; log in again"
+_NO_STORE: Final = {"Cache-Control": "no-store"}
+
+
+class LoginIn(BaseModel):
+    """Credentials. Lenient on purpose: a malformed value is refused like a wrong one, with
+    401, and never echoed back in a validation error."""
+
+    model_config = ConfigDict(extra="forbid")
+    username: str = ""
+    password: str = Field(default="", json_schema_extra={"format": "password"})
+
+
+class ConsoleUser(BaseModel):
+    """The logged-in person, as the console shows them."""
+
+    name: str = Field(description="username; the actor in audit trails")
+    display_name: str | None
+    role: str = Field(description="officer, supervisor or admin")
+    regions: list[str] = Field(description='region codes, or ["*"] for all')
+    language: Language
+
+
+class Me(BaseModel):
+    """The logged-in user and the CSRF token to send in ``X-CSRF-Token`` with every POST."""
+
+    user: ConsoleUser
+    csrf_token: str
+
+
+class ConsoleProblem(BaseModel):
+    """401, 403: what went wrong."""
+
+    detail: str
+
+
+def me_of(session: Session) -> Me:
+    """The public view of ``session`` (never its session token)."""
+    p = session.principal
+    return Me(user=ConsoleUser(name=p.name, display_name=session.display_name, role=p.role,
+                               regions=list(p.regions), language=session.language),
+              csrf_token=session.csrf_token)
+
+
+def session_of(request: Request, accounts: AccountStore, *, now_ms: int) -> Session | None:
+    """The live session named by the request's cookie, or ``None``. Blocking (database):
+    call it from a worker thread in async code."""
+    token = request.cookies.get(SESSION_COOKIE)
+    return accounts.session(token, now_ms=now_ms) if token else None
+
+
+def check_csrf(request: Request, session: Session) -> None:
+    """Raise 403 unless the request is safe or carries the session's CSRF token."""
+    if request.method in SAFE_METHODS:
+        return
+    sent = request.headers.get(CSRF_HEADER)
+    # Bytes: compare_digest refuses non-ASCII str, and a header may hold anything.
+    if sent is None or not hmac.compare_digest(sent.encode(), session.csrf_token.encode()):
+        raise HTTPException(403, CSRF_REFUSED)
+
+
+def login_router(accounts: AccountStore, clock: Clock, *, secure_cookies: bool) -> APIRouter:
+    """``/console/login``, ``/console/logout`` and ``/console/me`` on ``accounts``.
+
+    ``secure_cookies`` marks the cookie ``Secure``; turn it off only for plain HTTP on a
+    trusted host (a browser would not send a Secure cookie over ``http://``).
+    """
+    router = APIRouter(prefix="/console", tags=["console"])
+    problems: dict[int | str, dict[str, object]] = {
+        401: {"model": ConsoleProblem}, 403: {"model": ConsoleProblem}}
+
+    def set_cookie(response: Response, session: Session, now_ms: int) -> None:
+        assert session.token is not None   # a login result always carries it
+        response.set_cookie(SESSION_COOKIE, session.token,
+                            max_age=max(0, (session.expires_at_ms - now_ms) // 1000), path="/",
+                            secure=secure_cookies, httponly=True, samesite="strict")
+
+    def require_session(request: Request) -> Session:
+        session = session_of(request, accounts, now_ms=clock.now_ms())
+        if session is None:
+            raise HTTPException(401, NOT_LOGGED_IN)
+        return session
+
+    @router.post("/login", responses=problems)
+    def login(body: LoginIn, request: Request, response: Response) -> Me:
+        """Log in; sets the ``ec_session`` cookie and returns the user and the CSRF token."""
+        now_ms = clock.now_ms()
+        session = accounts.login(body.username, body.password, now_ms=now_ms)
+        if session is None:
+            log.debug("console login refused")
+            raise HTTPException(401, WRONG_CREDENTIALS)
+        previous = request.cookies.get(SESSION_COOKIE)
+        if previous:
+            accounts.logout(previous)   # one browser, one session
+        set_cookie(response, session, now_ms)
+        response.headers.update(_NO_STORE)
+        return me_of(session)
+
+    @router.post("/logout", status_code=204, response_class=Response, responses=problems)
+    def logout(request: Request) -> Response:
+        """End the session (needs its ``X-CSRF-Token``) and clear the cookie."""
+        session = require_session(request)
+        check_csrf(request, session)
+        accounts.logout(request.cookies[SESSION_COOKIE])
+        response = Response(status_code=204)
+        response.delete_cookie(SESSION_COOKIE, path="/", secure=secure_cookies, httponly=True,
+                               samesite="strict")
+        return response
+
+    @router.get("/me", responses=problems)
+    def me(request: Request, response: Response) -> Me:
+        """The logged-in user and the CSRF token (e.g. after a page reload), or 401."""
+        session = require_session(request)
+        response.headers.update(_NO_STORE)
+        return me_of(session)
+
+    return router
