@@ -53,8 +53,8 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def console(make_config: Callable[..., Config], tmp_path: Path, region: str,
             db_url: str) -> Iterator[str]:
-    """The running service; returns the console's base URL. Users: officer-a (this test's
-    region) and officer-b (another region)."""
+    """The running service; returns the console's base URL. Users: officer-a and officer-a2
+    (this test's region) and officer-b (another region)."""
     (tmp_path / "registry.yaml").write_text(REGISTRY.format(region=region))
     config = make_config(**{"registry": str(tmp_path / "registry.yaml"),
                             "console.secure_cookies": False})
@@ -62,6 +62,7 @@ def console(make_config: Callable[..., Config], tmp_path: Path, region: str,
         with AccountStore(db_url) as accounts:
             accounts.add_user("officer-a", PASSWORD, role="officer", regions=[region],
                               display_name="值班员甲")
+            accounts.add_user("officer-a2", PASSWORD, role="officer", regions=[region])
             accounts.add_user("officer-b", PASSWORD, role="officer", regions=["999999"])
         assert svc.alerts is not None and svc.alerts.api is not None
         yield f"http://127.0.0.1:{svc.alerts.api.port}"
@@ -133,3 +134,24 @@ def test_an_officer_never_sees_another_regions_alerts(
     assert r.status_code == 404
     a.close()
     b.close()
+
+
+def test_two_officers_on_one_alert_the_second_is_told_who_holds_it(
+        browser: Browser, console: str, publisher: Publisher, region: str) -> None:
+    publisher.publish(device_topic(region, "WT-A"), json.dumps(
+        {"type": "sos", "ts": now_ms()}).encode())
+    pages = {}
+    for user in ("officer-a", "officer-a2"):
+        page = browser.new_page(viewport={"width": 1366, "height": 768})
+        login(page, console, user)
+        page.get_by_test_id("alert-row").first.click()
+        expect(page.get_by_test_id("ack-button")).to_be_visible(timeout=10_000)
+        pages[user] = page
+    pages["officer-a"].get_by_test_id("ack-button").click()
+    second = pages["officer-a2"]
+    # The claim reaches the second officer's open detail live: no claim button, the owner named.
+    expect(second.get_by_test_id("conflict-message")).to_contain_text("officer-a",
+                                                                      timeout=5_000)
+    expect(second.get_by_test_id("ack-button")).not_to_be_visible()
+    for page in pages.values():
+        page.close()
