@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
@@ -25,10 +26,30 @@ def mount_console(app: FastAPI, *, tile_url: str | None) -> None:
     def config() -> dict[str, str | None]:
         return {"tile_url": tile_url, "language_default": "zh"}
 
+    headers = {
+        # Never cached: a new version of the page must reach a console left open all shift.
+        "Cache-Control": "no-cache",
+        "Content-Security-Policy": content_security_policy(tile_url),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
+
     @router.get("/", include_in_schema=False)
     def index() -> FileResponse:
-        # Never cached: a new version of the page must reach a console left open all shift.
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+        return FileResponse(STATIC / "index.html", headers=headers)
 
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="console-static")
+
+
+def content_security_policy(tile_url: str | None) -> str:
+    """The page loads nothing but its own files (no inline script or style), talks only to
+    its own origin, and cannot be framed (clickjacking an "acknowledge" button); map tiles,
+    when configured, are the one outside origin allowed, for images only."""
+    img = "'self' data:"
+    if tile_url:
+        parts = urlsplit(tile_url)
+        img += f" {parts.scheme}://{parts.netloc}"
+    return ("default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+            f"img-src {img}; object-src 'none'; base-uri 'none'; form-action 'self'; "
+            "frame-ancestors 'none'")

@@ -1,15 +1,17 @@
 """The ``eldercare`` command: ``run``, ``demo``, ``migrate``, ``detect``, ``registry check|load``,
-``token``, ``user add|disable|set-password``, ``sim run|replay|load|score``."""
+``token``, ``user add|disable|set-password``, ``broker acl``, ``sim run|replay|load|score``."""
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import io
 import logging
 import os
 import signal
 import sys
 import threading
+from datetime import UTC, datetime
 
 import psycopg
 
@@ -166,6 +168,126 @@ def _add_user_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         q.set_defaults(func=_cmd_user)
 
 
+def _cmd_broker_acl(args: argparse.Namespace) -> int:
+    from ingest.broker_acl import BrokerClients, load_broker_clients, render_acl
+    from schemas.registry import load_registry
+
+    registry = load_registry(args.registry)
+    clients = load_broker_clients(args.gateways) if args.gateways else BrokerClients()
+    text = render_acl(registry, clients=clients, ingest_user=args.ingest_user,
+                      alerts_user=args.alerts_user)
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    # Written beside the target and renamed over it: Mosquitto reloading on SIGHUP (or a
+    # restart) reads either the old ACL or the new one, never half of one.
+    tmp = f"{args.out}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, args.out)
+    except OSError as exc:
+        raise EldercareError(f"cannot write {args.out}: {exc}") from exc
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    users = sum(line.startswith("user ") for line in text.splitlines())
+    print(f"{args.out}: ACL for {users} broker users written; reload Mosquitto (SIGHUP)",
+          file=sys.stderr)
+    return 0
+
+
+def _add_broker_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("broker", help="Mosquitto configuration generated from the registry")
+    actions = p.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("acl", help="write the Mosquitto ACL (deploy/mosquitto/README.md)")
+    a.add_argument("--registry", required=True, help="device registry file, YAML or JSON")
+    a.add_argument("--gateways", help="broker clients file: gateways and alert readers")
+    a.add_argument("--out", help="ACL file to replace atomically (default: stdout)")
+    a.add_argument("--ingest-user", default="eldercare-ingest",
+                   help="broker username of the service's ingest (default eldercare-ingest)")
+    a.add_argument("--alerts-user", default="eldercare-alerts",
+                   help="broker username publishing alerts (default eldercare-alerts); the same"
+                        " as --ingest-user while the service uses one [mqtt] url for both")
+    a.set_defaults(func=_cmd_broker_acl)
+
+
+def _cmd_wearer(args: argparse.Namespace) -> int:
+    """``wearer export|delete``: one wearer's data (docs/privacy.md)."""
+    from ingest.privacy import delete_wearer
+
+    config = _config(args)
+    if args.action == "delete" and not args.yes:
+        raise EldercareError(f"deleting wearer {args.id}'s data cannot be undone; add --yes")
+    try:
+        conn = psycopg.connect(config.database.url, autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise EldercareError(f"database unreachable: {str(exc).strip()}") from exc
+    with conn:
+        if args.action == "export":
+            return _export_wearer(conn, args.id, args.out)
+        report = delete_wearer(conn, args.id, now=datetime.now(UTC), actor=args.actor,
+                               phone_region=config.alerts.phone_region)
+    print(f"wearer {report.wearer_id}: data deleted by {report.actor} at"
+          f" {report.at.isoformat(timespec='seconds')}")
+    for table, n in report.deleted.items():
+        print(f"  deleted        {table:<18}{n:>10}")
+    for table, n in report.pseudonymized.items():
+        print(f"  pseudonymised  {table:<18}{n:>10}")
+    print(f"  audit entries  {'alert_audit':<18}{report.audited:>10}")
+    # The registry file is the source of truth: left in it, the wearer comes back at the next
+    # start (or registry load), without their history but with name and contacts.
+    print(f"remove {report.wearer_id} and their devices from the registry file, or the next"
+          " start loads them again", file=sys.stderr)
+    return 0
+
+
+def _export_wearer(conn: psycopg.Connection, wearer_id: str, out: str) -> int:
+    """Stream the export to stdout, or to a new file (mode 600: it is personal data) that
+    replaces ``out`` only once complete."""
+    from ingest.privacy import write_export
+
+    if out == "-":
+        sys.stdout.flush()          # UTF-8 whatever the locale says, after what was printed
+        stream = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n")
+        try:
+            write_export(conn, wearer_id, stream)
+        finally:
+            stream.flush()
+            stream.detach()         # sys.stdout keeps its buffer
+        return 0
+    tmp = f"{out}.tmp{os.getpid()}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w", encoding="utf-8", newline="\n") as f:
+            counts = write_export(conn, wearer_id, f)
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise EldercareError(f"cannot write {out}: {exc}") from exc
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    print(f"{out}: wearer {wearer_id}: " + ", ".join(f"{n} {k}" for k, n in counts.items()),
+          file=sys.stderr)
+    return 0
+
+
+def _add_wearer_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("wearer", help="export or delete one wearer's data (docs/privacy.md)")
+    actions = p.add_subparsers(dest="action", required=True)
+    e = actions.add_parser("export", help="everything stored about a wearer, as JSON")
+    e.add_argument("id", help="wearer id")
+    e.add_argument("--out", default="-", help="file to write (default -: stdout), UTF-8")
+    d = actions.add_parser("delete", help="delete a wearer's data; alerts are kept, pseudonymised")
+    d.add_argument("id", help="wearer id")
+    d.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
+    d.add_argument("--actor", required=True,
+                   help="who asks for the deletion: recorded in each kept alert's audit trail")
+    for q in (e, d):
+        _common(q)
+        q.set_defaults(func=_cmd_wearer)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(prog="eldercare", description=__doc__)
@@ -202,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--regions", nargs="+", default=["*"], help="region codes, or * for all")
     p.set_defaults(func=_cmd_token)
     _add_user_commands(sub)
+    _add_wearer_commands(sub)
+    _add_broker_commands(sub)
     add_sim_commands(sub)
     return parser
 

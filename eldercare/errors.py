@@ -16,8 +16,11 @@ have to know which library sits underneath::
     │                          someone else (``owner``), resolved, or missing (HTTP 409/404)
     ├── DeliveryFailed         (alerts.channels.base) a channel could not deliver a message;
     │                          ``retryable`` says whether trying again can help
-    └── SignatureError         (alerts.channels.webhook) a webhook signature is malformed,
-                               wrong or outside the replay window (``problem``)
+    ├── SignatureError         (alerts.channels.webhook) a webhook signature is malformed,
+    │                          wrong or outside the replay window (``problem``)
+    ├── AccountError           (console.accounts) a console account request is invalid
+    ├── UnknownWearer          (ingest.privacy) no such wearer (export, delete)
+    └── DeletionRefused        (ingest.privacy) erasure refused: an alert is still unresolved
 """
 
 from __future__ import annotations

@@ -170,6 +170,12 @@ def _timescale_policies(conn: psycopg.Connection, retention: RetentionPolicy) ->
                 "SELECT add_compression_policy(%s, make_interval(days => %s))",
                 (table, retention.compress_after_days),
             )
+    # The hourly aggregate holds each device's last position per hour: it must not outlive
+    # the raw history it summarises (the readings retention), or positions stay forever.
+    conn.execute("SELECT remove_retention_policy('device_hourly', if_exists => true)")
+    if retention.readings_days > 0:
+        conn.execute("SELECT add_retention_policy('device_hourly', make_interval(days => %s))",
+                     (retention.readings_days,))
     conn.execute(
         "SELECT remove_continuous_aggregate_policy('device_hourly', if_exists => true)"
     )

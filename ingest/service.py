@@ -170,8 +170,10 @@ class IngestService:
         self._threads.append(t)
 
     def _maintenance_loop(self) -> None:
-        """Hourly retention prune (dead letters; everything on plain PostgreSQL)."""
-        while not self._maintenance_stop.wait(3600.0):
+        """Retention prune at start, then hourly (dead letters; everything on plain
+        PostgreSQL). At start too: a service restarted more often than hourly (deploys, a
+        crash loop) would otherwise never prune, and keep location history past retention."""
+        while True:
             try:
                 with psycopg.connect(self.config.database.url, autocommit=True) as conn:
                     deleted = prune(conn, retention=retention_of(self.config),
@@ -179,6 +181,8 @@ class IngestService:
                 log.info("retention prune: %s", deleted)
             except (psycopg.Error, StorageError) as exc:
                 log.warning("retention prune failed: %s", exc)
+            if self._maintenance_stop.wait(3600.0):
+                return
 
     def stop(self, *, timeout_s: float = 30.0) -> None:
         """Drain and commit what is held, acknowledge it, disconnect, join threads."""

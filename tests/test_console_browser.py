@@ -78,6 +78,11 @@ def login(page: Page, base: str, user: str, password: str = PASSWORD) -> None:
 def test_an_sos_appears_within_a_second_and_is_claimed_with_an_audit_entry(
         browser: Browser, console: str, publisher: Publisher, region: str) -> None:
     page = browser.new_page(viewport={"width": 1366, "height": 768})
+    errors: list[str] = []   # script errors and Content-Security-Policy violations
+    # (The 401 of /console/me before logging in is how the page learns it must show the form.)
+    page.on("console", lambda m: errors.append(m.text)
+            if m.type == "error" and "status of 401" not in m.text else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
     login(page, console, "officer-a")
     expect(page.get_by_test_id("connection-status")).to_have_attribute(
         "data-state", "connected", timeout=10_000)
@@ -99,6 +104,11 @@ def test_an_sos_appears_within_a_second_and_is_claimed_with_an_audit_entry(
     claim = page.locator("[data-testid=audit-entry][data-action='acknowledged']")
     expect(claim).to_have_count(1, timeout=5_000)
     expect(claim).to_contain_text("officer-a")
+    # The detail drew its map under the page's strict Content-Security-Policy, without errors.
+    expect(page.get_by_test_id("map")).to_be_visible()
+    assert errors == []
+    csp = httpx.get(console + "/").headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
     page.close()
 
 

@@ -1,0 +1,604 @@
+"""The production broker configuration against a real Mosquitto (issue #7, Security: Broker).
+
+Each test starts Mosquitto (the Debian 2.0 binary, as tests/services.py does) with the shipped
+``deploy/mosquitto/production.conf`` itself, only its paths and ports replaced, a throwaway CA and
+server certificate made with the openssl CLI, a ``password_file`` made with ``mosquitto_passwd``,
+and the ACL that :func:`ingest.broker_acl.render_acl` generates from a registry. Devices,
+gateways and readers connect over TLS with paho-mqtt 2, as in the field; the ingest and alerts
+accounts connect on the loopback listener, as the service does today.
+
+Non-delivery is proved, never assumed from silence: the ACL under test gets one extra, test-only
+user, ``audit``, that reads ``#``. Once a refused publish is answered (PUBACK, or the connection
+closed), the publisher sends a marker it is allowed to publish. Mosquitto handles packets one at a
+time and queues a PUBLISH's deliveries before it answers it, so once the auditor holds the marker,
+anything the refused message could have reached would have arrived first. For a subscriber, a
+QoS 1 publish of its own is the barrier: its PUBACK follows any delivery queued before it on that
+connection, and paho handles them in that order.
+
+Mosquitto 2.0 answers an unauthorised publish with PUBACK reason 135 (not authorised) under
+MQTT 5 and with a plain PUBACK under 3.1.1 (the message is dropped silently); it grants an
+unauthorised SUBSCRIBE and then filters every delivery. Mosquitto up to 2.0.21 then also closes
+the publisher's connection when ``max_queued_messages`` is 0, as production.conf must set it
+(upstream issue #3244: ``out_packet_count >= 0`` always reads as "quota exceeded"). The tests
+accept each of these answers, send every refused publish on a connection of its own, and always
+assert non-delivery.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from eldercare.embedded import free_port
+from ingest.broker_acl import AlertReader, BrokerClients, GatewayEntry, render_acl
+from schemas.registry import parse_registry
+from schemas.topics import device_topic, gateway_topic
+from tests.services import Mosquitto
+
+ROOT = Path(__file__).parent.parent
+PRODUCTION_CONF = ROOT / "deploy" / "mosquitto" / "production.conf"
+TIMEOUT_S = 5.0
+NOT_AUTHORIZED = 135
+AUDITOR = "audit"
+
+
+# -- certificates, credentials, ACL ---------------------------------------------------------
+
+def _tool(name: str, *fallbacks: str) -> str:
+    found = shutil.which(name) or next((f for f in fallbacks if Path(f).exists()), None)
+    if found is None:
+        raise RuntimeError(f"{name} is not installed (Debian packages openssl, mosquitto)")
+    return found
+
+
+def _run(*args: str, cwd: Path) -> None:
+    subprocess.run(args, cwd=cwd, check=True, capture_output=True)
+
+
+def make_pki(d: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for localhost/127.0.0.1: (ca, cert, key)."""
+    openssl = _tool("openssl")
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    _run(openssl, "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+         "-subj", "/CN=eldercare test CA", cwd=d)
+    _run(openssl, "req", "-new", *ec, "-keyout", "server.key", "-out", "server.csr",
+         "-subj", "/CN=localhost", cwd=d)
+    # The client checks the address it dialled against the subjectAltName, not the CN.
+    (d / "server.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+                                  "basicConstraints=critical,CA:FALSE\n"
+                                  "extendedKeyUsage=serverAuth\n")
+    _run(openssl, "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+         "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "server.ext", cwd=d)
+    return d / "ca.crt", d / "server.crt", d / "server.key"
+
+
+def write_passwords(path: Path, passwords: dict[str, str]) -> None:
+    """A Mosquitto password file, one ``mosquitto_passwd -b`` per user (throwaway passwords)."""
+    tool = _tool("mosquitto_passwd", "/usr/bin/mosquitto_passwd")
+    path.write_text("")
+    for user, password in passwords.items():
+        _run(tool, "-b", str(path), user, password, cwd=path.parent)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fleet:
+    """The registry of the module's tests, its ACL, every user's password and the PKI."""
+
+    r1: str
+    r2: str
+    acl: str
+    passwords: dict[str, str]
+    ca: Path
+    cert: Path
+    key: Path
+    passwd: Path
+
+
+def fleet_acl(r1: str, r2: str, *, devices: dict[str, str]) -> str:
+    """The generated ACL for ``devices`` (id -> region), plus the test-only auditor."""
+    registry = parse_registry(msgspec.json.encode({"wearers": [
+        {"id": f"W-{dev}", "name": "test wearer", "region": region,
+         "devices": [{"id": dev, "kind": "bracelet"}]} for dev, region in devices.items()
+    ]}), fmt="json")
+    clients = BrokerClients(
+        gateways=[GatewayEntry(id="GW-A", region=r1), GatewayEntry(id="GW-B", region=r2)],
+        alert_readers=[AlertReader(username="centre-r1", regions=(r1,))])
+    return render_acl(registry, clients=clients) + (
+        f"\n# test only: reads every topic, to prove a refused message reached no one\n"
+        f"user {AUDITOR}\ntopic read #\n")
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
+    d = tmp_path_factory.mktemp("broker-security")
+    ca, cert, key = make_pki(d)
+    r1, r2 = "t" + uuid.uuid4().hex[:8], "u" + uuid.uuid4().hex[:8]
+    users = ["D-A", "D-B", "D-C", "GW-A", "GW-B", "centre-r1", "eldercare-ingest",
+             "eldercare-alerts", AUDITOR]
+    passwords = {u: secrets.token_urlsafe(16) for u in users}
+    write_passwords(d / "passwd", passwords)
+    acl = fleet_acl(r1, r2, devices={"D-A": r1, "D-B": r1, "D-C": r2})
+    return Fleet(r1=r1, r2=r2, acl=acl, passwords=passwords, ca=ca, cert=cert, key=key,
+                 passwd=d / "passwd")
+
+
+# -- the broker ------------------------------------------------------------------------------
+
+def render_production_conf(text: str, *, tls_port: int, local_port: int, files: dict[str, str],
+                           user: str) -> str:
+    """The shipped configuration with its ports, paths and run-as user replaced.
+
+    Fails if a directive to replace is missing, so the test breaks when the shipped file loses
+    its TLS, password file or ACL, rather than quietly testing something else.
+    """
+    ports = {"8883": tls_port, "1883": local_port}
+    out, replaced = [], set()
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "listener":
+            port, _, bind = value.partition(" ")
+            line = f"listener {ports.pop(port)} {bind}".rstrip()
+        elif key in files:
+            line = f"{key} {files[key]}"
+            replaced.add(key)
+        assert key != "user", "production.conf should leave the run-as user to the package"
+        out.append(line)
+    assert not ports and replaced == set(files), (ports, set(files) - replaced)
+    # As root, Mosquitto would switch to user "mosquitto", which cannot read the temp dir.
+    return "\n".join([*out, f"user {user}", ""])
+
+
+class SecureMosquitto(Mosquitto):
+    """tests.services.Mosquitto running production.conf: ``port`` is TLS, ``local_port`` plain."""
+
+    def __init__(self, workdir: Path, fleet: Fleet) -> None:
+        super().__init__(workdir)
+        self.local_port = free_port()
+        self.acl_file = workdir / "acl"
+        self.acl_file.write_text(fleet.acl)
+        self.passwd_file = workdir / "passwd"  # its own copy: test_reload... rewrites it
+        shutil.copyfile(fleet.passwd, self.passwd_file)
+        self.conf.write_text(render_production_conf(
+            PRODUCTION_CONF.read_text(), tls_port=self.port, local_port=self.local_port,
+            user=pwd.getpwuid(os.geteuid()).pw_name, files={
+                "password_file": str(self.passwd_file), "acl_file": str(self.acl_file),
+                "cafile": str(fleet.ca), "certfile": str(fleet.cert), "keyfile": str(fleet.key),
+                "persistence_location": f"{workdir}/",
+                "log_dest": f"file {workdir}/mosquitto.log",
+            }))
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto rereads the password file and the ACL."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGHUP)
+
+
+@pytest.fixture
+def secure_broker(fleet: Fleet, tmp_path: Path) -> Iterator[SecureMosquitto]:
+    b = SecureMosquitto(tmp_path / "mosquitto", fleet)
+    b.start()
+    yield b
+    b.stop()
+
+
+# -- clients ---------------------------------------------------------------------------------
+
+class Peer:
+    """One paho-mqtt 2 client: connects synchronously, records deliveries and ack reason codes."""
+
+    def __init__(self, *, port: int, username: str | None, password: str | None,
+                 ca: Path | None, protocol: MQTTProtocolVersion = mqtt.MQTTv5, client_id: str | None = None,
+                 clean: bool = True, session_expiry_s: int = 0,
+                 tls_context: ssl.SSLContext | None = None) -> None:
+        self.port = port
+        self.protocol = protocol
+        self._clean = clean
+        self._expiry = session_expiry_s
+        extra: dict[str, Any] = {} if protocol == mqtt.MQTTv5 else {"clean_session": clean}
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, protocol=protocol, reconnect_on_failure=False,
+            client_id=client_id or f"{username or 'anon'}-{uuid.uuid4().hex[:8]}", **extra)
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        if tls_context is not None:
+            self.client.tls_set_context(tls_context)
+        elif ca is not None:
+            self.client.tls_set(ca_certs=str(ca))
+        self.messages: list[tuple[str, bytes]] = []
+        self.connack: ReasonCode | None = None
+        self.session_present = False
+        self.closed = False
+        self._answered = threading.Event()
+        self._changed = threading.Condition()
+        self._subacks: dict[int, list[ReasonCode]] = {}
+        self._pubacks: dict[int, ReasonCode] = {}
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_publish = self._on_publish
+
+    # paho callbacks, on its network thread
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
+                    properties: Any = None) -> None:
+        self.connack, self.session_present = rc, bool(flags.session_present)
+        self._answered.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
+                       properties: Any = None) -> None:
+        with self._changed:
+            self.closed = True
+            self._changed.notify_all()
+        self._answered.set()  # a refused TLS handshake or CONNECT ends here, without CONNACK
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._changed:
+            self.messages.append((msg.topic, bytes(msg.payload)))
+            self._changed.notify_all()
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
+                      codes: list[ReasonCode], properties: Any = None) -> None:
+        with self._changed:
+            self._subacks[mid] = codes
+            self._changed.notify_all()
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: ReasonCode,
+                    properties: Any = None) -> None:
+        with self._changed:
+            self._pubacks[mid] = rc
+            self._changed.notify_all()
+
+    def _await(self, predicate: Callable[[], bool], what: str) -> None:
+        with self._changed:
+            if not self._changed.wait_for(predicate, TIMEOUT_S):
+                raise AssertionError(f"timed out after {TIMEOUT_S} s waiting for {what}")
+
+    # the test's side
+    def connect(self) -> ReasonCode | None:
+        """The CONNACK's reason code, or None when the connection ended without one."""
+        kwargs: dict[str, Any] = {}
+        if self.protocol == mqtt.MQTTv5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = self._expiry
+            kwargs = {"clean_start": self._clean, "properties": props}
+        try:
+            self.client.connect("127.0.0.1", self.port, 30, **kwargs)
+        except OSError:  # ssl.SSLError included: the TLS handshake failed
+            return None
+        self.client.loop_start()
+        self._answered.wait(TIMEOUT_S)
+        return self.connack
+
+    def subscribe(self, *topics: str) -> list[ReasonCode]:
+        """Subscribe at QoS 1; the SUBACK's reason codes."""
+        result, mid = self.client.subscribe([(t, 1) for t in topics])
+        assert result == mqtt.MQTT_ERR_SUCCESS and mid is not None, result
+        self._await(lambda: mid in self._subacks, f"SUBACK of {topics}")
+        return self._subacks.pop(mid)
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> ReasonCode | None:
+        """Publish at QoS 1 and wait for the answer: the PUBACK's reason code, or None when the
+        broker closed the connection instead."""
+        mid = self.client.publish(topic, payload, qos=1, retain=retain).mid
+        self._await(lambda: mid in self._pubacks or self.closed, f"PUBACK on {topic}")
+        return self._pubacks.pop(mid, None)
+
+    def send(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Publish at QoS 1 and require success."""
+        rc = self.publish(topic, payload, retain=retain)
+        assert rc is not None and not rc.is_failure, (topic, rc)
+
+    def wait_for(self, payload: bytes) -> None:
+        self._await(lambda: any(p == payload for _, p in self.messages), f"{payload!r}")
+
+    def payloads(self) -> list[bytes]:
+        with self._changed:
+            return [p for _, p in self.messages]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+Connect = Callable[..., Peer]
+
+
+@pytest.fixture
+def peers(secure_broker: SecureMosquitto, fleet: Fleet) -> Iterator[Callable[..., Peer]]:
+    """``peers(username, tls=True, **options)``: a Peer, not yet connected, closed at teardown."""
+    with ExitStack() as stack:
+        def make(username: str | None, *, tls: bool = True, password: str | None = None,
+                 **options: Any) -> Peer:
+            if password is None and username is not None:
+                password = fleet.passwords[username]
+            peer = Peer(port=secure_broker.port if tls else secure_broker.local_port, username=username,
+                        password=password, ca=fleet.ca if tls else None, **options)
+            stack.callback(peer.close)
+            return peer
+        yield make
+
+
+@pytest.fixture
+def connect(peers: Callable[..., Peer]) -> Connect:
+    """``connect(username, tls=True, subscribe=(), **options)``: a connected Peer."""
+    def make(username: str, *, subscribe: tuple[str, ...] = (), **options: Any) -> Peer:
+        peer = peers(username, **options)
+        rc = peer.connect()
+        assert rc is not None and not rc.is_failure, f"{username} could not connect: {rc}"
+        if subscribe:
+            codes = peer.subscribe(*subscribe)
+            assert all(not c.is_failure for c in codes), (username, subscribe, codes)
+        return peer
+    return make
+
+
+def ingest_topics() -> tuple[str, str]:
+    return ("eldercare/v1/+/dev/+", "eldercare/v1/+/gw/+")
+
+
+def refused(peer: Peer, rc: ReasonCode | None) -> bool:
+    """What an unauthorised publish may get: reason 135 under MQTT 5, a plain PUBACK under 3.1.1
+    (dropped silently), or a closed connection (MQTT 3.1.1 allows it; see module docstring)."""
+    return rc is None or rc.value == (NOT_AUTHORIZED if peer.protocol == mqtt.MQTTv5 else 0)
+
+
+def assert_refused(connect: Connect, username: str, topics: list[str], payload: bytes,
+                   **options: Any) -> None:
+    """Publish ``payload`` on each of ``topics``, each on a connection of its own, all refused."""
+    for topic in topics:
+        peer = connect(username, **options)
+        rc = peer.publish(topic, payload)
+        assert refused(peer, rc), (username, topic, rc)
+        peer.close()
+
+
+# -- the tests -------------------------------------------------------------------------------
+
+PROTOCOLS = pytest.mark.parametrize("protocol", [mqtt.MQTTv5, mqtt.MQTTv311],
+                                    ids=["mqtt5", "mqtt311"])
+
+
+@PROTOCOLS
+def test_device_publishes_its_own_topic_and_nothing_else(
+        connect: Connect, fleet: Fleet, protocol: MQTTProtocolVersion) -> None:
+    r1, r2 = fleet.r1, fleet.r2
+    audit = connect(AUDITOR, tls=False, subscribe=("#",))
+    # Over TLS, as it would from another host; the ACL is the same on both listeners.
+    ingest = connect("eldercare-ingest", subscribe=ingest_topics())
+    own, nonce = device_topic(r1, "D-A"), uuid.uuid4().hex.encode()
+
+    connect("D-A", protocol=protocol).send(own, b"reading " + nonce)
+    ingest.wait_for(b"reading " + nonce)
+    assert_refused(connect, "D-A", [
+        device_topic(r1, "D-B"),             # another device's readings: spoofing
+        device_topic(r2, "D-A"),             # its own id in another region
+        gateway_topic(r1, "D-A"),            # a gateway batch under its id
+        gateway_topic(r1, "GW-A"),           # a real gateway's topic
+        f"eldercare/v1/{r1}/alerts/forged",  # a forged alert
+        own + "/extra",                      # below its own topic
+        f"eldercare/v1/{r1}/dev",            # above it
+        "elsewhere/entirely",
+    ], b"forbidden " + nonce, protocol=protocol)
+    connect("D-A", protocol=protocol).send(own, b"marker " + nonce)
+
+    audit.wait_for(b"marker " + nonce)
+    ingest.wait_for(b"marker " + nonce)
+    assert audit.payloads() == [b"reading " + nonce, b"marker " + nonce]
+    assert ingest.messages == [(own, b"reading " + nonce), (own, b"marker " + nonce)]
+
+
+@PROTOCOLS
+def test_device_reads_nothing_even_its_own_topic(
+        connect: Connect, fleet: Fleet, protocol: MQTTProtocolVersion) -> None:
+    r1 = fleet.r1
+    audit = connect(AUDITOR, tls=False, subscribe=("#",))
+    device = connect("D-A", protocol=protocol)
+    for rc in device.subscribe("#", "eldercare/#", device_topic(r1, "D-A"),
+                               device_topic(r1, "D-B"), f"eldercare/v1/{r1}/alerts/#",
+                               "$SYS/#"):
+        # Mosquitto 2.0 grants the SUBACK and filters each delivery; a refusal would do too.
+        assert rc.value in (0, 1, 0x80, NOT_AUTHORIZED), rc
+    other, gateway = connect("D-B"), connect("GW-A")
+    alerts = connect("eldercare-alerts", tls=False)
+    nonce = uuid.uuid4().hex.encode()
+    sent = [(other, device_topic(r1, "D-B")), (gateway, gateway_topic(r1, "GW-A")),
+            (alerts, f"eldercare/v1/{r1}/alerts/A-1"), (device, device_topic(r1, "D-A"))]
+    for i, (peer, topic) in enumerate(sent):
+        peer.send(topic, b"%d " % i + nonce)
+        audit.wait_for(b"%d " % i + nonce)  # routed: every entitled subscriber got it
+    # Barrier: deliveries for earlier messages precede this PUBACK on the device's connection.
+    device.send(device_topic(r1, "D-A"), b"barrier " + nonce)
+    assert device.messages == []
+
+
+def test_gateway_publishes_its_own_gateway_topic_only(connect: Connect, fleet: Fleet) -> None:
+    r1, r2 = fleet.r1, fleet.r2
+    audit = connect(AUDITOR, tls=False, subscribe=("#",))
+    ingest = connect("eldercare-ingest", tls=False, subscribe=ingest_topics())
+    own, nonce = gateway_topic(r1, "GW-A"), uuid.uuid4().hex.encode()
+
+    connect("GW-A").send(own, b"batch " + nonce)
+    assert_refused(connect, "GW-A", [
+        gateway_topic(r1, "GW-B"), gateway_topic(r2, "GW-A"), device_topic(r1, "D-A"),
+        device_topic(r1, "GW-A"), f"eldercare/v1/{r1}/alerts/forged",
+    ], b"forbidden " + nonce)
+    connect("GW-A").send(own, b"marker " + nonce)
+
+    audit.wait_for(b"marker " + nonce)
+    ingest.wait_for(b"marker " + nonce)
+    assert audit.payloads() == [b"batch " + nonce, b"marker " + nonce]
+    assert ingest.messages == [(own, b"batch " + nonce), (own, b"marker " + nonce)]
+
+
+def test_alerts_user_publishes_alerts_and_the_ingest_user_cannot(
+        connect: Connect, fleet: Fleet) -> None:
+    r1, r2 = fleet.r1, fleet.r2
+    nonce = uuid.uuid4().hex.encode()
+    a1, a2 = f"eldercare/v1/{r1}/alerts/A-{nonce[:6].decode()}", f"eldercare/v1/{r2}/alerts/A-2"
+    audit = connect(AUDITOR, tls=False, subscribe=("#",))
+    # First: the TLS listener names sessions by login, so a second centre-r1 connection would
+    # take over the subscribed one below.
+    assert_refused(connect, "centre-r1", [a1], b"forged by a reader " + nonce)
+    reader = connect("centre-r1", subscribe=("eldercare/v1/+/alerts/#",))
+    ingest = connect("eldercare-ingest", tls=False, subscribe=ingest_topics())
+    alerts = connect("eldercare-alerts", tls=False)
+
+    # The alert channel publishes each alert's state retained.
+    alerts.send(a1, b"open " + nonce, retain=True)
+    alerts.send(a2, b"other region " + nonce)
+    assert_refused(connect, "eldercare-ingest", [a1, device_topic(r1, "D-A")],
+                   b"forged by ingest " + nonce, tls=False)
+    assert_refused(connect, "eldercare-alerts", [device_topic(r1, "D-A"), gateway_topic(r1, "X")],
+                   b"forged by alerts " + nonce, tls=False)
+    alerts.send(a1, b"marker " + nonce)
+
+    audit.wait_for(b"marker " + nonce)
+    reader.wait_for(b"marker " + nonce)
+    assert audit.payloads() == [b"open " + nonce, b"other region " + nonce, b"marker " + nonce]
+    # A reader of region r1 sees r1's alerts only, although it subscribed to every region.
+    assert reader.payloads() == [b"open " + nonce, b"marker " + nonce]
+    assert ingest.messages == []  # the ingest account reads readings, never alerts
+    reader.close()  # the TLS listener names sessions by login: the late reader would take over
+    # A reader arriving later gets the retained state (check_retain_source: its publisher may).
+    alerts.send(a1, b"claimed " + nonce, retain=True)
+    late = connect("centre-r1", subscribe=(a1,))
+    late.wait_for(b"claimed " + nonce)
+
+
+def tls_handshake(port: int, ctx: ssl.SSLContext) -> str | None:
+    """Complete a TLS handshake with the broker; the negotiated version."""
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S) as raw, \
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        return tls.version()
+
+
+def test_wrong_password_anonymous_and_plain_mqtt_are_refused(
+        secure_broker: SecureMosquitto, peers: Callable[..., Peer], fleet: Fleet) -> None:
+    not_authorized = ReasonCode(PacketTypes.CONNACK, "Not authorized")
+    assert peers("D-A", password="not-" + fleet.passwords["D-A"]).connect() == not_authorized
+    assert peers("D-UNKNOWN", password="x").connect() == not_authorized
+    for tls in (True, False):  # the loopback listener is no back door
+        assert peers(None, tls=tls).connect() == not_authorized, tls
+        rc = peers(None, tls=tls, protocol=mqtt.MQTTv311).connect()
+        assert rc is not None and rc.is_failure, (tls, rc)
+    # Plain MQTT on the TLS port, valid credentials: the TLS listener never answers a CONNECT.
+    plain = Peer(port=secure_broker.port, username="D-A", password=fleet.passwords["D-A"], ca=None)
+    try:
+        assert plain.connect() is None
+    finally:
+        plain.close()
+    # A client trusting only the system CAs refuses the broker: devices pin the eldercare CA.
+    with pytest.raises(ssl.SSLCertVerificationError):
+        tls_handshake(secure_broker.port, ssl.create_default_context())
+
+
+def test_tls_1_2_and_1_3_are_accepted_and_1_1_is_refused_by_the_broker(
+        secure_broker: SecureMosquitto, fleet: Fleet) -> None:
+    def context(version: ssl.TLSVersion) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(fleet.ca))
+        # Security level 0 lets this client offer TLS 1.1, so a refusal is the broker's.
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+        with warnings.catch_warnings():  # TLS 1.1 is deprecated: that is the point
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = ctx.maximum_version = version
+        return ctx
+
+    assert tls_handshake(secure_broker.port, context(ssl.TLSVersion.TLSv1_2)) == "TLSv1.2"
+    assert tls_handshake(secure_broker.port, context(ssl.TLSVersion.TLSv1_3)) == "TLSv1.3"
+    # The alert comes from the broker: "tlsv1 alert protocol version".
+    with pytest.raises(ssl.SSLError, match="TLSV1_ALERT_PROTOCOL_VERSION"):
+        tls_handshake(secure_broker.port, context(ssl.TLSVersion.TLSv1_1))
+
+
+def test_a_device_cannot_take_over_the_service_session(
+        peers: Callable[..., Peer], connect: Connect, fleet: Fleet) -> None:
+    """Without use_username_as_clientid, a device connecting with the service's client id and a
+    clean start would end the service's persistent session, and what it had queued with it."""
+    r1, nonce = fleet.r1, uuid.uuid4().hex.encode()
+    session = "eldercare-ingest-" + uuid.uuid4().hex[:8]
+    ingest = connect("eldercare-ingest", tls=False, client_id=session, clean=False,
+                     session_expiry_s=3600, subscribe=ingest_topics())
+    ingest.close()
+    device = connect("D-A")
+    device.send(device_topic(r1, "D-A"), b"queued " + nonce)
+
+    thief = peers("D-B", client_id=session, clean=True)
+    rc = thief.connect()
+    assert rc is not None and not rc.is_failure  # accepted, but under its own session
+
+    back = connect("eldercare-ingest", tls=False, client_id=session, clean=False,
+                   session_expiry_s=3600)
+    assert back.session_present
+    back.wait_for(b"queued " + nonce)
+    assert thief.messages == []
+
+
+def test_reload_applies_a_registry_change_without_restart(
+        secure_broker: SecureMosquitto, peers: Callable[..., Peer], connect: Connect,
+        fleet: Fleet, tmp_path: Path) -> None:
+    """The documented workflow: regenerate ACL and password file, SIGHUP. D-C leaves, D-N joins."""
+    r1 = fleet.r1
+    passwords = {u: p for u, p in fleet.passwords.items() if u != "D-C"}
+    passwords["D-N"] = secrets.token_urlsafe(16)
+    write_passwords(tmp_path / "passwd.new", passwords)
+    acl = fleet_acl(r1, fleet.r2, devices={"D-A": r1, "D-B": r1, "D-N": r1})
+    assert "user D-C\n" not in acl and "user D-N\n" in acl
+    (tmp_path / "acl.new").write_text(acl)
+    # Renamed into place, as `eldercare broker acl --out` does: never a half-written file.
+    os.replace(tmp_path / "passwd.new", secure_broker.passwd_file)
+    os.replace(tmp_path / "acl.new", secure_broker.acl_file)
+    secure_broker.reload()
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:  # the reload is asynchronous: retry until it has happened
+        newcomer = peers("D-N", password=passwords["D-N"])
+        rc = newcomer.connect()
+        if (rc is not None and not rc.is_failure) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert rc is not None and not rc.is_failure, rc
+    audit = connect(AUDITOR, tls=False, subscribe=("#",))
+    newcomer.send(device_topic(r1, "D-N"), b"hello")
+    audit.wait_for(b"hello")
+    gone = peers("D-C")
+    assert gone.connect() == ReasonCode(PacketTypes.CONNACK, "Not authorized")
+
+
+def test_shipped_configuration_has_no_plain_listener_off_loopback() -> None:
+    listeners: list[list[str]] = []
+    settings: dict[str, str] = {}
+    for line in PRODUCTION_CONF.read_text().splitlines():
+        key, _, value = line.partition(" ")
+        if key == "listener":
+            listeners.append(value.split())
+        elif key and not key.startswith("#"):
+            settings.setdefault(key, value)
+            if key == "certfile":
+                listeners[-1].append("tls")
+    assert all(lst[-1] == "tls" or lst[1:] == ["127.0.0.1"] for lst in listeners), listeners
+    assert settings["allow_anonymous"] == "false"
+    assert settings["per_listener_settings"] == "false"
+    assert settings["tls_version"] == "tlsv1.2"
+    assert {"password_file", "acl_file", "persistence"} <= settings.keys()
