@@ -26,7 +26,6 @@ without waiting for a poll or a claim.
 
 from __future__ import annotations
 
-import threading
 import zoneinfo
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -38,7 +37,6 @@ import numpy as np
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
 
 from alerts import escalation, outbox
 from alerts.audit import SYSTEM
@@ -49,6 +47,7 @@ from alerts.policy import Policy, ladder_of, load_policy
 from detectors.events import Event
 from detectors.localtime import minute_of_day
 from eldercare.errors import EldercareError, StorageError
+from eldercare.pool import LazyPool
 
 _FOLD: Final = """
 INSERT INTO alerts AS a (subject, type, status, severity, priority, region, device_id, wearer_id,
@@ -104,26 +103,17 @@ class AlertStore:
         self.wake = wake
         # Pooled connections: a fresh connection costs milliseconds on the SOS path (fold,
         # then the delivery worker's claim), which the latency target cannot spare.
-        self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False,
-                                    timeout=5.0, name="eldercare-alerts")
-        self._opened = False
-        self._open_lock = threading.Lock()
+        self._db = LazyPool(url, name="eldercare-alerts", max_size=pool_size)
 
     @contextmanager
     def transaction(self) -> Iterator[tuple[psycopg.Connection, Queued]]:
         """A transaction, and what it queued for delivery (handed to ``wake`` after the
         commit, never before: a worker must find the rows). psycopg errors become
-        StorageError."""
+        StorageError. In pipeline mode: audit rows, outbox rows and timer updates, whose
+        results nobody reads, go out without a round trip each."""
         touched = Queued()
         try:
-            if not self._opened:
-                with self._open_lock:
-                    if not self._opened:
-                        self._pool.open()
-                        self._opened = True
-            # Pipeline mode: statements whose results nobody reads (audit rows, outbox rows,
-            # timer updates) go out without a round trip each; reading a result syncs.
-            with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
+            with self._db.transaction(pipeline=True) as conn:
                 yield conn, touched
         except psycopg.Error as exc:
             raise StorageError(f"alert store: {exc}".strip()) from exc
@@ -132,7 +122,7 @@ class AlertStore:
 
     def close(self) -> None:
         """Close the pooled connections."""
-        self._pool.close()
+        self._db.close()
 
     def __enter__(self) -> Self:
         return self

@@ -39,7 +39,6 @@ import hashlib
 import logging
 import re
 import secrets
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -49,10 +48,10 @@ from typing import Any, Final, Literal, Self, cast, get_args
 import psycopg
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
-from psycopg_pool import ConnectionPool
 
 from alerts.auth import ALL_REGIONS, Principal
 from eldercare.errors import EldercareError, StorageError
+from eldercare.pool import LazyPool
 
 log = logging.getLogger(__name__)
 
@@ -172,16 +171,13 @@ class AccountStore:
         self.idle_timeout_s = idle_timeout_s
         # Unknown and disabled users are verified against this, at the real hash's cost.
         self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
-        self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False,
-                                    timeout=5.0, name="eldercare-console")
-        self._opened = False
-        self._open_lock = threading.Lock()
+        self._db = LazyPool(url, name="eldercare-console", max_size=pool_size)
 
     # --- Lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:
         """Close the pooled connections."""
-        self._pool.close()
+        self._db.close()
 
     def __enter__(self) -> Self:
         return self
@@ -192,12 +188,7 @@ class AccountStore:
     @contextmanager
     def _transaction(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
         try:
-            if not self._opened:
-                with self._open_lock:
-                    if not self._opened:
-                        self._pool.open()
-                        self._opened = True
-            with self._pool.connection() as conn, conn.transaction():
+            with self._db.transaction() as conn:
                 yield conn
         except psycopg.errors.UndefinedTable as exc:
             raise StorageError("console tables are missing: run `eldercare migrate`") from exc
