@@ -76,11 +76,6 @@ def on_claim(ladder: Ladder, *, step: int, cycle: int, now_ms: int) -> Decision:
     return Decision("acknowledged", step, cycle, now_ms + 1000 * ladder.claim_timeout_s)
 
 
-def on_delivery_given_up(*, now_ms: int) -> int:
-    """A ladder notification could not be delivered: escalate now (the new timer)."""
-    return now_ms
-
-
 def _climb(ladder: Ladder, *, step: int, cycle: int, now_ms: int,
            audit: tuple[tuple[str, dict[str, Any]], ...], raise_priority: bool = False
            ) -> Decision:

@@ -14,6 +14,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts.store import AlertStore
+from alerts.webhook_receiver import Receiver
 from eldercare.config import Config, load_config
 from ingest.migrations import migrate
 from tests.services import Mosquitto, Postgres
@@ -45,6 +46,14 @@ def store(migrated_db: str) -> Iterator[AlertStore]:
     """An alert store on the migrated database, default policy and routing."""
     with AlertStore(migrated_db) as s:
         yield s
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A local HTTP server standing in for the 12349 dispatch platform's webhook."""
+    r = Receiver()
+    yield r
+    r.close()
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ rung is climbed exactly once).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +38,6 @@ wearers:
     devices: [{{id: WT-E2E, kind: watch}}]
     contacts: [{{name: 李明, phone: "13800000001"}}]
 """
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
 
 
 @pytest.fixture

@@ -30,13 +30,6 @@ NOW_MS = 1_700_000_000_123
 NOW_S = NOW_MS // 1000
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
-
-
 def make_channel(timeout_s: float = 2.0, secret: str = SECRET) -> WebhookChannel:
     return WebhookChannel(WebhookConfig(secret=secret, timeout_s=timeout_s),
                           clock=ManualClock(NOW_MS))

@@ -555,13 +555,6 @@ def _silent_loggers() -> set[str]:
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
-
-
-@pytest.fixture
 def aliyun() -> Iterator[FakeAliyun]:
     fake = FakeAliyun()
     fake.start()
