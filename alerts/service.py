@@ -143,7 +143,9 @@ class AlertService:
             worker = self.workers.get(name)
             if worker is not None:
                 worker.wake()
-        self.escalator.wake()
+        # Not the escalator: a commit here never moves a timer earlier than the escalator's
+        # next look (new alerts' timers run a rung's wait ahead, and it looks every poll_s);
+        # claims through the API and given-up deliveries wake it themselves.
 
     def start(self) -> None:
         for w in self.workers.values():
