@@ -56,6 +56,7 @@ from alerts.http_types import UtcDatetime
 from alerts.model import PRIORITY
 from alerts.store import AlertConflict, AlertStore
 from console.accounts import AccountStore, Session
+from console.ratelimit import LoginLimits
 from console.web import SESSION_COOKIE, check_csrf, login_router
 from eldercare.clock import Clock
 from eldercare.errors import StorageError
@@ -435,7 +436,8 @@ async def _on_storage_error(request: Request, exc: Exception) -> JSONResponse:
 
 def create_app(*, store: AlertStore, database_url: str, tokens: TokenTable, clock: Clock,
                on_change: Callable[[int], None] | None = None,
-               accounts: AccountStore | None = None, secure_cookies: bool = True) -> FastAPI:
+               accounts: AccountStore | None = None, secure_cookies: bool = True,
+               login_limits: LoginLimits | None = None) -> FastAPI:
     """The alerts API app. ``on_change(alert_id)`` runs after every successful write (in a
     request thread: it must be quick, e.g. set an event).
 
@@ -451,7 +453,8 @@ def create_app(*, store: AlertStore, database_url: str, tokens: TokenTable, cloc
                                     clock=clock, on_change=on_change, accounts=accounts)
     app.include_router(router)
     if accounts is not None:
-        app.include_router(login_router(accounts, clock, secure_cookies=secure_cookies))
+        app.include_router(login_router(accounts, clock, secure_cookies=secure_cookies,
+                                        limits=login_limits))
     app.add_exception_handler(AlertConflict, _on_conflict)
     app.add_exception_handler(StorageError, _on_storage_error)
     return app

@@ -30,6 +30,7 @@ from typing import Annotated, Final, Literal
 import msgspec
 from msgspec import Meta
 
+from eldercare.documents import decode_document, format_of, read_document
 from eldercare.errors import ConfigError
 
 Role = Literal["dispatch", "officer", "supervisor", "admin"]
@@ -38,9 +39,10 @@ ALL_REGIONS: Final = "*"
 #: Reserved actor name of the service's own audit entries (``alerts.store.SYSTEM``).
 _RESERVED_NAMES: Final = frozenset({"system"})
 
-TokenName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")]
-Sha256Hex = Annotated[str, Meta(pattern=r"^[0-9a-fA-F]{64}$")]
-RegionOrAll = Annotated[str, Meta(pattern=r"^(\*|[a-z0-9-]{1,32})$")]
+# \Z, not $: `$` also matches before a final newline ("ops\n" would be a second actor "ops").
+TokenName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.@-]{1,64}\Z")]
+Sha256Hex = Annotated[str, Meta(pattern=r"^[0-9a-fA-F]{64}\Z")]
+RegionOrAll = Annotated[str, Meta(pattern=r"^(\*|[a-z0-9-]{1,32})\Z")]
 
 
 class TokenEntry(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -57,10 +59,6 @@ class TokenEntry(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             raise ValueError('regions must be ["*"] alone or a list of region codes')
         if self.name in _RESERVED_NAMES:
             raise ValueError(f"name {self.name!r} is reserved for the service")
-
-
-#: One reusable JSON decoder (msgspec.yaml has no Decoder class: YAML goes through decode()).
-_JSON_DECODER: Final = msgspec.json.Decoder(list[TokenEntry])
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,29 +131,25 @@ def new_token() -> tuple[str, str]:
     return token, hash_token(token)
 
 
-def parse_tokens(data: bytes, *, fmt: Literal["yaml", "json"]) -> TokenTable:
-    """Decode and validate a tokens document. Raises ConfigError naming the bad field."""
+def parse_tokens(data: bytes, *, fmt: Literal["yaml", "json"],
+                 source: str | Path | None = None) -> TokenTable:
+    """Decode and validate a tokens document. Raises ConfigError naming the bad field (and
+    ``source``, the file it came from, when given)."""
+    label = "invalid tokens file" if source is None else f"invalid tokens file {source}"
+    entries = decode_document(data, fmt=fmt, type=list[TokenEntry], error=ConfigError,
+                              label=label)
     try:
-        if fmt == "yaml":
-            entries = msgspec.yaml.decode(data, type=list[TokenEntry])
-        else:
-            entries = _JSON_DECODER.decode(data)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise ConfigError(str(exc)) from exc
-    return TokenTable(entries)
+        return TokenTable(entries)
+    except ConfigError as exc:
+        raise ConfigError(f"{label}: {exc}") from exc
 
 
 def load_tokens(path: str | Path) -> TokenTable:
-    """Read a ``.yaml``/``.yml``/``.json`` tokens file; errors name the file and the field."""
+    """Read a tokens file (JSON when its suffix is ``.json``, YAML otherwise); errors name the
+    file and the field."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read tokens file {p}: {exc.strerror or exc}") from exc
-    try:
-        return parse_tokens(data, fmt="json" if p.suffix.lower() == ".json" else "yaml")
-    except ConfigError as exc:
-        raise ConfigError(f"invalid tokens file {p}: {exc}") from exc
+    data = read_document(p, error=ConfigError, label=f"cannot read tokens file {p}")
+    return parse_tokens(data, fmt="json" if format_of(p) == "json" else "yaml", source=p)
 
 
 def main() -> None:

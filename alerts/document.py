@@ -8,8 +8,10 @@ is documented in docs/alerts.md ("Alert document"); fields are only ever added.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
+
+from detectors.events import Event
 
 SCHEMA: Final = "eldercare.alert/1"
 
@@ -55,3 +57,33 @@ def alert_object(row: Mapping[str, Any], *, map_link: str | None) -> dict[str, A
 
 def _iso(value: Any) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else value
+
+
+def provisional_document(event: Event, *, now: datetime,
+                         map_link: str | None = DEFAULT_MAP_LINK) -> dict[str, Any]:
+    """The document of a *provisional* alert (``alert.provisional``): a life-safety event the
+    database could not take, sent to the dispatch centre straight from detection
+    (``alerts/emergency.py``). It has no alert id yet: the alert opened once the database is
+    back carries the same ``device_id``, ``type`` and ``first_ts``, and the ``key`` here is the
+    webhook's Idempotency-Key (docs/alerts.md, "Provisional alerts")."""
+    position = None if event.lat is None or event.lon is None else {
+        "lat": event.lat, "lon": event.lon}
+    return {
+        "schema": SCHEMA, "event": "alert.provisional", "sent_at": now.isoformat(),
+        "provisional": {
+            "key": provisional_key(event), "type": event.type, "severity": event.severity,
+            "region": event.region, "device_id": event.device_id,
+            "wearer": {"id": event.wearer_id},
+            "ts": datetime.fromtimestamp(event.ts / 1000, UTC).isoformat(),
+            "position": position,
+            "map_link": map_link.format(lat=event.lat, lon=event.lon)
+            if map_link and position else None,
+            "evidence": dict(event.evidence),
+            "reason": "database_unavailable",
+        },
+    }
+
+
+def provisional_key(event: Event) -> str:
+    """Idempotency-Key of a provisional alert: one per event identity."""
+    return f"provisional:{event.device_id}:{event.type}:{event.ts}"

@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
-import msgspec.yaml
 from msgspec import Meta
 
 from alerts.model import PRIORITY
+from eldercare.documents import decode_document, load_document
 from eldercare.errors import ConfigError
 
-Target = Annotated[str, Meta(pattern=r"^(dispatch|community|family:([1-9][0-9]?|all))$")]
+# \Z, not $: `$` also matches before a final newline.
+Target = Annotated[str, Meta(pattern=r"^(dispatch|community|family:([1-9][0-9]?|all))\Z")]
 Action = Literal["notify", "call_elder", "send_staff", "call_emergency", "call_police"]
 Seconds = Annotated[int, Meta(ge=1, le=7 * 24 * 3600)]
 
@@ -82,7 +83,7 @@ class Staff(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     """A community staff member (网格员) for the ``community`` target."""
 
     name: Annotated[str, Meta(min_length=1, max_length=100)]
-    phone: Annotated[str, Meta(pattern=r"^\+?[0-9 -]{3,20}$")]
+    phone: Annotated[str, Meta(pattern=r"^\+?[0-9 -]{3,20}\Z")]
     language: Literal["zh", "en"] = "zh"
     channels: Annotated[tuple[Literal["sms", "voice"], ...], Meta(min_length=1)] = ("sms",)
 
@@ -140,18 +141,12 @@ def delivery_of(snapshot: dict[str, Any]) -> DeliveryPolicy:
 def load_policy(path: str | Path | None = None) -> Policy:
     """Load and validate the policy file (the built-in default when ``path`` is None).
 
-    Raises ConfigError naming the file and the bad entry.
+    Raises ConfigError naming the file and the bad entry. The file is YAML whatever its suffix
+    (JSON, being YAML too, is read as well).
     """
     if path is None:
-        text = resources.files("alerts").joinpath(DEFAULT_POLICY).read_text("utf-8")
-        where = "built-in alerts/policy.yaml"
-    else:
-        try:
-            text = Path(path).read_text("utf-8")
-        except OSError as exc:
-            raise ConfigError(f"alert policy {path}: {exc.strerror}") from exc
-        where = str(path)
-    try:
-        return msgspec.yaml.decode(text.encode(), type=Policy)
-    except (msgspec.DecodeError, ValueError) as exc:
-        raise ConfigError(f"invalid alert policy {where}: {exc}") from exc
+        data = resources.files("alerts").joinpath(DEFAULT_POLICY).read_bytes()
+        return decode_document(data, fmt="yaml", type=Policy, error=ConfigError,
+                               label="invalid alert policy built-in alerts/policy.yaml")
+    return load_document(path, type=Policy, error=ConfigError, what="alert policy",
+                         fmt="yaml")

@@ -29,9 +29,10 @@ from alerts.auth import TokenTable, load_tokens
 from alerts.channels.aliyun import AliyunSms, AliyunVoice
 from alerts.channels.base import Channel, Message
 from alerts.channels.email import EmailChannel
-from alerts.channels.mqtt import MqttAlertChannel
+from alerts.channels.mqtt import MqttAlertChannel, channel_address
 from alerts.channels.webhook import WebhookChannel
 from alerts.delivery import DeliveryWorker
+from alerts.emergency import EmergencyDispatcher
 from alerts.escalator import Escalator
 from alerts.folder import AlertFolder
 from alerts.outbox import Queued, Routing
@@ -68,8 +69,9 @@ def build_channels(config: Config, *, clock: Clock) -> list[Channel]:
     if a.smtp is not None:
         channels.append(EmailChannel(a.smtp))
     if a.mqtt_publish:
-        channels.append(MqttAlertChannel(config.mqtt.url,
-                                         client_id=f"{config.mqtt.client_id}-alerts"))
+        channels.append(MqttAlertChannel(
+            channel_address(config.mqtt, a.mqtt),
+            client_id=a.mqtt.client_id or f"{config.mqtt.client_id}-alerts"))
     return channels
 
 
@@ -97,6 +99,11 @@ class AlertService:
             concurrency=1 if c.name == "mqtt" else a.delivery_concurrency,
             on_given_up=self.escalator.wakeup) for c in self.channels}
         self.folder = AlertFolder(store=self.store, clock=clock, poll_s=a.poll_s)
+        webhook = next((c for c in self.channels if c.name == "webhook"), None)
+        self.emergency: EmergencyDispatcher | None = None
+        if config.spool.enabled and config.spool.provisional_alerts and webhook and a.webhook.url:
+            self.emergency = EmergencyDispatcher(channel=webhook, url=a.webhook.url,
+                                                 clock=clock, map_link=a.map_link or None)
         self.api: HttpServer | None = None
         self.accounts: AccountStore | None = None
         self.feed: ChangeFeed | None = None
@@ -118,7 +125,7 @@ class AlertService:
                                          idle_timeout_s=round(c.idle_minutes * 60))
         app = create_app(store=self.store, database_url=url, tokens=table, clock=clock,
                          on_change=lambda _id: self.escalator.wake(), accounts=self.accounts,
-                         secure_cookies=c.secure_cookies)
+                         secure_cookies=c.secure_cookies, login_limits=c.login_limits)
         if c.enabled:
             self.feed = ChangeFeed(url)
             app.include_router(stream_router(self.feed, require_principal))
@@ -132,6 +139,12 @@ class AlertService:
     def handle(self, events: Sequence[Event]) -> None:
         """EventSink: new events are stored; fold them now."""
         self.folder.handle(events)
+
+    def unstored(self, events: Sequence[Event]) -> None:
+        """Events the database could not take (journaled): life-safety ones go to the
+        dispatch centre provisionally (alerts/emergency.py)."""
+        if self.emergency is not None:
+            self.emergency.submit(events)
 
     def _wake(self, queued: Queued) -> None:
         by_channel: dict[str, list[Message]] = {}
@@ -148,6 +161,8 @@ class AlertService:
         # claims through the API and given-up deliveries wake it themselves.
 
     def start(self) -> None:
+        if self.emergency is not None:
+            self.emergency.start()
         for w in self.workers.values():
             w.start()
         self.escalator.start()
@@ -163,6 +178,8 @@ class AlertService:
             self.api.stop()
         self.folder.stop()
         self.escalator.stop()
+        if self.emergency is not None:
+            self.emergency.stop()  # first: it shares the webhook channel, which its worker closes
         for w in self.workers.values():
             w.stop()
         self.store.close()

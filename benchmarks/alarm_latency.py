@@ -147,7 +147,8 @@ def main() -> None:
                     "mqtt.url": broker.url, "mqtt.client_id": "lat-" + region,
                     "database.url": db_url, "metrics.port": 0, "ingest.writers": writers,
                     "api.port": 0, "alerts.webhook.url": platform.url,
-                    "alerts.webhook.secret": "bench"})
+                    "alerts.webhook.secret": "bench",
+                    "spool.dir": tempfile.mkdtemp(prefix="eldercare-bench-spool-")})
                 sink = _Sink()
                 with IngestService(cfg, event_sink=sink):
                     res = _publish(broker.url, region, rate, args.seconds)

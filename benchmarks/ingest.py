@@ -129,6 +129,9 @@ def _full_consumer(url: str, client_id: str, db_url: str, method: str, detect: b
         "database.url": db_url, "database.write_method": method, "metrics.port": 0,
         "ingest.buffer_messages": RECEIVE_MAXIMUM, "detectors.enabled": detect,
         "ingest.writers": writers,
+        # Capacity of the database path: no deferral to the spool (which would hide it).
+        "spool.dir": tempfile.mkdtemp(prefix="eldercare-bench-spool-"),
+        "spool.defer_after_ms": 0,
     })
     prepare_database(cfg)
     svc = IngestService(cfg)

@@ -1,5 +1,6 @@
 """The devices of the caller's regions for the duty console (issue #6): online or not, battery,
-worn, last seen and last position, for ``GET /api/v1/devices``.
+worn, last seen and last position, for ``GET /api/v1/devices``. The same router serves the
+devices that published there *without* being registered (issue #7, ``console/unregistered.py``).
 
 The registry (``devices``, ``wearers``) lists the devices; their state comes from their latest
 readings, on a fresh read-only connection per request (:func:`alerts.queries.reading`), with
@@ -39,6 +40,7 @@ from pydantic import BaseModel, Field
 from alerts import queries
 from alerts.auth import Principal
 from alerts.http_types import PrincipalDependency, UtcDatetime
+from console.unregistered import unregistered_router
 from detectors.params import SupervisionParams
 from eldercare.clock import Clock, SystemClock
 from schemas.readings import TYPE_NAMES, Accel
@@ -170,7 +172,8 @@ def _state(row: dict[str, Any]) -> DeviceState:
 def devices_router(database_url: str, principal: PrincipalDependency, *,
                    offline_after_s: Mapping[str, float] | float | None = None,
                    clock: Clock | None = None) -> APIRouter:
-    """``GET /api/v1/devices``, authenticated by the ``principal`` dependency.
+    """``GET /api/v1/devices`` and ``GET /api/v1/unregistered-devices``, authenticated by the
+    ``principal`` dependency.
 
     ``offline_after_s``: one period for every kind, or one per kind (others get the
     supervision's default); None: the offline supervision's own thresholds.
@@ -207,4 +210,5 @@ def devices_router(database_url: str, principal: PrincipalDependency, *,
         return DevicePage(devices=[_state(r) for r in rows],
                           next_after=rows[-1]["device_id"] if len(rows) == limit else None)
 
+    router.include_router(unregistered_router(database_url, principal, clock=clock))
     return router

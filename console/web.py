@@ -25,6 +25,13 @@ Why these choices:
   (any strings) so that no validation error echoes a password back. A successful login always
   mints a new token (no session fixation) and ends the session the browser held before.
 - Responses carrying the CSRF token are ``Cache-Control: no-store``.
+- **Rate limiting** (issue #7, :mod:`console.ratelimit`): before the password is checked, the
+  attempt is counted per client address and per account name; over either limit the answer is
+  ``429 too many login attempts; try again later`` with ``Retry-After``, the same for every
+  name whether its account exists or not, and for the right password too. Each refusal is
+  logged at warning with the client address and a keyed hash of the name, never the name.
+  The client address is the peer's, or the ``X-Forwarded-For`` client when the peer is a
+  proxy uvicorn trusts (``FORWARDED_ALLOW_IPS``, default 127.0.0.1).
 
 Handlers are plain ``def``: argon2 and psycopg block, so FastAPI runs them in its thread pool.
 """
@@ -39,7 +46,9 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from console.accounts import AccountStore, Language, Session
+from console.ratelimit import UNKNOWN_ADDRESS, LoginLimiter, LoginLimits, Refused
 from eldercare.clock import Clock
+from eldercare.errors import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +62,7 @@ SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 WRONG_CREDENTIALS: Final = "wrong username or password"
 CSRF_REFUSED: Final = "missing or wrong CSRF token"
 NOT_LOGGED_IN: Final = "not logged in, or the session expired; log in again"
+TOO_MANY_ATTEMPTS: Final = "too many login attempts; try again later"
 _NO_STORE: Final = {"Cache-Control": "no-store"}
 
 
@@ -83,7 +93,7 @@ class Me(BaseModel):
 
 
 class ConsoleProblem(BaseModel):
-    """401, 403: what went wrong."""
+    """401, 403, 429: what went wrong."""
 
     detail: str
 
@@ -113,15 +123,28 @@ def check_csrf(request: Request, session: Session) -> None:
         raise HTTPException(403, CSRF_REFUSED)
 
 
-def login_router(accounts: AccountStore, clock: Clock, *, secure_cookies: bool) -> APIRouter:
+def client_address(request: Request) -> str:
+    """The address the request came from, as the login limits count it."""
+    return request.client.host if request.client is not None else UNKNOWN_ADDRESS
+
+
+def login_router(accounts: AccountStore, clock: Clock, *, secure_cookies: bool,
+                 limits: LoginLimits | None = None) -> APIRouter:
     """``/console/login``, ``/console/logout`` and ``/console/me`` on ``accounts``.
 
     ``secure_cookies`` marks the cookie ``Secure``; turn it off only for plain HTTP on a
-    trusted host (a browser would not send a Secure cookie over ``http://``).
+    trusted host (a browser would not send a Secure cookie over ``http://``). ``limits``
+    bounds login attempts (``[console.login_limits]``; the defaults when ``None``), counted in
+    this router's memory on ``clock``.
     """
     router = APIRouter(prefix="/console", tags=["console"])
+    limiter = LoginLimiter(limits if limits is not None else LoginLimits(), clock=clock)
     problems: dict[int | str, dict[str, object]] = {
         401: {"model": ConsoleProblem}, 403: {"model": ConsoleProblem}}
+    login_problems: dict[int | str, dict[str, object]] = {**problems, 429: {
+        "model": ConsoleProblem, "description": "too many attempts; see Retry-After",
+        "headers": {"Retry-After": {"description": "seconds to wait",
+                                    "schema": {"type": "integer"}}}}}
 
     def set_cookie(response: Response, session: Session, now_ms: int) -> None:
         assert session.token is not None   # a login result always carries it
@@ -135,14 +158,30 @@ def login_router(accounts: AccountStore, clock: Clock, *, secure_cookies: bool) 
             raise HTTPException(401, NOT_LOGGED_IN)
         return session
 
-    @router.post("/login", responses=problems)
+    @router.post("/login", responses=login_problems)
     def login(body: LoginIn, request: Request, response: Response) -> Me:
-        """Log in; sets the ``ec_session`` cookie and returns the user and the CSRF token."""
+        """Log in; sets the ``ec_session`` cookie and returns the user and the CSRF token.
+        429 with ``Retry-After`` after too many attempts (docs/console.md)."""
+        address = client_address(request)
+        attempt = limiter.admit(body.username, address)
+        if isinstance(attempt, Refused):
+            log.warning("console login from %s refused unchecked for %d s: too many attempts"
+                        " (per %s; name #%s)", address, attempt.retry_after_s, attempt.scope,
+                        attempt.tag)
+            raise HTTPException(429, TOO_MANY_ATTEMPTS,
+                                headers={"Retry-After": str(attempt.retry_after_s)})
         now_ms = clock.now_ms()
-        session = accounts.login(body.username, body.password, now_ms=now_ms)
+        try:
+            session = accounts.login(body.username, body.password, now_ms=now_ms)
+        except StorageError:
+            # 503: officers retrying through a database outage must not find their names
+            # refused once it is over.
+            limiter.unchecked(attempt)
+            raise
         if session is None:
-            log.debug("console login refused")
+            log.info("console login from %s failed (name #%s)", address, attempt.tag)
             raise HTTPException(401, WRONG_CREDENTIALS)
+        limiter.succeeded(attempt)
         previous = request.cookies.get(SESSION_COOKIE)
         if previous:
             accounts.logout(previous)   # one browser, one session

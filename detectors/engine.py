@@ -60,6 +60,8 @@ _HOME_SEVERITY: Final[dict[str, Severity]] = {
 #: Exact activation timestamps remembered per alarm stream, so a redelivered press inside an
 #: older episode is recognised as already seen.
 _RECENT_ALARMS: Final = 32
+#: An offline period no clock reaches (ms; far below int64 overflow in ``now - seen``).
+_NEVER: Final = 2**62
 
 
 class DetectorEngine:
@@ -68,8 +70,12 @@ class DetectorEngine:
     def __init__(self, *, params: DetectorParams | None = None,
                  registry: Registry | None = None) -> None:
         self.params = params = params or DetectorParams()
+        # With a registry, a device it does not list is supervised for nothing: admission
+        # (ingest/admission.py) stores only its alarms, so its silence would be a false
+        # "offline" half an hour after each one. Without a registry, every device is watched.
         self.devices = DeviceTable(
-            offline_default_ms=int(params.supervision.offline_default_s * 1000),
+            offline_default_ms=_NEVER if registry is not None
+            else int(params.supervision.offline_default_s * 1000),
             accel_fall_default=params.accel_fall_unregistered)
         self.falls = AccelFallDetector(params=params.fall, max_devices=params.max_accel_devices)
         fp = params.fall

@@ -25,12 +25,15 @@ import sys
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from device_sim.recording import RecordingWriter
 from device_sim.types import Publication
 from eldercare.config import load_config
 from eldercare.errors import ConfigError, ValidationError
+
+if TYPE_CHECKING:
+    from ingest.source import BrokerAddress
 
 
 def add_sim_commands(subparsers: Any) -> None:
@@ -85,7 +88,15 @@ def add_sim_commands(subparsers: Any) -> None:
 
 
 def _broker_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mqtt-url", help="mqtt://host:1883 (also ELDERCARE_MQTT_URL)")
+    p.add_argument("--mqtt-url",
+                   help="mqtt://host:1883 or mqtts://host:8883 (also ELDERCARE_MQTT_URL)")
+    login = p.add_argument_group("broker login and TLS (as [mqtt] in the configuration)")
+    login.add_argument("--username", help="broker login (a device or gateway id)")
+    login.add_argument("--password-file", metavar="FILE", help="file holding its password")
+    login.add_argument("--ca-file", metavar="PEM",
+                       help="CA certificates for the broker's (mqtts://; default: the system's)")
+    login.add_argument("--cert-file", metavar="PEM", help="client certificate (with --key-file)")
+    login.add_argument("--key-file", metavar="PEM", help="its unencrypted private key")
     pace = p.add_mutually_exclusive_group()
     pace.add_argument("--speed", type=float, default=1.0,
                       help="1 = real time, N = N times faster (default 1)")
@@ -102,6 +113,19 @@ def _rate(text: str) -> float | None:
     if value <= 0:
         raise argparse.ArgumentTypeError("must be > 0")
     return value
+
+
+def _broker(args: argparse.Namespace) -> BrokerAddress:
+    """The broker, login and TLS files from the options and ``ELDERCARE_MQTT_URL``, checked as
+    ``eldercare run`` checks [mqtt] (a missing file is a ConfigError naming the option)."""
+    from ingest.source import BrokerAddress
+
+    options = {"url": args.mqtt_url, "username": args.username,
+               "password_file": args.password_file, "ca_file": args.ca_file,
+               "cert_file": args.cert_file, "key_file": args.key_file}
+    config = load_config(path=None, env=os.environ,
+                         overrides={f"mqtt.{k}": v for k, v in options.items()})
+    return BrokerAddress.from_config(config.mqtt)
 
 
 def _mqtt_url(args: argparse.Namespace) -> str:
@@ -173,7 +197,7 @@ def _run_pipeline(pubs: Iterable[Publication], writer: RecordingWriter | None,
         for pub in pubs:
             writer.write(pub)
     else:
-        stats = publish(_tee(pubs, writer), url=_mqtt_url(args), speed=_speed(args),
+        stats = publish(_tee(pubs, writer), url=_broker(args), speed=_speed(args),
                         stop=_stop_on_signals())
         print(f"eldercare sim: published {stats.messages} messages ({stats.readings} readings)"
               f" in {stats.seconds:.1f} s; {stats.late_messages} late (max"
@@ -219,7 +243,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     with _open_in(args.file) as source:
         try:
-            stats = publish(read_recording(source), url=_mqtt_url(args), speed=_speed(args),
+            stats = publish(read_recording(source), url=_broker(args), speed=_speed(args),
                             stop=_stop_on_signals())
         except ValidationError as exc:
             raise ValidationError(f"{args.file}: {exc.reason}") from exc

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import select
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -33,6 +34,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from device_sim.types import Publication
+from eldercare import tls
 from eldercare.errors import BrokerError
 from ingest.source import BrokerAddress
 
@@ -55,14 +57,17 @@ class MqttLink:
     speak 5 (amqtt, used by ``eldercare demo``). :attr:`mqtt5` says which one was negotiated
     (user properties need 5). Connection loss while publishing is retried for
     ``reconnect_timeout_s``; paho resends unacknowledged messages after the reconnect.
+    ``url`` may be a :class:`~ingest.source.BrokerAddress`, for a login and TLS files beyond
+    what a URL says.
     """
 
-    def __init__(self, url: str, *, client_id: str | None = None, window: int = 1000,
+    def __init__(self, url: str | BrokerAddress, *, client_id: str | None = None,
+                 window: int = 1000,
                  protocol: Literal["auto", "5", "3.1.1"] = "auto", connect_timeout_s: float = 10.0,
                  reconnect_timeout_s: float = 30.0) -> None:
         if window < 1:
             raise ValueError("window must be >= 1")
-        self.address = BrokerAddress.from_url(url)
+        self.address = BrokerAddress.from_url(url) if isinstance(url, str) else url
         self.client_id = client_id or "eldercare-sim-" + uuid.uuid4().hex[:8]
         self.window = window
         self.protocol = protocol
@@ -100,17 +105,16 @@ class MqttLink:
         self.close()
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                              protocol=mqtt.MQTTv5 if version == "5" else mqtt.MQTTv311)
-        if self.address.username is not None:
-            client.username_pw_set(self.address.username, self.address.password)
+        self.address.configure(client)
         client.max_inflight_messages_set(self.window)
         client.on_connect = self._on_connect
         client.on_publish = self._on_publish
         self._client, self._connack, self.mqtt5 = client, None, version == "5"
         try:
             client.connect(self.address.host, self.address.port, keepalive=30)
-        except OSError as exc:
-            raise BrokerError(f"cannot reach MQTT broker {self.address.host}:"
-                              f"{self.address.port}: {exc}") from exc
+        except OSError as exc:  # ssl.SSLError included: a refused certificate says so
+            raise tls.final_failure(exc, where=str(self.address)) or BrokerError(
+                f"cannot reach MQTT broker {self.address}: {exc}") from exc
         _no_delay(client)
         deadline = time.monotonic() + self.connect_timeout_s
         while self._connack is None and time.monotonic() < deadline:
@@ -154,9 +158,13 @@ class MqttLink:
         if client is None or sock is None:
             return MQTTErrorCode.MQTT_ERR_NO_CONN
         writing = [sock] if client.want_write() else []
-        readable, writable, _ = select.select([sock], writing, [], max(timeout_s, 0.0))
+        # Over TLS, bytes already decrypted into the SSL buffer leave the socket unreadable to
+        # select: read them first (as paho's own loop does), or a PUBACK could wait there.
+        pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+        readable, writable, _ = select.select([sock], writing, [],
+                                              0.0 if pending else max(timeout_s, 0.0))
         rc = MQTTErrorCode.MQTT_ERR_SUCCESS
-        if readable:
+        if readable or pending:
             rc = client.loop_read()
         if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and (writable or client.want_write()):
             rc = client.loop_write()
@@ -222,11 +230,14 @@ class PublishStats:
     stopped: bool
 
 
-def publish(pubs: Iterable[Publication], *, url: str, speed: float | None = 1.0,
+def publish(pubs: Iterable[Publication], *, url: str | BrokerAddress, speed: float | None = 1.0,
             stop: threading.Event | None = None, client_id: str | None = None,
             window: int = 1000, late_after_ms: float = 10.0,
             drain_timeout_s: float = 60.0) -> PublishStats:
     """Publish ``pubs`` (in non-decreasing ``t_ms``) to the broker at ``url``, paced.
+
+    ``url`` is an ``mqtt[s]://`` URL or a :class:`~ingest.source.BrokerAddress` (login and TLS
+    files from a configuration: ``eldercare sim run --ca-file ...``).
 
     ``speed``: 1.0 is real time, N is N times faster, ``None`` as fast as possible. A message
     sent more than ``late_after_ms`` after its due time counts as late. Runs in the calling

@@ -153,6 +153,8 @@ def _envelope(line: bytes, number: int) -> tuple[dict[str, Any], int, str, int, 
         obj = _DECODER.decode(line)
     except msgspec.DecodeError as exc:
         raise ValidationError(f"line {number}: not a JSON object: {exc}") from exc
+    except RecursionError as exc:  # msgspec recurses per nesting level of a hostile line
+        raise ValidationError(f"line {number}: nested too deeply") from exc
     m, t, s, a = (obj.pop("msg", None), obj.pop("topic", None), obj.pop("sent_ms", None),
                   obj.pop("array", False))
     for key, value, kind in (("msg", m, int), ("sent_ms", s, int), ("topic", t, str),

@@ -1,6 +1,7 @@
 """The scenario file: what to simulate, for how long, and which incidents to script.
 
-YAML or JSON, decoded once into frozen msgspec structs (unknown keys are errors: a misspelt
+YAML or JSON, decoded once by :mod:`eldercare.documents` (encoding, size, nesting and alias
+limits) into frozen msgspec structs (unknown keys are errors: a misspelt
 incident option must not silently fall back to its default). Incidents are a tagged union on
 ``type``, one struct per incident with its own options. Checks that need more than one field
 (a device index within the fleet, an incident within the run, a bed exit at night) run in
@@ -20,6 +21,7 @@ from msgspec import Meta
 
 from detectors.params import AlarmParams
 from device_sim.types import DeliveryParams
+from eldercare.documents import decode_document, format_of, read_document
 from eldercare.errors import ConfigError
 from schemas.readings import DEVICE_ID_PATTERN, REGION_PATTERN, Latitude, Longitude
 
@@ -269,11 +271,12 @@ def check_scenario(s: Scenario) -> None:
     """Checks across fields that the struct types cannot express; raises ConfigError."""
     try:
         tz = zoneinfo.ZoneInfo(s.timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        # OSError: a directory ("Asia") or a name too long for the file system.
         raise ConfigError(f"invalid scenario: unknown timezone {s.timezone!r} - at "
                           "`$.timezone`") from exc
-    end = s.start + timedelta(seconds=s.duration_s)
-    if s.start < _MIN_START or end > _MAX_END:
+    # Compared as start > latest start: start + duration overflows for a start in year 9999.
+    if s.start < _MIN_START or s.start > _MAX_END - timedelta(seconds=s.duration_s):
         raise ConfigError("invalid scenario: the run must lie within 2020-2099 (the wire "
                           "contract's timestamp range) - at `$.start`")
     for i, inc in enumerate(s.incidents):
@@ -324,16 +327,12 @@ def is_night(minute: int) -> bool:
 
 
 def parse_scenario(data: bytes, *, fmt: Literal["yaml", "json"]) -> Scenario:
-    """Decode and check a scenario document; ConfigError names the bad field."""
-    try:
-        if fmt == "yaml":
-            # Decoded untyped, then converted: msgspec.yaml.decode(type=...) takes datetimes only
-            # as YAML timestamps, so a quoted start "2026-03-02T07:55:00+08:00" would be refused.
-            scenario = msgspec.convert(msgspec.yaml.decode(data), type=Scenario, str_keys=True)
-        else:
-            scenario = msgspec.json.decode(data, type=Scenario)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise ConfigError(f"invalid scenario: {exc}") from exc
+    """Decode and check a scenario document; ConfigError names the bad field.
+
+    ``start`` may be a YAML timestamp or a quoted RFC 3339 string: both mean the same.
+    """
+    scenario = decode_document(data, fmt=fmt, type=Scenario, error=ConfigError,
+                               label="invalid scenario")
     check_scenario(scenario)
     return scenario
 
@@ -341,14 +340,11 @@ def parse_scenario(data: bytes, *, fmt: Literal["yaml", "json"]) -> Scenario:
 def load_scenario(path: Path) -> Scenario:
     """Read a ``.yaml``/``.yml``/``.json`` scenario file."""
     p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix not in (".yaml", ".yml", ".json"):
+    fmt = format_of(p)
+    if fmt != "yaml" and fmt != "json":
         raise ConfigError(f"scenario {p}: expected a .yaml, .yml or .json file")
+    data = read_document(p, error=ConfigError, label=f"cannot read scenario {p}")
     try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read scenario {p}: {exc}") from exc
-    try:
-        return parse_scenario(data, fmt="json" if suffix == ".json" else "yaml")
+        return parse_scenario(data, fmt=fmt)
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from exc

@@ -207,8 +207,8 @@ def _add_broker_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     a.add_argument("--ingest-user", default="eldercare-ingest",
                    help="broker username of the service's ingest (default eldercare-ingest)")
     a.add_argument("--alerts-user", default="eldercare-alerts",
-                   help="broker username publishing alerts (default eldercare-alerts); the same"
-                        " as --ingest-user while the service uses one [mqtt] url for both")
+                   help="broker username publishing alerts (default eldercare-alerts; the"
+                        " service's [alerts.mqtt] username)")
     a.set_defaults(func=_cmd_broker_acl)
 
 

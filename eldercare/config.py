@@ -21,8 +21,10 @@ from alerts.channels.aliyun import AliyunConfig
 from alerts.channels.email import SmtpConfig
 from alerts.channels.webhook import WebhookConfig
 from alerts.document import DEFAULT_MAP_LINK
+from console.ratelimit import LoginLimits
 from detectors.fall import FallParams
 from detectors.params import AlarmParams, DetectorParams, GeofenceParams, SupervisionParams
+from eldercare.documents import parse_document, read_document
 from eldercare.errors import ConfigError
 
 Positive = Annotated[int, Meta(ge=1)]
@@ -30,9 +32,23 @@ NonNegative = Annotated[int, Meta(ge=0)]
 
 
 class MqttConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Broker connection. ``client_id`` must be stable: it names the persistent session."""
+    """Broker connection. ``client_id`` must be stable: it names the persistent session.
 
+    The login and TLS files are checked by ``ingest.source.BrokerAddress.from_config``
+    (deploy/mosquitto/README.md, "Connecting the service").
+    """
+
+    #: ``mqtt://host[:1883]`` (plain) or ``mqtts://host[:8883]`` (TLS, always verified).
     url: str = "mqtt://127.0.0.1:1883"
+    #: The login, instead of a user in ``url``; its password is the one line of
+    #: ``password_file``, so no password has to sit in this file or in a URL.
+    username: str | None = None
+    password_file: str | None = None
+    #: ``mqtts://`` only: the CA certificates (PEM) that may sign the broker's certificate;
+    #: unset, the system's. A client certificate and its unencrypted key: both or neither.
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
     client_id: str = "eldercare-ingest"
     protocol: Literal["auto", "5", "3.1.1"] = "auto"
     session_expiry_s: Positive = 7 * 24 * 3600
@@ -94,7 +110,8 @@ class DetectorsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     def __post_init__(self) -> None:
         try:
             zoneinfo.ZoneInfo(self.timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as exc:
+            # OSError: a directory ("Asia") or a name too long for the file system.
             raise ValueError(f"unknown timezone {self.timezone!r}") from exc
 
     def params(self) -> DetectorParams:
@@ -103,6 +120,24 @@ class DetectorsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
                               supervision=self.supervision, fall=self.fall,
                               timezone=self.timezone, accel_fall_kinds=self.accel_fall_kinds,
                               accel_fall_unregistered=self.accel_fall_unregistered)
+
+
+class AlertsMqttConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The MQTT alert channel's own identity on the broker (``[alerts.mqtt]``).
+
+    The broker (``url``) and the CA are [mqtt]'s. Unset, the login and the client certificate
+    are [mqtt]'s too; but the broker ACL grants alerts to ``eldercare-alerts`` and readings to
+    ``eldercare-ingest`` (ingest/broker_acl.py), and a TLS listener that names sessions after
+    the login would let one login's two connections take each other's session, so production
+    sets its own ``username`` here (alerts/channels/mqtt.py).
+    """
+
+    username: str | None = None
+    password_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    #: Default: [mqtt] ``client_id`` + ``-alerts``.
+    client_id: str | None = None
 
 
 class AlertsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -128,6 +163,7 @@ class AlertsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     delivery_concurrency: Annotated[int, Meta(ge=1, le=64)] = 4
     #: Publish alert states on ``eldercare/v1/<region>/alerts/<id>`` (retained) on the broker.
     mqtt_publish: bool = True
+    mqtt: AlertsMqttConfig = AlertsMqttConfig()
     webhook: WebhookConfig = WebhookConfig()
     aliyun: AliyunConfig | None = None
     smtp: SmtpConfig | None = None
@@ -156,6 +192,31 @@ class ConsoleConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     secure_cookies: bool = True
     session_hours: Annotated[float, Meta(gt=0, le=24)] = 12.0
     idle_minutes: Annotated[float, Meta(gt=0, le=24 * 60)] = 30.0
+    #: ``[console.login_limits]``: failed logins per account name (5 in 15 min) and attempts
+    #: per client address (30 a minute) before POST /console/login answers 429 (docs/console.md).
+    login_limits: LoginLimits = LoginLimits()
+
+
+class SpoolConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The local spool (docs/spool.md): where messages and events wait, durably, while
+    the database is down or ingest is overloaded, and the provisional alerts sent meanwhile."""
+
+    enabled: bool = True
+    #: A local directory of this process alone; "" is
+    #: ``$XDG_STATE_HOME/eldercare/spool/<mqtt.client_id>`` (``~/.local/state/...``).
+    dir: str = ""
+    #: Bound over all segments; when reached, ingest falls back to leaving messages with the
+    #: broker (slower, loses nothing).
+    max_bytes: Positive = 1024 * 1024 * 1024
+    segment_bytes: Positive = 8 * 1024 * 1024
+    #: Overload: alarm-free messages that waited longer than this in the buffer are deferred
+    #: to the spool and stored later; 0 never defers.
+    defer_after_ms: NonNegative = 500
+    #: While the database is down, how often a real commit is tried.
+    probe_ms: Annotated[int, Meta(ge=10, le=60_000)] = 1000
+    #: Send SOS, falls and home alarms the database cannot take to the dispatch webhook at
+    #: once, as provisional alerts (docs/alerts.md).
+    provisional_alerts: bool = True
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -169,6 +230,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     alerts: AlertsConfig = AlertsConfig()
     api: ApiConfig = ApiConfig()
     console: ConsoleConfig = ConsoleConfig()
+    spool: SpoolConfig = SpoolConfig()
     registry: str | None = None
 
 
@@ -190,10 +252,9 @@ def load_config(
     raw: dict[str, Any] = {}
     path = path or env.get("ELDERCARE_CONFIG")
     if path:
-        try:
-            raw = msgspec.toml.decode(Path(path).read_bytes())
-        except (OSError, msgspec.DecodeError) as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        label = f"cannot read config file {path}"
+        data = read_document(path, error=ConfigError, label=label)
+        raw = parse_document(data, fmt="toml", error=ConfigError, label=label)
     merged: dict[str, Any] = {}
     for var, (section, key) in _ENV.items():
         if var in env:

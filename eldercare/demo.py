@@ -157,6 +157,7 @@ def run_demo(*, duration_s: float | None, out: TextIO, metrics_port: int | None 
             "api.tokens_file": str(tokens), "alerts.webhook.url": platform.url,
             "alerts.webhook.secret": secret,
             "console.secure_cookies": False,  # plain HTTP on localhost
+            "spool.dir": str(Path(tmp) / "spool"),  # the demo's database lives in tmp too
         })
         with IngestService(config) as service:
             print(f"eldercare demo: broker {broker.url} (MQTT {service.source.negotiated}), "

@@ -48,6 +48,7 @@ from typing import Final
 
 import msgspec
 
+from eldercare.documents import load_document
 from eldercare.errors import RegistryError
 from schemas.registry import Registry
 from schemas.topics import TOPIC_ROOT, device_topic, gateway_topic
@@ -98,8 +99,9 @@ def render_acl(registry: Registry, *, clients: BrokerClients | None = None,
                alerts_user: str = "eldercare-alerts") -> str:
     """The Mosquitto ACL text for ``registry`` and ``clients``.
 
-    ``ingest_user`` and ``alerts_user`` may be equal: today the service connects its ingest and
-    its alert channel with one ``[mqtt] url``, hence one username, which then gets both grants.
+    ``ingest_user`` and ``alerts_user`` are the service's ``[mqtt]`` and ``[alerts.mqtt]``
+    logins; they may be equal (a deployment without a separate alert login over plain MQTT),
+    and that one username then gets both grants.
 
     Raises
     ------
@@ -135,15 +137,8 @@ def render_acl(registry: Registry, *, clients: BrokerClients | None = None,
 def load_broker_clients(path: str | Path) -> BrokerClients:
     """Read a broker clients file (``.json``, else YAML). Ids are checked by :func:`render_acl`."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-        if p.suffix.lower() == ".json":
-            return msgspec.json.decode(data, type=BrokerClients)
-        return msgspec.yaml.decode(data, type=BrokerClients)
-    except OSError as exc:
-        raise RegistryError(f"cannot read broker clients file {p}: {exc}") from exc
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise RegistryError(f"invalid broker clients file {p}: {exc}") from exc
+    return load_document(p, type=BrokerClients, error=RegistryError, what="broker clients file",
+                         fmt="json" if p.suffix.lower() == ".json" else "yaml")
 
 
 def _service_users(ingest: str, alerts: str) -> list[_User]:

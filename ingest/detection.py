@@ -9,6 +9,13 @@ unacknowledged, and the broker redelivers them to the next run, which detects th
 
 A named timer thread runs the engine's clock rules (offline, inactivity, silent falls) every
 ``tick_s``. One lock serialises it with batches: the engine is single-threaded state.
+
+With an event journal (``ingest/spool.py``; docs/spool.md) a failing event store is not
+retried in place: the events are appended to the journal (fsync) and handed to ``on_unstored``
+(the alert service sends life-safety ones to the dispatch centre provisionally), and the batch
+goes on. The timer thread writes the journal into the store once it answers again, and hands
+the events that are new to the sink as usual. Detection needs no database: during an outage
+the pipeline still calls the stage with the batches it spools.
 """
 
 from __future__ import annotations
@@ -16,8 +23,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import msgspec
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from detectors.engine import DetectorEngine
@@ -27,6 +35,7 @@ from eldercare.errors import StorageError
 from ingest.batch import Batch
 from ingest.event_store import EventStore
 from ingest.retry import StorageRetry
+from ingest.spool import SegmentLog, SpoolError
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +66,12 @@ class DetectionStage:
 
     def __init__(self, *, engine: DetectorEngine, store: EventStore, sink: EventSink | None,
                  clock: Clock, metrics: DetectionMetrics, tick_s: float = 5.0,
-                 retry_max_s: float = 5.0, shutdown_retry_s: float = 10.0) -> None:
+                 retry_max_s: float = 5.0, shutdown_retry_s: float = 10.0,
+                 journal: SegmentLog | None = None,
+                 on_unstored: Callable[[Sequence[Event]], None] | None = None) -> None:
         self.engine = engine
+        self.journal = journal
+        self.on_unstored = on_unstored
         self.store = store
         self.sink = sink
         self.clock = clock
@@ -119,8 +132,10 @@ class DetectionStage:
         self._deliver(events, None)
 
     def _tick_loop(self) -> None:
+        self.flush_journal()  # what a previous run journaled
         while not self._stop.wait(self.tick_s):
             try:
+                self.flush_journal()
                 self.tick()
             except StorageError as exc:
                 log.error("timer events not stored at shutdown: %s", exc)
@@ -148,9 +163,56 @@ class DetectionStage:
                 log.exception("event sink failed on %d events", len(new))
 
     def _store(self, events: Sequence[Event]) -> list[Event]:
-        return self._retry.run(
-            lambda: self.store.write(events, detected_ms=self.clock.now_ms()),
-            f"storing {len(events)} events")
+        def write() -> list[Event]:
+            return self.store.write(events, detected_ms=self.clock.now_ms())
+
+        what = f"storing {len(events)} events"
+        if self.journal is None:
+            return self._retry.run(write, what)
+        try:
+            return write()
+        except StorageError as exc:
+            self.metrics.store_errors.inc()
+            try:
+                self.journal.append([self._encode(e) for e in events])
+            except SpoolError as jexc:
+                log.error("event journal cannot take %d events (%s); retrying the store",
+                          len(events), jexc)
+                return self._retry.run(write, what)
+            log.warning("%d events journaled, the event store failed: %s", len(events), exc)
+        if self.on_unstored is not None:
+            try:
+                self.on_unstored(events)
+            except Exception:
+                log.exception("on_unstored failed")
+        return []
+
+    @staticmethod
+    def _encode(event: Event) -> object:
+        return msgspec.to_builtins(event)
+
+    def flush_journal(self) -> int:
+        """Store journaled events (oldest first) and hand the new ones on; returns how many
+        were new. Stops at the first failure: the rest stay journaled for the next try."""
+        if self.journal is None:
+            return 0
+        new_total = 0
+        for segment in self.journal.sealed(seal_current=True):
+            try:
+                events = msgspec.convert(self.journal.read(segment), list[Event])
+                new = self.store.write(events, detected_ms=self.clock.now_ms())
+            except (StorageError, SpoolError, msgspec.ValidationError) as exc:
+                log.warning("event journal not flushed yet: %s", exc)
+                return new_total
+            self.journal.release(segment)
+            log.info("event journal: %d events stored (%d new)", len(events), len(new))
+            new_total += len(new)
+            if new and self.sink is not None:
+                try:
+                    self.sink.handle(new)
+                except Exception:
+                    log.exception("event sink failed on %d journaled events", len(new))
+        return new_total
 
 
 def _alarm_receipts(events: Sequence[Event], batch: Batch | None) -> dict[tuple[str, int], int]:

@@ -27,6 +27,13 @@ class IngestMetrics:
             "eldercare_readings_duplicate", "Readings already stored (redelivery)", registry=r)
         self.dead_letters = Counter(
             "eldercare_dead_letters", "Messages or readings dead-lettered", registry=r)
+        # Never labelled by device id (unbounded); regions where no wearer is registered are
+        # "other" (ingest/admission.py), so invented regions cannot add series either.
+        self.unregistered_readings = Counter(
+            "eldercare_unregistered_readings",
+            "Readings of devices not registered in their topic's region (issue #7), by topic"
+            " region, reason (unknown_device, wrong_region) and admitted (alarms: stored anyway)",
+            ["region", "reason", "admitted"], registry=r)
         self.storage_errors = Counter(
             "eldercare_storage_errors", "Failed batch commits (retried)", registry=r)
         self.batches = Counter("eldercare_batches", "Batches committed", registry=r)
@@ -42,6 +49,15 @@ class IngestMetrics:
             registry=r)
         self.connected = Gauge(
             "eldercare_mqtt_connected", "1 while connected to the broker", registry=r)
+        # The local spool (docs/spool.md): what was acknowledged without being stored yet.
+        self.spooled = Counter(
+            "eldercare_spooled_messages",
+            "Messages written to the local spool instead of the database, by reason (outage:"
+            " the database failed; overload: periodic readings deferred)", ["reason"], registry=r)
+        self.replayed = Counter(
+            "eldercare_replayed_messages", "Spooled messages committed on replay", registry=r)
+        self.database_down = Gauge(
+            "eldercare_database_down", "1 while batch commits fail and ingest spools", registry=r)
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of a sample (for the demo and tests), 0 when never set."""

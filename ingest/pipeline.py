@@ -16,14 +16,32 @@ Batches close at ``max_batch_readings`` readings or ``linger_s`` after their fir
 once when they hold an alarm reading (SOS, fall, wear, home alarm): lingering trades latency for
 throughput, and an alarm's latency is the one that matters. The cost is smaller batches while
 alarms arrive faster than batches fill (each still holds at least one take of ``max_take``
-messages when there is a backlog); alarms are rare in real fleets, and an alarm flood is the
-overload case of issue #7.
+messages when there is a backlog); alarms are rare in real fleets.
+
+With a message spool (``ingest/spool.py``; docs/spool.md) two more paths exist:
+
+- **Database down.** A batch whose commit fails is not retried in place: its messages are
+  appended to the spool (fsync), the batch still goes through detection (which journals its
+  events and sends life-safety ones to the dispatch centre provisionally), and it is then
+  acknowledged. Later batches are spooled straight away, with one real commit tried every
+  ``probe_s``; the first that succeeds ends the outage. The broker keeps delivering, so an
+  SOS published during the outage is seen within a batch's time.
+- **Overload.** Broker messages that waited in the buffer longer than ``defer_after_s`` and
+  carry no alarm (no ``sos``, ``fall``, ``wear``, ``home_alarm`` or ``accel`` in the payload) are
+  deferred: appended to the spool and acknowledged at once, without decoding. That drains the
+  broker's backlog at disk speed, so alarms behind it are reached quickly; the deferred readings
+  are stored later, not shed. These PUBACKs go out ahead of earlier messages still being
+  committed (MQTT asks for PUBACKs in order; Mosquitto and EMQX match them by packet id).
+
+Spooled messages are replayed (``ingest/replay.py``) when the database is up and the broker has
+nothing waiting: the pipeline takes them only when the buffer is empty.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
 from collections import Counter
@@ -33,9 +51,11 @@ from dataclasses import dataclass
 from eldercare.clock import Clock
 from eldercare.errors import StorageError
 from ingest.batch import Batch
-from ingest.buffer import Message, MessageBuffer
+from ingest.buffer import Message, MessageBuffer, may_hold_alarm
 from ingest.metrics import IngestMetrics
+from ingest.replay import SpoolReplay, spool_records
 from ingest.retry import StorageRetry
+from ingest.spool import SegmentLog, SpoolError
 from ingest.storage import TelemetryStore, WriteResult
 from schemas import ALARM_TYPES, TYPE_NAMES, MessageDecoder
 
@@ -43,6 +63,13 @@ log = logging.getLogger(__name__)
 
 #: Reading types that close their batch at once: ``schemas.ALARM_TYPES``, as classes.
 ALARM_CLASSES = frozenset(cls for cls, name in TYPE_NAMES.items() if name in ALARM_TYPES)
+
+#: Raw accelerometer streams are never deferred either: falls are detected in them, and a
+#: deferred chunk would reach the fall detector too late. (Alarms: ``may_hold_alarm``.) A false
+#: match (a device id "fall-7") only means "not deferred": the safe side.
+_ACCEL_BYTES = re.compile(rb"accel")
+#: How long overload lasts after the last overdue message (``_defer_overdue``).
+_OVERLOAD_HOLD_S = 2.0
 
 #: Called after each commit, before the acknowledgement, with the committed batch (the
 #: detection stage plugs in here).
@@ -63,6 +90,11 @@ class PipelineConfig:
     #: On shutdown, how long to keep retrying a failing commit before giving up (the messages
     #: stay unacknowledged and the broker redelivers them).
     shutdown_retry_s: float = 10.0
+    #: With a spool: broker messages older than this in the buffer are deferred when they hold
+    #: no alarm (overload; module docstring); 0 never defers.
+    defer_after_s: float = 0.5
+    #: With a spool, while the database is down: how often a real commit is tried again.
+    probe_s: float = 1.0
 
 
 class IngestPipeline:
@@ -79,6 +111,7 @@ class IngestPipeline:
         metrics: IngestMetrics,
         config: PipelineConfig = PipelineConfig(),
         sink: BatchSink | None = None,
+        spool: SegmentLog | None = None,
     ) -> None:
         self.buffer = buffer
         self.decoder = decoder
@@ -95,6 +128,11 @@ class IngestPipeline:
         self._retry = StorageRetry(initial_s=config.retry_initial_s, max_s=config.retry_max_s,
                                    shutdown_grace_s=config.shutdown_retry_s,
                                    on_error=metrics.storage_errors.inc)
+        self.spool = spool
+        self.replay = SpoolReplay(spool) if spool is not None else None
+        self._db_down = threading.Event()
+        self._last_probe = 0.0
+        self._overload_until = 0.0  # monotonic; see _defer_overdue
         self._ready: queue.Queue[tuple[int, list[Message], Batch] | None] = queue.Queue(maxsize=1)
         # Completion order: the sequence number of the next batch to complete.
         self._turn = threading.Condition()
@@ -164,7 +202,12 @@ class IngestPipeline:
         dead letters) or ``linger_s`` has passed since its first message."""
         cfg = self.config
         batch = Batch()
-        messages = self.buffer.take(cfg.max_take, timeout_s=0.2)
+        replay = self._replay_due()
+        messages = self._defer_overdue(self.buffer.take(cfg.max_take,
+                                                        timeout_s=0.0 if replay else 0.2))
+        if not messages and replay:
+            assert self.replay is not None
+            messages = self.replay.take(cfg.max_take)
         if not messages:
             return messages, batch
         deadline = time.monotonic() + cfg.linger_s
@@ -176,8 +219,51 @@ class IngestPipeline:
             if (alarm or len(batch) >= cfg.max_batch_readings or remaining <= 0
                     or self._stop.is_set()):
                 return messages, batch
-            chunk = self.buffer.take(cfg.max_take, timeout_s=remaining)
+            chunk = self._defer_overdue(self.buffer.take(cfg.max_take, timeout_s=remaining))
             messages.extend(chunk)
+
+    def _replay_due(self) -> bool:
+        """Replay when the database is up; while it is down, a replayed batch every
+        ``probe_s`` is the probe that finds it back when no new messages come in."""
+        if self.replay is None or self._stop.is_set():
+            return False
+        if time.monotonic() < self._overload_until:
+            return False  # the CPU a replay takes is what the network thread needs now
+        if self._db_down.is_set() and (
+                time.monotonic() - self._last_probe < self.config.probe_s):
+            return False
+        return self.replay.has_work()
+
+    def _defer_overdue(self, chunk: list[Message]) -> list[Message]:
+        """Overload: spool and acknowledge the alarm-free messages of ``chunk``; return the
+        others (module docstring). Overload begins when a message waited longer than
+        ``defer_after_s`` and lasts until none has for ``_OVERLOAD_HOLD_S``: while it lasts,
+        every alarm-free message is deferred, fresh or not, because decoding and committing
+        them is what starves the network thread of the CPU it needs to reach the alarms."""
+        if (not chunk or self.spool is None or self.config.defer_after_s <= 0
+                or self._db_down.is_set() or chunk[0].segment):
+            return chunk
+        limit = self.clock.now_ms() - round(self.config.defer_after_s * 1000)
+        now = time.monotonic()
+        if chunk[0].received_ms <= limit:  # the buffer is FIFO: chunk[0] waited longest
+            if now >= self._overload_until:
+                log.warning("overload: deferring alarm-free messages to the spool")
+            self._overload_until = now + _OVERLOAD_HOLD_S
+        elif now >= self._overload_until:
+            return chunk
+        deferred = [m for m in chunk
+                    if not may_hold_alarm(m.payload) and _ACCEL_BYTES.search(m.payload) is None]
+        if not deferred:
+            return chunk
+        try:
+            self.spool.append(spool_records(deferred))
+        except SpoolError as exc:  # full or failing: keep processing in order, slower
+            log.warning("overload: cannot defer to the spool (%s)", exc)
+            return chunk
+        self.metrics.spooled.labels("overload").inc(len(deferred))
+        self.ack(deferred)
+        taken = {id(m) for m in deferred}
+        return [m for m in chunk if id(m) not in taken]
 
     def _decode_into(self, batch: Batch, messages: list[Message]) -> bool:
         """Decode messages into ``batch``; reads the clock once per chunk. Returns whether an
@@ -198,6 +284,27 @@ class IngestPipeline:
 
     def _commit(self, store: TelemetryStore, seq: int, batch: Batch,
                 messages: list[Message]) -> None:
+        result = self._write(store, batch, messages)
+        with self._turn:
+            self._turn.wait_for(lambda: self._next == seq or self._failed.is_set())
+            if self._failed.is_set():
+                return  # committed but not acknowledged: redelivered, and deduplicated
+        try:
+            if result is None:
+                self._complete_spooled(batch, messages)
+            else:
+                self._complete(batch, messages, result)
+        except BaseException:
+            self._halt()  # before the turn passes on: no later batch is acknowledged ahead of it
+            raise
+        with self._turn:
+            self._next += 1
+            self._turn.notify_all()
+
+    def _write(self, store: TelemetryStore, batch: Batch,
+               messages: list[Message]) -> WriteResult | None:
+        """Commit ``batch``: its result, or None when its messages went to the spool instead
+        (database down; module docstring). Without a spool, retries until the commit succeeds."""
         started = 0.0
 
         def attempt() -> WriteResult:
@@ -205,20 +312,60 @@ class IngestPipeline:
             started = time.perf_counter()  # the metric times the attempt that succeeded
             return store.write(batch)
 
-        result = self._retry.run(attempt, f"commit of {len(batch)}")
+        what = f"commit of {len(batch)}"
+        if self.spool is None:
+            result = self._retry.run(attempt, what)
+        else:
+            down = self._db_down.is_set()
+            if down and time.monotonic() - self._last_probe < self.config.probe_s:
+                return self._spool(batch, messages, attempt, what)
+            try:
+                result = attempt()
+            except StorageError as exc:
+                self.metrics.storage_errors.inc()
+                self._last_probe = time.monotonic()
+                if not down:
+                    log.error("database unavailable (%s); spooling to %s", exc,
+                              self.spool.directory)
+                    self._db_down.set()
+                    self.metrics.database_down.set(1)
+                return self._spool(batch, messages, attempt, what)
+            if down and self._db_down.is_set():
+                self._db_down.clear()
+                self.metrics.database_down.set(0)
+                log.warning("database available again; replaying the spool")
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
-        with self._turn:
-            self._turn.wait_for(lambda: self._next == seq or self._failed.is_set())
-            if self._failed.is_set():
-                return  # committed but not acknowledged: redelivered, and deduplicated
+        return result
+
+    def _spool(self, batch: Batch, messages: list[Message], attempt: Callable[[], WriteResult],
+               what: str) -> WriteResult | None:
+        """Spool the broker messages of a batch the database cannot take; if the spool cannot
+        take them either, hold them and retry the database (back-pressure)."""
+        assert self.spool is not None
+        fresh = [m for m in messages if not m.segment]
         try:
-            self._complete(batch, messages, result)
-        except BaseException:
-            self._halt()  # before the turn passes on: no later batch is acknowledged ahead of it
-            raise
-        with self._turn:
-            self._next += 1
-            self._turn.notify_all()
+            self.spool.append(spool_records(fresh))
+        except SpoolError as exc:
+            log.error("spool cannot take %d messages (%s); retrying the database with them "
+                      "unacknowledged", len(fresh), exc)
+            return self._retry.run(attempt, what)
+        self.metrics.spooled.labels("outage").inc(len(fresh))
+        return None
+
+    def _complete_spooled(self, batch: Batch, messages: list[Message]) -> None:
+        """Detect and acknowledge a spooled batch (the caller holds the turn). Detection runs
+        now, without the database: its events are journaled, and life-safety ones are sent
+        to the dispatch centre provisionally (ingest/detection.py)."""
+        if self.sink is not None:
+            try:
+                self.sink(batch)
+            except StorageError:
+                raise
+            except Exception:
+                log.exception("batch sink failed")
+        self.ack(messages)
+        if self.replay is not None:
+            self.replay.done(messages, stored=False)  # replayed ones: their segment again
 
     def _complete(self, batch: Batch, messages: list[Message], result: WriteResult) -> None:
         """Count, hand to the sink, acknowledge: in decode order (the caller holds the turn)."""
@@ -232,7 +379,11 @@ class IngestPipeline:
                 raise
             except Exception:  # one faulty consumer must not stop ingest
                 log.exception("batch sink failed")
-        self.ack(messages)
+        self.ack(messages)  # replayed messages have qos 0: the source skips them
+        if self.replay is not None:
+            replayed = self.replay.replayed
+            self.replay.done(messages, stored=True)
+            self.metrics.replayed.inc(self.replay.replayed - replayed)
 
     def _count(self, batch: Batch, result: WriteResult, messages: list[Message]) -> None:
         m = self.metrics
@@ -242,7 +393,8 @@ class IngestPipeline:
         m.readings_stored.inc(result.stored)
         m.readings_duplicate.inc(result.readings - result.stored)
         m.dead_letters.inc(result.dead_letters)
-        oldest = min(msg.received_ms for msg in messages)
-        m.batch_latency.observe(max(0, self.clock.now_ms() - oldest) / 1000)
+        live = [msg.received_ms for msg in messages if not msg.segment]
+        if live:  # replayed messages waited in the spool on purpose
+            m.batch_latency.observe(max(0, self.clock.now_ms() - min(live)) / 1000)
         if result.dead_letters:
             log.debug("batch: %d stored, %d dead letters", result.stored, result.dead_letters)

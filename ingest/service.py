@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -28,6 +30,7 @@ from detectors.events import Event, EventSink
 from eldercare.clock import Clock, SystemClock
 from eldercare.config import Config
 from eldercare.errors import EldercareError, StorageError
+from ingest.admission import registry_admission
 from ingest.batch import Batch
 from ingest.buffer import MessageBuffer
 from ingest.detection import DetectionMetrics, DetectionStage
@@ -37,6 +40,7 @@ from ingest.migrations import MigrationReport, RetentionPolicy, migrate, prune
 from ingest.pipeline import BatchSink, IngestPipeline, PipelineConfig
 from ingest.registry_store import store_registry
 from ingest.source import BrokerAddress, MqttSource
+from ingest.spool import SegmentLog
 from ingest.storage import PostgresStore, TelemetryStore
 from schemas import SUBSCRIPTIONS, MessageDecoder
 from schemas.registry import load_registry
@@ -60,6 +64,14 @@ def retention_of(config: Config) -> RetentionPolicy:
         readings_days=db.retention_readings_days, accel_days=db.retention_accel_days,
         dead_letter_days=db.retention_dead_letter_days, compress_after_days=db.compress_after_days,
     )
+
+
+def spool_directory(config: Config) -> Path:
+    """The spool directory: ``[spool] dir``, or one per client id under the XDG state home."""
+    if config.spool.dir:
+        return Path(config.spool.dir)
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "eldercare" / "spool" / config.mqtt.client_id
 
 
 def prepare_database(config: Config, *, wait_s: float = 30.0) -> MigrationReport:
@@ -105,15 +117,27 @@ class IngestService:
             PostgresStore(config.database.url, method=config.database.write_method)
             for _ in range(cfg.writers)]
         self.source = MqttSource(
-            address=BrokerAddress.from_url(config.mqtt.url), client_id=config.mqtt.client_id,
+            address=BrokerAddress.from_config(config.mqtt), client_id=config.mqtt.client_id,
             subscriptions=SUBSCRIPTIONS, buffer=self.buffer, clock=self.clock,
             metrics=self.metrics, protocol=config.mqtt.protocol,
             session_expiry_s=config.mqtt.session_expiry_s, keepalive_s=config.mqtt.keepalive_s,
         )
         self.detection: DetectionStage | None = None
         self.alerts: AlertService | None = None
+        # The local spool (docs/spool.md): messages and events wait here, durably, while
+        # the database is down or ingest is overloaded.
+        sp = config.spool
+        self.spool: SegmentLog | None = None
+        self.journal: SegmentLog | None = None
+        if sp.enabled and store is None:
+            directory = spool_directory(config)
+            self.spool = SegmentLog(directory, name="messages", max_bytes=sp.max_bytes,
+                                    segment_bytes=sp.segment_bytes)
+            self.journal = SegmentLog(directory, name="events", max_bytes=sp.max_bytes,
+                                      segment_bytes=sp.segment_bytes)
+        # One registry for admission (ingest/admission.py) and detection.
+        registry = load_registry(config.registry) if config.registry else None
         if config.detectors.enabled:
-            registry = load_registry(config.registry) if config.registry else None
             if config.alerts.enabled:
                 self.alerts = AlertService(config, clock=self.clock)
             sinks = [s for s in (self.alerts, event_sink) if s is not None]
@@ -121,14 +145,20 @@ class IngestService:
                 engine=DetectorEngine(params=config.detectors.params(), registry=registry),
                 store=PostgresEventStore(config.database.url), sink=_fan_out(sinks),
                 clock=self.clock, metrics=DetectionMetrics(self.metrics.registry),
-                tick_s=config.detectors.tick_s)
+                tick_s=config.detectors.tick_s, journal=self.journal,
+                on_unstored=self.alerts.unstored if self.alerts is not None else None)
         self.pipeline = IngestPipeline(
             buffer=self.buffer,
             decoder=MessageDecoder(max_payload_bytes=cfg.max_payload_bytes,
-                                   max_future_ms=cfg.max_future_s * 1000),
+                                   max_future_ms=cfg.max_future_s * 1000,
+                                   admission=registry_admission(
+                                       registry, counter=self.metrics.unregistered_readings)),
             stores=self.stores, ack=self.source.ack, clock=self.clock, metrics=self.metrics,
             config=PipelineConfig(max_batch_readings=cfg.max_batch_readings,
-                                  linger_s=cfg.linger_ms / 1000),
+                                  linger_s=cfg.linger_ms / 1000,
+                                  defer_after_s=sp.defer_after_ms / 1000,
+                                  probe_s=sp.probe_ms / 1000),
+            spool=self.spool,
             sink=_chain(self.detection, sink),
         )
         self._threads: list[threading.Thread] = []
@@ -206,6 +236,9 @@ class IngestService:
             self.alerts.stop()  # after detection: it folds what the last batches stored
         for store in self.stores:
             store.close()
+        for log_ in (self.spool, self.journal):
+            if log_ is not None:
+                log_.close()
         if self._http is not None:
             self._http.shutdown()  # type: ignore[attr-defined]
             self._http.server_close()  # type: ignore[attr-defined]

@@ -14,57 +14,160 @@ messages as we can buffer.
 A PUBACK only means something on the connection that received the PUBLISH: each connection has a
 generation number, and acks of messages from an older generation are skipped (the broker will
 redeliver those; the store drops the duplicates).
+
+Where and as whom is :class:`BrokerAddress`, shared with the alert channel and the simulator:
+``mqtt://`` or ``mqtts://`` (TLS from :mod:`eldercare.tls`, always verified), the login from the
+URL or from [mqtt] ``username``/``password_file``. The first connection is dialled here rather
+than in paho's thread, so that a refused certificate fails :meth:`MqttSource.start` at once with
+its reason; the version probe logs in as no one, so it cannot take over our session.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
-from dataclasses import dataclass
-from typing import Any, Literal
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from eldercare import tls
 from eldercare.clock import Clock
 from eldercare.errors import BrokerError, ConfigError
-from ingest.buffer import Message, MessageBuffer
+from ingest.buffer import Message, MessageBuffer, may_hold_alarm
 from ingest.metrics import IngestMetrics
+
+if TYPE_CHECKING:
+    from eldercare.config import MqttConfig
 
 log = logging.getLogger(__name__)
 
 Protocol = Literal["auto", "5", "3.1.1"]
 _UNSUPPORTED_PROTOCOL = 132
+#: CONNACK "bad user name or password", "not authorized": how a broker answers the probe's
+#: CONNECT without a login (see _probe_version), in MQTT 5.
+_LOGIN_REFUSED = frozenset({134, 135})
+_CLOSED_UNANSWERED = ("the broker closed the connection without answering (over TLS: a client"
+                      " certificate it requires or refuses? its log says)")
+#: URL scheme -> TLS. ``tcp`` and ``ssl`` are the spellings other MQTT tools accept.
+_SCHEMES = {"mqtt": False, "tcp": False, "mqtts": True, "ssl": True}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class BrokerAddress:
-    """Host, port and credentials parsed from an ``mqtt://user:pass@host:port`` URL."""
+    """Where the broker is, who we are to it and whom we trust; shared by every MQTT client of
+    eldercare (ingest, the alert channel, the simulator), so all connect the same way.
+
+    ``tls`` comes from the URL scheme: ``mqtts://`` (default port 8883) or ``mqtt://`` (1883).
+    ``ca_file``, ``cert_file`` and ``key_file`` go to :func:`eldercare.tls.client_context`; the
+    broker's certificate is always verified, against ``ca_file`` or the system's CAs.
+    """
 
     host: str
     port: int
+    tls: bool = False
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
 
     @classmethod
     def from_url(cls, url: str) -> BrokerAddress:
-        """Parse ``mqtt://`` (TLS is configured at the broker side in docs/deploy.md)."""
+        """Parse ``mqtt[s]://[user[:password]@]host[:port]``; raises ConfigError naming it."""
         parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-            raise ConfigError(f"MQTT URL must look like mqtt://host:1883, got {url!r}")
+        if parts.scheme not in _SCHEMES or not parts.hostname:
+            raise ConfigError("MQTT URL must look like mqtt://host:1883 or mqtts://host:8883,"
+                              f" got {url!r}")
+        tls = _SCHEMES[parts.scheme]
         try:
-            port = parts.port or 1883
+            port = parts.port or (8883 if tls else 1883)
         except ValueError as exc:
             raise ConfigError(f"MQTT URL has a bad port: {url!r}") from exc
         return cls(
-            host=parts.hostname, port=port,
+            host=parts.hostname, port=port, tls=tls,
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
         )
+
+    @classmethod
+    def from_config(cls, config: MqttConfig, *, section: str = "mqtt") -> BrokerAddress:
+        """The [mqtt] section, checked: the password file is read and the TLS files are loaded
+        now, so a mistake stops the start with a ConfigError naming the option."""
+        address = cls.from_url(config.url)
+        if config.username is not None and address.username is not None:
+            raise ConfigError(f"[{section}] username is set and url holds a user too: give the"
+                              " login once")
+        if config.password_file is not None and address.password is not None:
+            raise ConfigError(f"[{section}] password_file is set and url holds a password too")
+        address = replace(
+            address, username=config.username or address.username,
+            password=(_read_password(config.password_file, section)
+                      if config.password_file is not None else address.password),
+            ca_file=config.ca_file, cert_file=config.cert_file, key_file=config.key_file)
+        return address.checked(section)
+
+    def with_identity(self, *, username: str | None, password_file: str | None,
+                      cert_file: str | None, key_file: str | None,
+                      section: str) -> BrokerAddress:
+        """This broker under another login and/or client certificate (each replaced only when
+        given: a login is a username with its password, a certificate goes with its key)."""
+        address = self
+        if username is not None:
+            password = (_read_password(password_file, section)
+                        if password_file is not None else None)
+            address = replace(address, username=username, password=password)
+        elif password_file is not None:
+            raise ConfigError(f"[{section}] password_file is set without username")
+        if cert_file is not None or key_file is not None:
+            address = replace(address, cert_file=cert_file, key_file=key_file)
+        return address.checked(section)
+
+    def checked(self, section: str = "mqtt") -> BrokerAddress:
+        """Self, once its options fit together and its TLS files load; else ConfigError."""
+        if self.password is not None and self.username is None:
+            raise ConfigError(f"[{section}] a password needs a username")
+        files = [n for n in ("ca_file", "cert_file", "key_file") if getattr(self, n) is not None]
+        if files and not self.tls:
+            raise ConfigError(f"[{section}] {', '.join(files)} set, but the url is not"
+                              " mqtts://: the connection would not be encrypted")
+        if self.tls:
+            tls.client_context(ca_file=self.ca_file, cert_file=self.cert_file,
+                               key_file=self.key_file, section=section)
+        return self
+
+    def configure(self, client: mqtt.Client, *, login: bool = True) -> None:
+        """Give a new paho client our TLS settings and, with ``login``, our username and
+        password: the one place every eldercare MQTT client gets them from."""
+        if login and self.username is not None:
+            client.username_pw_set(self.username, self.password)
+        if self.tls:
+            client.tls_set_context(tls.client_context(
+                ca_file=self.ca_file, cert_file=self.cert_file, key_file=self.key_file))
+
+    def __str__(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def _read_password(path: str, section: str) -> str:
+    """The password in ``path``: its one line, without the line end."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"[{section}] password_file {path}: {why}") from exc
+    password = text.removesuffix("\n").removesuffix("\r")
+    if not password or "\n" in password:
+        raise ConfigError(f"[{section}] password_file {path} must hold the password on one line")
+    return password
 
 
 class MqttSource:
@@ -112,26 +215,33 @@ class MqttSource:
         else:
             version = self.protocol
         rc = self._connect(version, timeout_s)
+        what = None
+        if rc is None:
+            what = (_CLOSED_UNANSWERED if self._first_connack.is_set()
+                    else f"no answer within {timeout_s:g} s")
+        elif rc.is_failure:
+            what = str(rc)
         # Until the SUBACK, a fresh session would miss what devices publish: wait for it, so
         # "started" means "receiving".
-        if rc is not None and not rc.is_failure and not self._subscribed.wait(timeout_s):
-            rc = None
-        if rc is None or rc.is_failure:
+        elif not self._subscribed.wait(timeout_s):
+            what = f"no SUBACK within {timeout_s:g} s"
+        if what is not None:
             self._shutdown_client()
-            what = "no answer" if rc is None else str(rc)
             raise BrokerError(
-                f"cannot connect to MQTT broker {self.address.host}:{self.address.port}"
-                f" (MQTT {version}): {what}"
-            )
+                f"cannot connect to MQTT broker {self.address} (MQTT {version}): {what}")
         self.negotiated = version
-        log.info("connected to MQTT %s:%d as %r (MQTT %s)", self.address.host,
-                 self.address.port, self.client_id, version)
+        log.info("connected to MQTT %s as %r (MQTT %s)", self.address, self.client_id, version)
 
     def _probe_version(self, timeout_s: float) -> Literal["5", "3.1.1"]:
         """Ask the broker with a bare MQTT 5 CONNECT (no properties) under a throwaway id.
 
         Some 3.1.1-only brokers (amqtt) answer "unsupported protocol version" to a bare CONNECT
         but hang on one that carries properties, so the real session is not used to probe.
+        The probe sends no login either: a broker that names each session after its login
+        (Mosquitto's ``use_username_as_clientid``, on the TLS listener of
+        deploy/mosquitto/production.conf) would otherwise hand the probe our persistent session,
+        and the probe's clean start would discard every reading queued in it. Refusing a CONNECT
+        for want of a login is an MQTT 5 answer too; the real session then logs in.
         """
         answer: list[ReasonCode] = []
         got = threading.Event()
@@ -141,32 +251,61 @@ class MqttSource:
             answer.append(rc)
             got.set()
 
-        probe = self._new_client(f"{self.client_id}-probe", protocol=mqtt.MQTTv5)
+        def on_disconnect(client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
+                          properties: Any = None) -> None:
+            got.set()  # closed, answered or not: waiting longer cannot help
+
+        probe = self._new_client(f"{self.client_id}-probe", login=False,
+                                 protocol=mqtt.MQTTv5)
         probe.on_connect = on_connect
-        probe.connect_async(self.address.host, self.address.port, self.keepalive_s)
-        probe.loop_start()
+        probe.on_disconnect = on_disconnect
+        self._dial(probe, timeout_s)
+        # Driven from this thread: no network thread to stop, which would first sit out paho's
+        # reconnect delay when the broker closes the refused probe.
+        deadline = time.monotonic() + timeout_s
         try:
-            if not got.wait(timeout_s):
-                raise BrokerError(
-                    f"MQTT broker {self.address.host}:{self.address.port} did not answer "
-                    f"within {timeout_s:.0f} s")
+            while not got.is_set():
+                if time.monotonic() > deadline:
+                    raise BrokerError(
+                        f"MQTT broker {self.address} did not answer within {timeout_s:.0f} s")
+                if probe.loop(timeout=0.05) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    break  # closed: on_disconnect has run
         finally:
             probe.disconnect()
-            probe.loop_stop()
-        if answer[0].value == _UNSUPPORTED_PROTOCOL:
+        if not answer or answer[0].value == _UNSUPPORTED_PROTOCOL:
+            # Closing on an MQTT 5 CONNECT is how some 3.1.1 brokers answer it, too.
             log.info("broker does not speak MQTT 5; using 3.1.1")
             return "3.1.1"
-        if answer[0].is_failure:
+        if answer[0].is_failure and answer[0].value not in _LOGIN_REFUSED:
             raise BrokerError(f"MQTT broker refused the connection: {answer[0]}")
         return "5"
 
-    def _new_client(self, client_id: str, **options: Any) -> mqtt.Client:
-        """A paho client with our credentials: the one place the probe and the real session
-        get their connection settings from, so both always present the same identity."""
+    def _new_client(self, client_id: str, *, login: bool = True, **options: Any) -> mqtt.Client:
+        """A paho client with our TLS settings and (with ``login``) credentials: the one place
+        the probe and the real session get their connection settings from."""
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, **options)
-        if self.address.username is not None:
-            client.username_pw_set(self.address.username, self.address.password)
+        self.address.configure(client, login=login)
         return client
+
+    def _dial(self, client: mqtt.Client, timeout_s: float, **kwargs: Any) -> None:
+        """Open the first connection of ``client`` here rather than in paho's thread, so that
+        its failure is ours to report: a TLS failure (certificate refused) at once, as paho's
+        thread would retry it forever; a broker that refuses or cannot be reached (it may be
+        starting too) is tried again until ``timeout_s``. Later reconnects are paho's."""
+        deadline = time.monotonic() + timeout_s
+        delay = 0.1
+        while True:
+            try:
+                client.connect(self.address.host, self.address.port, self.keepalive_s, **kwargs)
+                return
+            except OSError as exc:  # ssl.SSLError included
+                final = tls.final_failure(exc, where=str(self.address))
+                if final is not None:
+                    raise final from exc
+                if time.monotonic() + delay > deadline:
+                    raise BrokerError(f"cannot reach MQTT broker {self.address}: {exc}") from exc
+            time.sleep(delay * random.uniform(0.5, 1.0))  # jittered: a fleet of restarts
+            delay = min(2 * delay, 2.0)
 
     def _connect(self, version: Literal["5", "3.1.1"], timeout_s: float) -> ReasonCode | None:
         self._first_connack.clear()
@@ -188,7 +327,11 @@ class MqttSource:
             props.SessionExpiryInterval = self.session_expiry_s
             props.ReceiveMaximum = min(self.buffer.max_messages, 65535)
             kwargs = {"clean_start": False, "properties": props}
-        client.connect_async(self.address.host, self.address.port, self.keepalive_s, **kwargs)
+        try:
+            self._dial(client, timeout_s, **kwargs)
+        except BrokerError:
+            self._client = None
+            raise
         client.loop_start()
         self._first_connack.wait(timeout_s)
         return self._first_rc
@@ -247,6 +390,8 @@ class MqttSource:
                        properties: Any = None) -> None:
         self._generation += 1
         self.metrics.connected.set(0)
+        if not self._first_connack.is_set():  # cut before any CONNACK: start() says so now
+            self._first_connack.set()
         if not self._closing.is_set():
             log.warning("MQTT connection lost (%s); paho reconnects", rc)
 
@@ -261,5 +406,5 @@ class MqttSource:
             topic = bytes(msg._topic).decode("utf-8", "backslashreplace")
         m = Message(topic, bytes(msg.payload), msg.mid, msg.qos, content_type, self.clock.now_ms(),
                     self._generation)
-        if self.buffer.put(m, abort=self._closing):
+        if self.buffer.put(m, abort=self._closing, urgent=may_hold_alarm(m.payload)):
             self.metrics.messages_received.inc()

@@ -7,17 +7,23 @@ rejected with its own bytes and reason while its neighbours are kept.
 
 Nothing here raises for bad input: every problem becomes a :class:`Reject` naming the field.
 The only exception callers may see is a bug.
+
+Registry admission (issue #7, ``docs/registry.md``): given an :class:`Admission`, a reading whose
+device is not registered in the topic's region is refused and counted, with one dict lookup per
+reading on the hot path. Alarms are the exception: never dropped, they are kept *and* recorded as
+a :class:`Reject` with ``admitted=True``, so the sighting is dead-lettered and shown all the same.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import msgspec
 
 from eldercare.errors import ValidationError
-from schemas.readings import Reading
+from schemas.readings import ALARM_TYPES, TYPE_NAMES, Reading
 from schemas.topics import Topic, parse_topic
 
 DEFAULT_MAX_PAYLOAD_BYTES: Final = 256 * 1024
@@ -26,12 +32,20 @@ MSGPACK_CONTENT_TYPES: Final = frozenset({"application/msgpack", "application/x-
 JSON_CONTENT_TYPES: Final = frozenset({"application/json", "text/json"})
 
 
+#: Reading classes that are alarms (``ALARM_TYPES``): admitted even from unregistered devices.
+_ALARM_CLASSES: Final = frozenset(cls for cls, name in TYPE_NAMES.items() if name in ALARM_TYPES)
+
+
 @dataclass(frozen=True, slots=True)
 class Reject:
     """A message or one reading of it that broke the contract: its raw bytes and why."""
 
     raw: bytes
     reason: str
+    #: True for an alarm kept despite the problem (a device not registered in the topic's
+    #: region, a device clock far ahead): the reading is in ``Decoded.readings`` too (alarms
+    #: are never dropped); this record of it is dead-lettered so the problem is seen.
+    admitted: bool = False
 
 
 @dataclass(slots=True)
@@ -41,6 +55,20 @@ class Decoded:
     topic: Topic | None
     readings: list[Reading] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
+
+
+class Admission(Protocol):
+    """Registry admission: which devices may publish in which region (``ingest.admission``)."""
+
+    @property
+    def regions(self) -> Mapping[str, str]:
+        """Registered device id → its wearer's region. Read once, when the decoder is built."""
+        ...
+
+    def refused(self, *, device_id: str, topic_region: str, type_name: str, alarm: bool) -> str:
+        """Note (count) one reading of a device not registered in ``topic_region``; returns
+        the reason to dead-letter it with. ``alarm``: it is admitted all the same."""
+        ...
 
 
 class _Codec:
@@ -81,7 +109,8 @@ def _malformed(payload: bytes, codec: _Codec, exc: Exception) -> str:
 
 
 class MessageDecoder:
-    """Turns (topic, payload) into validated readings and rejects. Pure: time comes in as ``now_ms``.
+    """Turns (topic, payload) into validated readings and rejects. Pure: time comes in as ``now_ms``
+    (the admission, when given, counts what it refuses: its only side effect).
 
     Parameters
     ----------
@@ -90,6 +119,9 @@ class MessageDecoder:
     max_future_ms
         Readings whose ``ts`` lies further than this ahead of ``now_ms`` are rejected (device
         clock wrong); old readings down to 2020 are accepted, because gateways buffer.
+    admission
+        When given, readings of devices not registered in the topic's region are refused
+        (alarms excepted, see the module docstring). None: every device id is accepted.
     """
 
     def __init__(
@@ -97,9 +129,12 @@ class MessageDecoder:
         *,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
+        admission: Admission | None = None,
     ) -> None:
         self.max_payload_bytes = max_payload_bytes
         self.max_future_ms = max_future_ms
+        self.admission = admission
+        self._regions = None if admission is None else admission.regions
 
     def decode(
         self, topic: str, payload: bytes, *, now_ms: int, content_type: str | None = None
@@ -134,9 +169,9 @@ class MessageDecoder:
             except _DECODE_ERRORS as exc:
                 out.rejects.append(Reject(payload, _malformed(payload, codec, exc)))
             else:
-                reason = self._accept(reading, now_ms, out)
-                if reason is not None:
-                    out.rejects.append(Reject(payload, reason))
+                verdict = self._accept(reading, now_ms, out)
+                if verdict is not None:
+                    out.rejects.append(Reject(payload, *verdict))
         return out
 
     def _decode_array(self, payload: bytes, codec: _Codec, now_ms: int, out: Decoded) -> None:
@@ -160,43 +195,72 @@ class MessageDecoder:
             return
         count = len(raws) if raws is not None else len(readings or ())
         for i in range(count):
+            verdict: tuple[str, bool] | None
             if readings is not None:
-                reason = self._accept(readings[i], now_ms, out)
+                verdict = self._accept(readings[i], now_ms, out)
             else:
                 assert raws is not None
                 try:
-                    reason = self._accept(codec.element.decode(raws[i]), now_ms, out)
+                    verdict = self._accept(codec.element.decode(raws[i]), now_ms, out)
                 except msgspec.ValidationError as exc:
-                    reason = f"invalid reading: {exc}"
+                    verdict = f"invalid reading: {exc}", False
                 except _DECODE_ERRORS as exc:  # pragma: no cover - the element parsed once already
-                    reason = _malformed(bytes(raws[i]), codec, exc)
-            if reason is not None:
-                if raws is None:  # fast path hit an identity or clock problem: find the bytes once
-                    raws = codec.raw_list.decode(payload)
-                out.rejects.append(Reject(bytes(raws[i]), f"reading [{i}]: {reason}"))
+                    verdict = _malformed(bytes(raws[i]), codec, exc), False
+            if verdict is not None:
+                if raws is None:  # fast path hit an identity, clock or registry problem:
+                    raws = codec.raw_list.decode(payload)  # find the bytes once
+                reason, admitted = verdict
+                out.rejects.append(Reject(bytes(raws[i]), f"reading [{i}]: {reason}", admitted))
 
-    def _accept(self, reading: Reading, now_ms: int, out: Decoded) -> str | None:
-        """Check what the struct alone cannot (identity against the topic, clock skew).
+    def _accept(self, reading: Reading, now_ms: int, out: Decoded) -> tuple[str, bool] | None:
+        """Check what the struct alone cannot (identity against the topic, clock skew, and the
+        registry when admission is on).
 
         Appends the reading, with its device_id filled in, to ``out`` and returns None when it is
-        good; otherwise returns the reason.
+        good; otherwise returns the reason and whether the reading was appended all the same
+        (an alarm of an unregistered device).
         """
         topic = out.topic
         assert topic is not None
         if topic.kind == "dev":
+            device_id = topic.source_id
             if reading.device_id is None:
-                reading = msgspec.structs.replace(reading, device_id=topic.source_id)
-            elif reading.device_id != topic.source_id:
+                reading = msgspec.structs.replace(reading, device_id=device_id)
+            elif reading.device_id != device_id:
                 return (
                     f"device_id {reading.device_id!r} does not match the topic's device "
-                    f"{topic.source_id!r} (spoofed or misrouted reading) - at `$.device_id`"
-                )
+                    f"{device_id!r} (spoofed or misrouted reading) - at `$.device_id`"
+                ), False
         elif reading.device_id is None:
-            return "device_id is required in gateway batches - at `$.device_id`"
+            return "device_id is required in gateway batches - at `$.device_id`", False
+        else:
+            device_id = reading.device_id
         if reading.ts > now_ms + self.max_future_ms:
-            return (
-                f"ts {reading.ts} is {(reading.ts - now_ms) / 1000:.0f} s in the future "
-                f"(limit {self.max_future_ms / 1000:.0f} s) - at `$.ts`"
-            )
+            reason = (f"ts {reading.ts} is {(reading.ts - now_ms) / 1000:.0f} s in the future "
+                      f"(limit {self.max_future_ms / 1000:.0f} s) - at `$.ts`")
+            if type(reading) not in _ALARM_CLASSES:
+                return reason, False
+            # A watch whose clock runs hours ahead still has a wearer pressing SOS: the alarm
+            # is kept (with the device's ts, its identity for deduplication) and the bad clock
+            # dead-lettered beside it, so it is seen and counted.
+            out.readings.append(reading)
+            return (f"{reason}; {TYPE_NAMES[type(reading)]} alarm admitted anyway (alarms are"
+                    " never dropped)"), True
+        regions = self._regions
+        if regions is not None and regions.get(device_id) != topic.region:
+            return self._refuse(reading, device_id, topic.region, out)
         out.readings.append(reading)
         return None
+
+    def _refuse(self, reading: Reading, device_id: str, region: str,
+                out: Decoded) -> tuple[str, bool]:
+        """A reading of a device not registered in ``region``: refused and counted, except
+        that an alarm is kept all the same (an SOS from a bracelet nobody registered is still a
+        person in trouble; the broker authenticated its publisher)."""
+        assert self.admission is not None
+        alarm = type(reading) in _ALARM_CLASSES
+        reason = self.admission.refused(device_id=device_id, topic_region=region,
+                                        type_name=TYPE_NAMES[type(reading)], alarm=alarm)
+        if alarm:
+            out.readings.append(reading)
+        return reason, alarm

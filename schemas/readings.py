@@ -22,8 +22,10 @@ MIN_TS_MS: Final = 1_577_836_800_000
 MAX_TS_MS: Final = 4_102_444_800_000
 MAX_ACCEL_SAMPLES: Final = 2000
 
-DEVICE_ID_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,64}$"
-REGION_PATTERN: Final = r"^[a-z0-9-]{1,32}$"
+# Anchored with \Z, not $: `$` also matches before a final newline, and msgspec (and
+# schemas.topics) search with these, so "BR-1\n" would pass as a device distinct from "BR-1".
+DEVICE_ID_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,64}\Z"
+REGION_PATTERN: Final = r"^[a-z0-9-]{1,32}\Z"
 
 DeviceId = Annotated[str, Meta(pattern=DEVICE_ID_PATTERN)]
 TimestampMs = Annotated[int, Meta(ge=MIN_TS_MS, le=MAX_TS_MS)]

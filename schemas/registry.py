@@ -1,6 +1,7 @@
 """The device registry file: wearers, their devices, family contacts and safe zones.
 
-YAML or JSON, validated into frozen structs with errors that give the path of the bad entry
+YAML or JSON, decoded by :mod:`eldercare.documents` (encoding, size, nesting and alias limits)
+and validated into frozen structs with errors that give the path of the bad entry
 (``$.wearers[3].zones[0].radius_m``). The format is documented in ``docs/registry.md``; an example
 ships as ``deploy/registry.example.yaml``.
 """
@@ -10,19 +11,26 @@ from __future__ import annotations
 import re
 import zoneinfo
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 from msgspec import Meta
 
+from eldercare.documents import DocumentLimits, decode_document, format_of, read_document
 from eldercare.errors import RegistryError
 from schemas.readings import DEVICE_ID_PATTERN, REGION_PATTERN, Latitude, Longitude
 
-_WINDOW_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+# Used with fullmatch: a `$` would also match before a final newline.
+_WINDOW_RE = re.compile(r"([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)")
 
 Id = Annotated[str, Meta(pattern=DEVICE_ID_PATTERN)]
 Region = Annotated[str, Meta(pattern=REGION_PATTERN)]
-Phone = Annotated[str, Meta(pattern=r"^\+?[0-9 -]{3,20}$")]
+Phone = Annotated[str, Meta(pattern=r"^\+?[0-9 -]{3,20}\Z")]
+
+#: A city's registry: 100,000 wearers with zones of 32 points come to about 150 MB; aliases may
+#: share a care home's zones among its residents.
+REGISTRY_LIMITS: Final = DocumentLimits(max_bytes=256 * 1024 * 1024, max_aliases=100_000,
+                                        max_alias_nodes=1_000_000)
 
 
 class Point(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -50,7 +58,7 @@ class Zone(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
             raise ValueError("a circle zone needs center and radius_m")
         if self.kind == "polygon" and (self.points is None or len(self.points) < 3):
             raise ValueError("a polygon zone needs at least 3 points")
-        if self.active is not None and not _WINDOW_RE.match(self.active):
+        if self.active is not None and not _WINDOW_RE.fullmatch(self.active):
             raise ValueError(f"active must be HH:MM-HH:MM, got {self.active!r}")
 
 
@@ -69,7 +77,7 @@ class Contact(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     phone: Phone
     relation: str | None = None
     #: Optional address for the email channel.
-    email: Annotated[str, Meta(pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)] | None = None
+    email: Annotated[str, Meta(pattern=r"^[^@\s]+@[^@\s]+\Z", max_length=254)] | None = None
     #: Language of the messages this contact receives.
     language: Literal["zh", "en"] = "zh"
     #: How alerts reach this contact (issue #5): SMS by default; ``voice`` (a text-to-speech
@@ -98,7 +106,8 @@ class Wearer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     def __post_init__(self) -> None:
         try:
             zoneinfo.ZoneInfo(self.timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as exc:
+            # OSError: a directory ("Asia") or a name too long for the file system.
             raise ValueError(f"unknown timezone {self.timezone!r}") from exc
 
 
@@ -108,42 +117,38 @@ class Registry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     wearers: list[Wearer]
 
 
-def parse_registry(data: bytes, *, fmt: Literal["yaml", "json"]) -> Registry:
-    """Decode and validate a registry document. Raises RegistryError naming the bad entry."""
-    try:
-        if fmt == "yaml":
-            reg = msgspec.yaml.decode(data, type=Registry)
-        else:
-            reg = msgspec.json.decode(data, type=Registry)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise RegistryError(f"invalid registry: {exc}") from exc
-    _check_unique(reg)
+def parse_registry(data: bytes, *, fmt: Literal["yaml", "json"],
+                   source: str | Path | None = None) -> Registry:
+    """Decode and validate a registry document. Raises RegistryError naming the bad entry (and
+    ``source``, the file it came from, when given)."""
+    label = "invalid registry" if source is None else f"invalid registry {source}"
+    reg = decode_document(data, fmt=fmt, type=Registry, error=RegistryError, label=label,
+                          limits=REGISTRY_LIMITS)
+    _check_unique(reg, label)
     return reg
 
 
-def _check_unique(reg: Registry) -> None:
+def _check_unique(reg: Registry, label: str) -> None:
     seen_w: set[str] = set()
     seen_d: dict[str, str] = {}
     for i, w in enumerate(reg.wearers):
         if w.id in seen_w:
-            raise RegistryError(f"invalid registry: duplicate wearer id {w.id!r} - at `$.wearers[{i}].id`")
+            raise RegistryError(f"{label}: duplicate wearer id {w.id!r} - at `$.wearers[{i}].id`")
         seen_w.add(w.id)
         for j, d in enumerate(w.devices):
             if d.id in seen_d:
                 raise RegistryError(
-                    f"invalid registry: device {d.id!r} is listed for both {seen_d[d.id]!r} and "
+                    f"{label}: device {d.id!r} is listed for both {seen_d[d.id]!r} and "
                     f"{w.id!r} - at `$.wearers[{i}].devices[{j}].id`")
             seen_d[d.id] = w.id
         zone_ids = [z.id for z in w.zones]
         if len(set(zone_ids)) != len(zone_ids):
-            raise RegistryError(f"invalid registry: duplicate zone id in `$.wearers[{i}].zones`")
+            raise RegistryError(f"{label}: duplicate zone id in `$.wearers[{i}].zones`")
 
 
 def load_registry(path: str | Path) -> Registry:
-    """Read a ``.yaml``/``.yml``/``.json`` registry file."""
+    """Read a registry file: JSON when its suffix is ``.json``, YAML otherwise."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise RegistryError(f"cannot read registry {p}: {exc}") from exc
-    return parse_registry(data, fmt="json" if p.suffix.lower() == ".json" else "yaml")
+    data = read_document(p, error=RegistryError, label=f"cannot read registry {p}",
+                         limits=REGISTRY_LIMITS)
+    return parse_registry(data, fmt="json" if format_of(p) == "json" else "yaml", source=p)

@@ -20,6 +20,13 @@ from ingest.migrations import migrate
 from tests.services import Mosquitto, Postgres
 
 
+@pytest.fixture(autouse=True)
+def _private_state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test its own default spool directory (``$XDG_STATE_HOME/eldercare/spool``): one
+    test's spooled messages must never replay into another test's database."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
     pg = Postgres(tmp_path_factory.mktemp("pg"))

@@ -81,7 +81,7 @@ def test_msgpack_by_content_type() -> None:
     (enc(type="accel", ts=NOW, rate_hz=50, x=[1, 2], y=[1], z=[1, 2]), "differ in length"),
     (enc(type="accel", ts=NOW, rate_hz=50, x=[0.0] * 2001, y=[0.0] * 2001, z=[0.0] * 2001), "`$.x`"),
     (enc(type="wear", ts=NOW, worn="no"), "`$.worn`"),
-    (enc(type="sos", ts=NOW + 301_000), "in the future"),
+    (enc(type="heartbeat", ts=NOW + 301_000), "in the future"),
     (enc(type="sos", ts=1_500_000_000_000), "`$.ts`"),
     (enc(type="sos", ts=float(NOW)), "`$.ts`"),
     (enc(type="sos", ts=NOW, device_id="BR-2"), "spoofed"),
@@ -134,3 +134,13 @@ def test_bad_topics(topic: str, reason: str) -> None:
         parse_topic(topic)
     out = decoder.decode(topic, enc(type="sos", ts=NOW), now_ms=NOW)
     assert reason in out.rejects[0].reason
+
+
+def test_an_alarm_from_a_clock_far_ahead_is_kept_and_its_clock_dead_lettered() -> None:
+    """Alarms are never dropped: a watch whose clock runs 3 h ahead still raises its SOS."""
+    payload = enc(type="sos", ts=NOW + 3 * 3_600_000)
+    out = decoder.decode(DEV, payload, now_ms=NOW)
+    assert [(type(r).__name__, r.ts) for r in out.readings] == [("Sos", NOW + 3 * 3_600_000)]
+    (reject,) = out.rejects
+    assert "in the future" in reject.reason and "alarm admitted anyway" in reject.reason
+    assert reject.admitted and reject.raw == payload

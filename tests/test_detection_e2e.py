@@ -48,7 +48,8 @@ def test_sos_and_wandering_published_over_mqtt_become_stored_events_once(
     tmp_path: Path,
 ) -> None:
     reg = tmp_path / "registry.yaml"
-    reg.write_text(REGISTRY)
+    # Registered in the region it publishes in: registry admission refuses it elsewhere.
+    reg.write_text(REGISTRY.replace('"371002"', f'"{region}"'))
     sink = ListSink()
     now = now_ms()
     sos = json.dumps({"type": "sos", "ts": now - 5000}).encode()

@@ -255,12 +255,21 @@ def test_offline_on_the_clock_per_device_kind_then_online() -> None:
     run(eng, [Heartbeat(device_id="BR-1", ts=T0), Heartbeat(device_id="X-1", ts=T0)],
         received=T0)
     assert eng.tick(T0 + 14 * 60_000) == []
-    off = eng.tick(T0 + 16 * 60_000)             # the bracelet: 15 min; unknown devices: 30 min
+    off = eng.tick(T0 + 16 * 60_000)             # the bracelet: 15 min
     assert kinds(off) == [("offline", T0 + 15 * 60_000)]
     assert eng.tick(T0 + 20 * 60_000) == []      # once
-    assert [e.device_id for e in eng.tick(T0 + 31 * 60_000)] == ["X-1"]
+    # X-1 is not in the registry: admission stores only its alarms, so its silence means
+    # nothing and it is never declared offline.
+    assert eng.tick(T0 + 10 * 86_400_000) == []
     back = run(eng, [Heartbeat(device_id="BR-1", ts=T0 + 40 * 60_000)])
     assert kinds(back) == [("online", T0 + 40 * 60_000)]
+
+
+def test_without_a_registry_every_device_is_watched_with_the_default_period() -> None:
+    eng = DetectorEngine()
+    run(eng, [Heartbeat(device_id="X-1", ts=T0)], received=T0)
+    assert eng.tick(T0 + 29 * 60_000) == []
+    assert [e.device_id for e in eng.tick(T0 + 31 * 60_000)] == ["X-1"]
 
 
 def test_registered_devices_silent_since_a_restart_go_offline_after_their_period() -> None:

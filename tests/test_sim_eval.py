@@ -68,9 +68,14 @@ def test_the_service_detects_the_small_scenario_published_over_mqtt(
         make_config: Callable[..., Config], broker: object, db_url: str, region: str,
         tmp_path: Path) -> None:
     scenario = load_scenario(SMALL)
-    # Ends now, so the service's own clock (offline timers) agrees with the devices' clocks.
+    # Ends now, so the service's own clock (offline timers) agrees with the devices' clocks;
+    # in a fixed-offset zone where it starts at 23:xx, so the bed exit (10 min in) falls in the
+    # detectors' night window (22:00-06:00) whatever the time of day the test runs at.
     start = datetime.now(UTC) - timedelta(seconds=scenario.duration_s + 30)
-    scenario = msgspec.structs.replace(scenario, start=start, region=region)
+    offset = (23 - start.hour) % 24
+    offset = offset - 24 if offset > 14 else offset  # Etc/GMT zones span UTC-12..UTC+14
+    scenario = msgspec.structs.replace(scenario, start=start, region=region,
+                                       timezone=f"Etc/GMT{-offset:+d}")  # POSIX sign: inverted
     sim = build(scenario)
     registry = tmp_path / "registry.json"
     registry.write_bytes(msgspec.json.encode(sim.registry))

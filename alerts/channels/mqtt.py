@@ -19,22 +19,25 @@ the connection drops is re-sent by paho on reconnect, in order: at worst a dupli
 state, which retained state tolerates. The outbox worker orders sends of one alert, so a
 retry of an old state never follows a newer one.
 
-``client_id`` must differ from the ingest client's, or the broker would disconnect one session
-each time the other connects. ``protocol="auto"`` (the default) connects with MQTT 5 and
-switches to 3.1.1 for good when the broker answers "unsupported protocol version" (amqtt, used by
-``eldercare demo``). With MQTT 5 a PUBACK can carry a refusal (not authorized, quota exceeded):
-that is a failed delivery, not a published one.
+The broker is [mqtt]'s, reached as :class:`ingest.source.BrokerAddress` says (``mqtts://``:
+TLS, always verified); the login is the channel's own, ``[alerts.mqtt]`` (the broker ACL grants
+alerts to ``eldercare-alerts``, readings to ``eldercare-ingest``), see :func:`channel_address`.
+The first dial happens in the constructor: a refused certificate stops the start with its
+reason, while a broker that is down does not. ``client_id`` must differ from the ingest
+client's, or the broker would disconnect one session each time the other connects.
+
+``protocol="auto"`` (the default) connects with MQTT 5 and switches to 3.1.1 for good when the
+broker answers "unsupported protocol version" (amqtt, used by ``eldercare demo``). With MQTT 5 a
+PUBACK can carry a refusal (not authorized, quota exceeded): that is a failed delivery, not a
+published one.
 """
 
 from __future__ import annotations
 
 import logging
-import ssl
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 import paho.mqtt.client as mqtt
@@ -44,7 +47,12 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from alerts.channels.base import DeliveryFailed, Message, Receipt
-from eldercare.errors import ConfigError
+from eldercare import tls
+from eldercare.errors import BrokerError, ConfigError
+from ingest.source import BrokerAddress
+
+if TYPE_CHECKING:
+    from eldercare.config import AlertsMqttConfig, MqttConfig
 
 log = logging.getLogger(__name__)
 
@@ -55,33 +63,32 @@ _UNSUPPORTED_PROTOCOL = 132  # CONNACK: unsupported protocol version
 _PERMANENT_REFUSALS = frozenset({135, 144, 153})
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class MqttEndpoint:
-    """Where and how to connect, parsed from ``mqtt://[user:pass@]host[:1883]`` or
-    ``mqtts://...[:8883]`` (TLS with the system's CA certificates)."""
+#: The name this module used for :class:`ingest.source.BrokerAddress`, which parses the same
+#: URLs and also carries the TLS files.
+MqttEndpoint = BrokerAddress
 
-    host: str
-    port: int
-    tls: bool = False
-    username: str | None = None
-    password: str | None = None
 
-    @classmethod
-    def from_url(cls, url: str) -> MqttEndpoint:
-        """Parse ``url``; raises ConfigError naming it when it is not an MQTT URL."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "tcp", "mqtts", "ssl") or not parts.hostname:
-            raise ConfigError(f"MQTT URL must look like mqtt://host:1883, got {url!r}")
-        tls = parts.scheme in ("mqtts", "ssl")
-        try:
-            port = parts.port or (8883 if tls else 1883)
-        except ValueError as exc:
-            raise ConfigError(f"MQTT URL has a bad port: {url!r}") from exc
-        return cls(
-            host=parts.hostname, port=port, tls=tls,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-        )
+def channel_address(ingest: MqttConfig, own: AlertsMqttConfig) -> BrokerAddress:
+    """[mqtt]'s broker and CA under the channel's own login and client certificate from
+    [alerts.mqtt], each falling back to [mqtt]'s when unset; raises ConfigError.
+
+    The fallback is refused over TLS: a TLS listener that names sessions after the login (as
+    deploy/mosquitto/production.conf does, so that no device can take over another's session)
+    would give this connection, with its clean start, the ingest's persistent session, discarding
+    the readings queued there, and the two would then disconnect each other for ever. Setting
+    [alerts.mqtt] ``username`` to the ingest's own login remains possible, for a broker that
+    keeps client ids.
+    """
+    base = BrokerAddress.from_config(ingest)
+    shared = own.username is None and own.cert_file is None and own.key_file is None
+    if shared and base.tls and (base.username is not None or base.cert_file is not None):
+        raise ConfigError(
+            "[alerts.mqtt] username is not set: over mqtts:// the MQTT alert channel needs a"
+            " broker login of its own (eldercare-alerts in deploy/mosquitto/README.md), or it"
+            " would take over the ingest session")
+    return base.with_identity(username=own.username, password_file=own.password_file,
+                              cert_file=own.cert_file, key_file=own.key_file,
+                              section="alerts.mqtt")
 
 
 class MqttAlertChannel:
@@ -89,10 +96,11 @@ class MqttAlertChannel:
 
     name = "mqtt"
 
-    def __init__(self, url: str, *, client_id: str, timeout_s: float = 5.0,
+    def __init__(self, address: str | BrokerAddress, *, client_id: str, timeout_s: float = 5.0,
                  protocol: Literal["auto", "5", "3.1.1"] = "auto",
                  keepalive_s: int = 30) -> None:
-        self.endpoint = MqttEndpoint.from_url(url)
+        self.endpoint = (BrokerAddress.from_url(address) if isinstance(address, str)
+                         else address)
         self.client_id = client_id
         self.timeout_s = timeout_s
         self.keepalive_s = keepalive_s
@@ -105,13 +113,25 @@ class MqttAlertChannel:
         self._mqtt5 = protocol != "3.1.1"
         self._may_fall_back = protocol == "auto"  # until the first answer settles the version
         self._client_lock = threading.Lock()  # the client is replaced once on fallback
-        self._client = self._start_client()
+        # Held until assigned: the first CONNACK may start the fallback thread before that.
+        with self._client_lock:
+            self._client = self._start_client()
 
     def _start_client(self) -> mqtt.Client:
         client = self._new_client()
-        # Asynchronous, so a broker that is down at start-up does not stop the service: the
-        # network thread keeps retrying and send() reports the outage per message.
-        client.connect_async(self.endpoint.host, self.endpoint.port, self.keepalive_s)
+        try:
+            # The first dial is ours, so that a TLS failure (certificate refused) stops the
+            # start with its reason, rather than paho's thread retrying it silently for ever.
+            client.connect(self.endpoint.host, self.endpoint.port, self.keepalive_s)
+        except OSError as exc:  # ssl.SSLError included
+            final = tls.final_failure(exc, where=str(self.endpoint))
+            if final is not None:
+                raise final from exc
+            # A broker that is down at start-up does not stop the service: the network
+            # thread keeps retrying, and send() reports the outage per message.
+            log.warning("MQTT alert channel: broker %s unreachable (%s); retrying",
+                        self.endpoint, exc)
+            client.connect_async(self.endpoint.host, self.endpoint.port, self.keepalive_s)
         client.loop_start()
         return client
 
@@ -124,16 +144,17 @@ class MqttAlertChannel:
             self._mqtt5 = False
             self._client.disconnect()
             self._client.loop_stop()
-            self._client = self._start_client()
+            try:
+                self._client = self._start_client()
+            except BrokerError as exc:  # TLS worked a moment ago; a person must look
+                log.error("MQTT alert channel: cannot reconnect with MQTT 3.1.1: %s", exc)
+                return
         log.info("MQTT alert channel: broker does not speak MQTT 5; using 3.1.1")
 
     def _new_client(self) -> mqtt.Client:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                              protocol=mqtt.MQTTv5 if self._mqtt5 else mqtt.MQTTv311)
-        if self.endpoint.username is not None:
-            client.username_pw_set(self.endpoint.username, self.endpoint.password)
-        if self.endpoint.tls:
-            client.tls_set_context(ssl.create_default_context())
+        self.endpoint.configure(client)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

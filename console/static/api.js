@@ -137,4 +137,8 @@ export async function devices({ maxPages = 5 } = {}) {
   return out;
 }
 
+/** Devices seen on our regions' topics without being registered there (issue #7), last 24 h. */
+export const unregisteredDevices = () =>
+  get('/api/v1/unregistered-devices').then((d) => (d && d.devices) || []);
+
 export const STREAM_URL = '/api/v1/stream';

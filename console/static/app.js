@@ -317,6 +317,7 @@ function learnName(w) {
 
 async function loadDevices() {
   if (!state.user) return;
+  const unregistered = loadUnregistered(); // alongside, failing on its own
   try {
     const list = await api.devices();
     if (!state.user) return;
@@ -332,7 +333,17 @@ async function loadDevices() {
     if (!state.user) return;
     devicesView.setData(null, api.errorText(err));
   }
+  await unregistered;
   if (state.view === 'devices') devicesView.render();
+}
+
+async function loadUnregistered() {
+  try {
+    const list = await api.unregisteredDevices();
+    if (state.user) devicesView.setUnregistered(list, null);
+  } catch (err) {
+    if (state.user) devicesView.setUnregistered(null, api.errorText(err));
+  }
 }
 
 // --- Controls -----------------------------------------------------------------------------

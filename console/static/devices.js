@@ -1,16 +1,20 @@
 // The devices view: the officer's regions' devices, online state, battery, last seen, worn.
 // Default order puts what needs attention first (offline, not worn, low battery); column
 // headers sort; a text filter narrows. A district can hold thousands of devices, so at most
-// MAX_ROWS rows are drawn (the filter reaches the rest).
+// MAX_ROWS rows are drawn (the filter reaches the rest). Below the table, "Unregistered
+// devices" (issue #7): ids that published on our regions' topics without being registered there;
+// their readings are refused, their alarms raised anyway (docs/registry.md).
 
 import { h, clear, relSpan, formatTime, parseTs } from './dom.js';
-import { t } from './i18n.js';
+import { t, tEnum } from './i18n.js';
 
 const LOW_BATTERY = 20;
 const MAX_ROWS = 500;
 const num = (v) => (typeof v === 'number' && Number.isFinite(v) ? v : null);
 const battery = (d) => num(d.battery_pct) ?? 999;
 const worn = (d) => (d.worn === false ? 0 : d.worn === true ? 2 : 1);
+
+const UNREG_COLUMNS = ['ucol.device', 'ucol.region', 'ucol.readings', 'ucol.alarms', 'ucol.lastSeen', 'ucol.registry'];
 
 const COLUMNS = [
   ['dcol.state', (d) => (d.online ? 1 : 0)],
@@ -35,6 +39,13 @@ export class DevicesView {
     this.error = null;
     this.sort = null; // {col, dir}; null = attention order
     this.filter = '';
+    this.unregistered = [];
+    this.unregisteredError = null;
+  }
+
+  setUnregistered(list, error) {
+    if (list) this.unregistered = list;
+    this.unregisteredError = error;
   }
 
   setData(devices, error) {
@@ -88,9 +99,25 @@ export class DevicesView {
       h('p', { class: 'load-error', role: 'alert', hidden: !this.error }, this.error ? t('err.devices', { msg: this.error }) : ''),
       h('div', { class: 'table-scroll' }, h('table', { class: 'table', dataset: { testid: 'devices-table' } },
         h('thead', null, h('tr', null, head)), this.tbody)),
-      this.more);
+      this.more, this.unregisteredSection());
     this.renderBody();
     if (refocus) filter.focus();
+  }
+
+  unregisteredSection() {
+    const list = this.unregistered;
+    const alarms = list.reduce((n, d) => n + (d.alarms || 0), 0);
+    const rows = list.map(unregisteredRow);
+    if (!rows.length) rows.push(h('tr', null, h('td', { colspan: UNREG_COLUMNS.length, class: 'muted' }, t('unreg.empty'))));
+    const err = this.unregisteredError;
+    return h('section', { class: 'unreg', dataset: { testid: 'unregistered-devices' } },
+      h('div', { class: 'devices-head' }, h('h2', null, t('unreg.heading')),
+        h('span', { class: alarms ? 'warn-text' : 'muted' }, t('unreg.summary', { n: list.length, alarms }))),
+      h('p', { class: 'muted small' }, t('unreg.help')),
+      h('p', { class: 'load-error', role: 'alert', hidden: !err }, err ? t('err.unregistered', { msg: err }) : ''),
+      h('div', { class: 'table-scroll' }, h('table', { class: 'table', dataset: { testid: 'unregistered-table' } },
+        h('thead', null, h('tr', null, UNREG_COLUMNS.map((k) => h('th', { class: k === 'ucol.readings' ? 'num' : null }, t(k))))),
+        h('tbody', null, rows))));
   }
 
   renderBody() {
@@ -100,6 +127,20 @@ export class DevicesView {
     this.more.hidden = list.length <= MAX_ROWS;
     this.more.textContent = t('devices.more', { n: MAX_ROWS, total: list.length });
   }
+}
+
+function unregisteredRow(d) {
+  const reg = d.registered_region;
+  const registry = reg == null ? t('unreg.notRegistered')
+    : reg === d.region ? t('unreg.registeredNow') : t('unreg.registeredIn', { region: reg });
+  const types = (d.alarm_types || []).map((x) => tEnum('type', x)).join(', ');
+  return h('tr', { dataset: { testid: 'unregistered-row', deviceId: d.device_id, region: d.region } },
+    h('td', { class: 'mono' }, d.device_id),
+    h('td', null, d.region),
+    h('td', { class: 'num' }, String(d.readings)),
+    h('td', { class: d.alarms ? 'warn' : null }, d.alarms ? `${d.alarms} (${types})` : '0'),
+    h('td', null, relSpan(d.last_seen)),
+    h('td', null, registry));
 }
 
 function deviceRow(d) {

@@ -103,6 +103,7 @@ const STRINGS = {
   'err.unavailable': ['服务暂时不可用，请稍后重试', 'Service temporarily unavailable; try again shortly'],
   'err.list': ['告警列表加载失败：{msg}', 'Could not load alerts: {msg}'],
   'err.devices': ['设备列表加载失败：{msg}', 'Could not load devices: {msg}'],
+  'err.unregistered': ['未登记设备加载失败：{msg}', 'Could not load unregistered devices: {msg}'],
 
   'devices.heading': ['辖区设备', 'Devices in my regions'],
   'devices.summary': ['共 {total} 台 · 离线 {offline} · 未佩戴 {notWorn} · 低电量 {low}', '{total} devices · {offline} offline · {notWorn} not worn · {low} low battery'],
@@ -114,6 +115,21 @@ const STRINGS = {
   'devices.worn': ['佩戴中', 'worn'],
   'devices.notWorn': ['未佩戴', 'not worn'],
   'devices.unknown': ['未知', 'unknown'],
+
+  'unreg.heading': ['未登记设备', 'Unregistered devices'],
+  'unreg.summary': ['近 24 小时 {n} 台 · 报警 {alarms} 条', '{n} in the last 24 h · {alarms} alarms'],
+  'unreg.help': ['这些设备在本辖区的主题上发送了数据，但未在本辖区登记。其普通数据不入库；报警照常告警。请核实后登记。',
+    'These devices published on your regions\' topics without being registered there. Their readings are not stored; their alarms are raised anyway. Check them and register them.'],
+  'unreg.empty': ['近 24 小时没有未登记设备', 'No unregistered devices in the last 24 h'],
+  'unreg.notRegistered': ['未登记', 'not registered'],
+  'unreg.registeredIn': ['登记在 {region}', 'registered in {region}'],
+  'unreg.registeredNow': ['已补登记（接入服务重启后生效）', 'registered since (effective once ingest restarts)'],
+  'ucol.device': ['设备号', 'Device'],
+  'ucol.region': ['上报辖区', 'Topic region'],
+  'ucol.readings': ['数据条数', 'Readings'],
+  'ucol.alarms': ['报警', 'Alarms'],
+  'ucol.lastSeen': ['最后收到', 'Last received'],
+  'ucol.registry': ['登记', 'Registry'],
 
   'dcol.state': ['状态', 'State'],
   'dcol.device': ['设备号', 'Device'],
@@ -144,6 +160,7 @@ const STRINGS = {
 
   'type.sos': ['SOS 求救', 'SOS'],
   'type.fall': ['跌倒', 'Fall'],
+  'type.wear': ['佩戴状态', 'Wear'],
   'type.home_alarm': ['居家报警', 'Home alarm'],
   'type.geofence_exit': ['走出安全区', 'Left safe zone'],
   'type.heart_rate': ['心率异常', 'Abnormal heart rate'],

@@ -1,0 +1,91 @@
+"""Registry admission (issue #7): only devices registered in a topic's region are stored.
+
+The decoder (:class:`schemas.decode.MessageDecoder`) looks every reading's device up in
+:attr:`RegistryAdmission.regions`, a plain dict built once from the registry file, and calls
+:meth:`RegistryAdmission.refused` only for a device that is not registered in the region of the
+topic it arrived on: that call counts it and words the dead-letter reason. Alarms of such a device
+are stored, detected and alerted all the same (routed by the topic's region) and dead-lettered as
+a sighting as well; everything else is only dead-lettered. Without a registry there is no
+admission: every device id is stored (``docs/registry.md``; production should configure one).
+
+The reasons are part of the contract: the duty console reads them back out of ``dead_letters``
+with :data:`REASON_SQL_PATTERN` (``console/unregistered.py``), so the wording of
+:func:`refusal_reason` and the pattern change together (``tests/test_admission.py`` checks both).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final, Literal
+
+from prometheus_client import Counter
+
+from schemas.registry import Registry
+
+log = logging.getLogger(__name__)
+
+RefusalKind = Literal["unknown_device", "wrong_region"]
+
+#: Metric label for a topic region where no wearer is registered: a publisher that invents
+#: regions must not be able to create unbounded series.
+OTHER_REGION: Final = "other"
+
+#: PostgreSQL (ARE) pattern of the reasons :func:`refusal_reason` writes, optionally behind the
+#: ``reading [i]: `` prefix of a reading in an array. Groups: 1 unknown device id, 2 device id
+#: registered elsewhere, 3 the region it is registered in, 4 wire type, 5 ``alarm admitted`` or
+#: ``reading not stored``. Anchored, and the ids cannot hold ``"``: a malformed topic quoted in
+#: another reason cannot pass for a sighting.
+REASON_SQL_PATTERN: Final = (
+    r'^(?:reading \[[0-9]+\]: )?(?:unknown device "([^"]+)" \(not in the registry\)'
+    r'|device "([^"]+)" is registered in region ([a-z0-9-]+), not [a-z0-9-]+)'
+    r': ([a-z_]+) (alarm admitted|reading not stored)')
+
+
+def refusal_reason(device_id: str, *, topic_region: str, registered: str | None, type_name: str,
+                   alarm: bool) -> str:
+    """The dead-letter reason of a reading of ``device_id`` arriving on ``topic_region``."""
+    where = (f'unknown device "{device_id}" (not in the registry)' if registered is None else
+             f'device "{device_id}" is registered in region {registered}, not {topic_region}')
+    what = ("alarm admitted anyway (alarms are never dropped)" if alarm else
+            "reading not stored")
+    return f"{where}: {type_name} {what}"
+
+
+class RegistryAdmission:
+    """The registry as the decoder's :class:`~schemas.decode.Admission`, with its counter.
+
+    ``counter``: a Prometheus counter labelled (region, reason, admitted), see
+    :class:`ingest.metrics.IngestMetrics`; None counts nothing (tests, tools).
+    """
+
+    def __init__(self, registry: Registry, *, counter: Counter | None = None) -> None:
+        #: Device id → the region its wearer is registered in.
+        self.regions: dict[str, str] = {
+            d.id: w.region for w in registry.wearers for d in w.devices}
+        self.known_regions = frozenset(w.region for w in registry.wearers)
+        self._counter = counter
+
+    def refused(self, *, device_id: str, topic_region: str, type_name: str, alarm: bool) -> str:
+        """Count one reading refused by the registry; returns its dead-letter reason."""
+        registered = self.regions.get(device_id)
+        kind: RefusalKind = "unknown_device" if registered is None else "wrong_region"
+        if self._counter is not None:
+            label = topic_region if topic_region in self.known_regions else OTHER_REGION
+            self._counter.labels(label, kind, "true" if alarm else "false").inc()
+        log.debug("refused %s reading of device %s on region %s (%s)", type_name, device_id,
+                  topic_region, kind)
+        return refusal_reason(device_id, topic_region=topic_region, registered=registered,
+                              type_name=type_name, alarm=alarm)
+
+
+def registry_admission(registry: Registry | None, *,
+                       counter: Counter | None = None) -> RegistryAdmission | None:
+    """The admission of the ingest service: None (and a warning) without a registry."""
+    if registry is None:
+        log.warning("no registry configured: registry admission is off, readings of every"
+                    " device id are stored (configure one in production, docs/registry.md)")
+        return None
+    admission = RegistryAdmission(registry, counter=counter)
+    log.info("registry admission on: %d devices in %d regions", len(admission.regions),
+             len(admission.known_regions))
+    return admission
