@@ -133,6 +133,7 @@ class IngestPipeline:
         self._db_down = threading.Event()
         self._last_probe = 0.0
         self._overload_until = 0.0  # monotonic; see _defer_overdue
+        self._overload_logged = -60.0
         self._ready: queue.Queue[tuple[int, list[Message], Batch] | None] = queue.Queue(maxsize=1)
         # Completion order: the sequence number of the next batch to complete.
         self._turn = threading.Condition()
@@ -246,8 +247,12 @@ class IngestPipeline:
         limit = self.clock.now_ms() - round(self.config.defer_after_s * 1000)
         now = time.monotonic()
         if chunk[0].received_ms <= limit:  # the buffer is FIFO: chunk[0] waited longest
-            if now >= self._overload_until:
-                log.warning("overload: deferring alarm-free messages to the spool")
+            if now >= self._overload_until and now - self._overload_logged > 60:
+                self._overload_logged = now  # once a minute: overload comes and goes in seconds
+                log.warning("overload: deferring alarm-free messages to the spool (%.0f so far;"
+                            " eldercare_spooled_messages_total)",
+                            self.metrics.value("eldercare_spooled_messages_total",
+                                               reason="overload"))
             self._overload_until = now + _OVERLOAD_HOLD_S
         elif now >= self._overload_until:
             return chunk

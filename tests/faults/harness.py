@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from tests.faults.dispatch import DispatchPlatform, Post
 from tests.faults.ledger import AlarmCount, DeadLetter, Delivery, Ledger, ReadingCount
@@ -44,8 +44,8 @@ __all__ = [
     "WEBHOOK_SECRET", "AckedPublisher", "AlarmCount", "DeadLetter", "Delivery",
     "DispatchPlatform", "FaultRow", "Ledger", "Outgoing", "Post", "PrivatePostgres",
     "ReadingCount", "ReadingKey", "ServiceError", "ServiceProcess", "Stream", "StreamPlan",
-    "device_message", "fault_scale", "gateway_message", "registry_yaml", "scaled", "toml_text",
-    "wait_until",
+    "device_message", "fault_scale", "gateway_message", "registry_yaml", "scaled", "settle",
+    "toml_text", "wait_until",
 ]
 
 
@@ -65,6 +65,17 @@ def fault_scale() -> float:
 def scaled(n: int, *, minimum: int = 1) -> int:
     """``n`` times the fault scale, at least ``minimum``."""
     return max(minimum, round(n * fault_scale()))
+
+
+def settle(ledger: Ledger, *, acked: set[ReadingKey], sos_devices: Sequence[str],
+           dispatch: DispatchPlatform, service: ServiceProcess, timeout_s: float) -> None:
+    """After a stream: wait until every acknowledged reading is stored and every SOS alert
+    reached the dispatch webhook (a kill may hold one for its 30 s delivery lease)."""
+    wait_until(lambda: ledger.count_readings() >= len(acked), timeout_s=timeout_s,
+               service=service, what=f"{len(acked):,} acknowledged readings stored")
+    wait_until(lambda: ledger.alarms(sos_devices, dispatch.received()).delivered
+               == len(sos_devices), timeout_s=timeout_s, service=service,
+               what="every SOS alert at the dispatch webhook")
 
 
 def wait_until(predicate: Callable[[], object], *, timeout_s: float, what: str,

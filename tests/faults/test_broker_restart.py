@@ -30,7 +30,7 @@ from tests.faults.harness import (
     StreamPlan,
     fault_scale,
     scaled,
-    wait_until,
+    settle,
 )
 from tests.faults.process import SESSION_LINE
 from tests.services import Mosquitto
@@ -84,11 +84,8 @@ def test_broker_restarts_lose_nothing_and_the_service_reconnects_by_itself(
 
     acked = publisher.acked_keys()
     ledger = Ledger(db_url, region=fault_region)
-    wait_until(lambda: ledger.count_readings() >= len(acked), timeout_s=120, service=service,
-               what=f"{len(acked):,} acknowledged readings stored")
-    wait_until(lambda: ledger.alarms(plan.sos_devices, dispatch.received()).delivered
-               == len(plan.sos_devices), timeout_s=90, service=service,
-               what="every SOS alert at the dispatch webhook")
+    settle(ledger, acked=acked, sos_devices=plan.sos_devices, dispatch=dispatch, service=service,
+           timeout_s=180)
     same_process = service.pid == pid and service.running
     exit_status = service.terminate()
     readings = ledger.readings(acked)

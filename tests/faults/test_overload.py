@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from eldercare.config import Config
@@ -85,6 +86,7 @@ def _run(url: str, region: str, start: int, n: int, rate: float, base: int,
     return result  # type: ignore[no-any-return]
 
 
+@pytest.mark.timeout(1200)  # 60 s of overload, then the deferred readings stored (~3 min)
 def test_overload_alarms_first_periodic_deferred_not_shed_and_recovered(
         make_config: Callable[..., Config], broker: Mosquitto, db_url: str,
         region: str, fault_report: FaultReport) -> None:

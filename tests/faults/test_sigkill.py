@@ -36,7 +36,7 @@ from tests.faults.harness import (
     StreamPlan,
     fault_scale,
     scaled,
-    wait_until,
+    settle,
 )
 from tests.services import Mosquitto
 
@@ -85,12 +85,8 @@ def test_sigkill_loses_no_acknowledged_reading_and_alerts_each_sos_once(
 
     acked = publisher.acked_keys()
     ledger = Ledger(db_url, region=fault_region)
-    wait_until(lambda: ledger.count_readings() >= len(acked), timeout_s=180, service=service,
-               what=f"{len(acked):,} acknowledged readings stored")
-    wait_until(lambda: ledger.alarms(plan.sos_devices, dispatch.received()).delivered
-               == len(plan.sos_devices), timeout_s=120, service=service,
-               what="every SOS alert at the dispatch webhook (a kill may hold one for the"
-                    " 30 s lease)")
+    settle(ledger, acked=acked, sos_devices=plan.sos_devices, dispatch=dispatch, service=service,
+           timeout_s=180)
     exit_status = service.terminate()
     readings = ledger.readings(acked)
     alarms = ledger.alarms(plan.sos_devices, dispatch.received())
