@@ -134,6 +134,7 @@ class IngestPipeline:
         self._last_probe = 0.0
         self._overload_until = 0.0  # monotonic; see _defer_overdue
         self._overload_logged = -60.0
+        self._spool_refused_logged = -60.0
         self._ready: queue.Queue[tuple[int, list[Message], Batch] | None] = queue.Queue(maxsize=1)
         # Completion order: the sequence number of the next batch to complete.
         self._turn = threading.Condition()
@@ -263,7 +264,9 @@ class IngestPipeline:
         try:
             self.spool.append(spool_records(deferred))
         except SpoolError as exc:  # full or failing: keep processing in order, slower
-            log.warning("overload: cannot defer to the spool (%s)", exc)
+            if now - self._spool_refused_logged > 60:  # once a minute, not once a chunk
+                self._spool_refused_logged = now
+                log.warning("overload: cannot defer to the spool (%s); processing in order", exc)
             return chunk
         self.metrics.spooled.labels("overload").inc(len(deferred))
         self.ack(deferred)
