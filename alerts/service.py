@@ -42,7 +42,8 @@ from console.accounts import AccountStore
 from console.app import mount_console
 from console.devices import devices_router
 from console.evidence import evidence_router
-from console.live import ChangeFeed, stream_router
+from console.live import ChangeFeed
+from console.stream import stream_router
 from detectors.events import Event
 from eldercare.clock import Clock
 from eldercare.config import Config

@@ -35,29 +35,10 @@ polls it and fans each new row out to every open ``GET /api/v1/stream``:
   stream never ends by itself: call :meth:`ChangeFeed.end_streams` (thread-safe) before stopping
   the server, or streams are cancelled only when the server's graceful timeout runs out.
 
-Wire format (``text/event-stream``; ``data`` is one line of JSON)::
-
-    retry: 2000
-    event: hello
-    data: {"max_id": 41}                    the feed's watermark when the stream opened
-    id: 41                                  (catch-up events, if any, come before this line)
-
-    id: 42
-    event: alert
-    data: {"audit_id": 42, "action": "acknowledged", "actor": "officer-a", "at": "...Z",
-           "detail": {...masked...}, "alert": {...the alert's current row, as GET /alerts...}}
-
-    id: 57
-    : keep-alive                            every heartbeat_s without a change
-
-    id: 1234
-    event: reset
-    data: {"reason": "overflow" | "too_far_behind" | "unknown_id" | "error", "max_id": 1234}
+The wire format and the endpoint are in console/stream.py; the hole tracking in console/gaps.py.
 """
 
-# No ``from __future__ import annotations``: FastAPI must evaluate the endpoints'
-# ``Annotated[Principal, Depends(principal)]``, and ``principal`` is the factory's argument,
-# which a postponed (string) annotation could not name.
+from __future__ import annotations
 
 import asyncio
 import enum
@@ -65,22 +46,20 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final, Self
+from typing import Any, Final, Self
 
 import psycopg
 import pydantic_core
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query
-from fastapi.responses import StreamingResponse
+from fastapi import FastAPI
 from psycopg import sql
 from psycopg.rows import dict_row
 
 from alerts import queries
-from alerts.auth import Principal
-from alerts.http_types import PrincipalDependency
+from console.gaps import GAP_TIMEOUT_S, GapTracker, Snapshot
 from eldercare.errors import EldercareError, StorageError
 
 log = logging.getLogger(__name__)
@@ -89,20 +68,6 @@ log = logging.getLogger(__name__)
 PREFIX: Final = "/api/v1"
 DEFAULT_POLL_S: Final = 0.25
 QUEUE_SIZE: Final = 1000
-#: Missed changes replayed on reconnect; beyond this reloading the list is cheaper.
-CATCH_UP_MAX: Final = 1000
-#: Proxies (nginx: 60 s) close connections idle for long; a comment line keeps them open.
-HEARTBEAT_S: Final = 15.0
-#: Reconnection delay the browser's EventSource uses after a dropped connection.
-RETRY_MS: Final = 2000
-#: A writer takes its audit id microseconds before its transaction id; 0.2 s is ample margin.
-GAP_GRACE_S: Final = 0.2
-#: Alert transactions take milliseconds; a hole open this long is a stuck writer, and holding
-#: every console behind it would be worse than publishing around it.
-GAP_TIMEOUT_S: Final = 10.0
-#: Given-up ids are watched this long (and at most this many ranges) for a late commit.
-LATE_WATCH_S: Final = 600.0
-LATE_MAX_RANGES: Final = 64
 _BATCH: Final = 1000
 _QUERY_TIMEOUT_S: Final = 10.0
 _CONNECT_TIMEOUT_S: Final = 5
@@ -132,127 +97,6 @@ _RANGE: Final = sql.SQL(
     " WHERE au.id > %(after)s AND au.id <= %(upto)s"
     " AND (%(regions)s::text[] IS NULL OR a.region = ANY(%(regions)s))"
     " ORDER BY au.id LIMIT %(limit)s").format(cols=_ALERT_COLUMNS)
-
-
-# --- Ordering: holes in the id sequence -----------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """The transactions in progress when a query's snapshot was taken (``pg_current_snapshot``)."""
-
-    xmin: int
-    xmax: int
-    in_progress: frozenset[int]
-
-    @classmethod
-    def parse(cls, text: str) -> Self:
-        """Parse PostgreSQL's text form ``xmin:xmax:xip,xip,...``."""
-        xmin, xmax, xip = text.split(":")
-        return cls(int(xmin), int(xmax), frozenset(int(x) for x in xip.split(",") if x))
-
-
-@dataclass(slots=True)
-class _Sighting:
-    """Holes among ids up to ``upto`` (above the previous sighting's) were first seen ``at``,
-    while ``suspects`` were running: one of them, if any, holds each missing id."""
-
-    upto: int
-    at: float
-    suspects: set[int]
-    armed: bool = False
-    settled: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Advance:
-    """What one poll may publish: ``ready`` in id order, then ``late`` (given-up ids that did
-    commit after all), and the new ``watermark``."""
-
-    ready: list[int]
-    late: list[int]
-    watermark: int
-
-
-class GapTracker:
-    """Decides which visible audit ids may be published, so that published ids ascend without
-    skipping a row that commits late. Pure: the caller passes each poll's ids, snapshot and time.
-
-    A hole is settled when every transaction that was running when it was first seen has ended.
-    One exception needs the grace period: a transaction whose audit INSERT is its first write
-    takes the id a few microseconds before it gets a transaction id, so it may be missing from
-    the first snapshot; the running set of a snapshot ``grace_s`` later is added to the suspects.
-    """
-
-    def __init__(self, watermark: int, *, grace_s: float = GAP_GRACE_S,
-                 timeout_s: float = GAP_TIMEOUT_S, late_watch_s: float = LATE_WATCH_S) -> None:
-        self.watermark = watermark
-        self.grace_s = grace_s
-        self.timeout_s = timeout_s
-        self.late_watch_s = late_watch_s
-        self._seen_max = watermark
-        self._sightings: list[_Sighting] = []
-        self._late: list[tuple[int, int, float]] = []   # (lo, hi, watched until)
-
-    def late_ranges(self) -> list[tuple[int, int]]:
-        """Given-up id ranges still watched, inclusive."""
-        return [(lo, hi) for lo, hi, _ in self._late]
-
-    def advance(self, ids: Sequence[int], snapshot: Snapshot, now: float) -> Advance:
-        """``ids``: the audit ids visible in ``snapshot`` above the watermark, and any in the
-        late ranges, ascending."""
-        late = [i for i in ids if i <= self.watermark]
-        for i in late:
-            self._unwatch(i)
-        fresh = [i for i in ids if i > self.watermark]
-        self._observe(fresh, snapshot, now)
-        ready: list[int] = []
-        expected = self.watermark + 1
-        for i in fresh:
-            if i > expected and not self._hole_closed(expected, i - 1, now):
-                break       # hold back everything above the hole
-            ready.append(i)
-            expected = i + 1
-        self.watermark = expected - 1
-        self._sightings = [s for s in self._sightings if s.upto > self.watermark]
-        self._late = [r for r in self._late if r[2] > now]
-        return Advance(ready, late, self.watermark)
-
-    def _observe(self, fresh: Sequence[int], snapshot: Snapshot, now: float) -> None:
-        for s in self._sightings:
-            if not s.armed and now - s.at >= self.grace_s:
-                s.suspects |= snapshot.in_progress
-                s.armed = True
-            if s.armed and not s.settled and s.suspects.isdisjoint(snapshot.in_progress):
-                s.settled = True
-        if fresh and fresh[-1] > self._seen_max:
-            self._sightings.append(_Sighting(fresh[-1], now, set(snapshot.in_progress)))
-            self._seen_max = fresh[-1]
-
-    def _hole_closed(self, lo: int, hi: int, now: float) -> bool:
-        floor = self.watermark
-        covering = []
-        for s in self._sightings:
-            if s.upto >= lo and floor < hi:
-                covering.append(s)
-            floor = s.upto
-        if all(s.settled for s in covering):
-            return True
-        if any(not s.settled and now - s.at < self.timeout_s for s in covering):
-            return False
-        log.warning("change feed: audit ids %d-%d still missing after %.0f s (a stuck "
-                    "transaction?); publishing past them, watching for them", lo, hi,
-                    self.timeout_s)
-        self._late = [*self._late, (lo, hi, now + self.late_watch_s)][-LATE_MAX_RANGES:]
-        return True
-
-    def _unwatch(self, i: int) -> None:
-        kept: list[tuple[int, int, float]] = []
-        for lo, hi, until in self._late:
-            if lo <= i <= hi:
-                kept += [(a, b, until) for a, b in ((lo, i - 1), (i + 1, hi)) if a <= b]
-            else:
-                kept.append((lo, hi, until))
-        self._late = kept
 
 
 # --- Changes and subscribers ----------------------------------------------------------------
@@ -326,7 +170,7 @@ class FeedState(enum.Enum):
 class ChangeFeed:
     """New ``alert_audit`` rows, polled every ``poll_s`` and fanned out to subscribers.
 
-    An async context manager (or :meth:`lifespan`, which :func:`stream_router` hands to the
+    An async context manager (or :meth:`lifespan`, which :func:`console.stream.stream_router` hands to the
     router so that including the router runs it).
     """
 
@@ -534,108 +378,3 @@ def _render(row: dict[str, Any]) -> Change:
     body = pydantic_core.to_json(data).decode()
     return Change(row["audit_id"], alert["region"],
                   f"id: {row['audit_id']}\nevent: alert\ndata: {body}\n\n")
-
-
-# --- The endpoint -----------------------------------------------------------------------------
-
-def _event(name: str, data: dict[str, Any], *, id_: int | None = None) -> str:
-    head = f"id: {id_}\n" if id_ is not None else ""
-    return f"{head}event: {name}\ndata: {pydantic_core.to_json(data).decode()}\n\n"
-
-
-def _reset(reason: str, max_id: int) -> str:
-    return _event("reset", {"reason": reason, "max_id": max_id}, id_=max_id)
-
-
-async def _opening(feed: ChangeFeed, sub: Subscription, caller: Principal,
-                   resume: int | None) -> tuple[list[str], set[int]]:
-    """The frames before the live ones, and the ids among them (the live queue may repeat a
-    late one)."""
-    hello = f"retry: {RETRY_MS}\n" + _event("hello", {"max_id": sub.start})
-    if resume is not None and resume > sub.start:
-        # An id this database never issued (restored from a backup?): the page's state is
-        # from elsewhere.
-        return [hello, _reset("unknown_id", sub.start)], set()
-    changes: list[Change] = []
-    if resume is not None and resume < sub.start:
-        changes = await feed.history(after=resume, upto=sub.start,
-                                     regions=caller.region_filter(), limit=CATCH_UP_MAX + 1)
-        if len(changes) > CATCH_UP_MAX:
-            return [hello, _reset("too_far_behind", sub.start)], set()
-    # The closing id moves the browser's Last-Event-ID to the start even when the caller
-    # could see none of the changes before it.
-    return [hello, *(c.frame for c in changes), f"id: {sub.start}\n\n"], {
-        c.audit_id for c in changes}
-
-
-async def _frames(feed: ChangeFeed, caller: Principal, resume: int | None,
-                  heartbeat_s: float, max_age_s: float | None) -> AsyncIterator[str]:
-    # Subscribed here, not in the endpoint: only a generator that started can be sure its
-    # ``finally`` runs, so no subscription outlives its connection.
-    try:
-        sub = feed.subscribe(caller.can_see)
-    except EldercareError:   # the feed closed between the endpoint's check and now
-        return
-    try:
-        try:
-            frames, replayed = await _opening(feed, sub, caller, resume)
-        except StorageError as exc:
-            # Ending the stream makes the browser retry with the same Last-Event-ID, which an
-            # error status would not (EventSource gives up on any non-200 answer).
-            log.warning("stream %d: catch-up failed: %s", sub.number, exc)
-            return
-        for frame in frames:
-            yield frame
-        ends_at = time.monotonic() + max_age_s if max_age_s is not None else float("inf")
-        while (left := ends_at - time.monotonic()) > 0:
-            # Every frame yielded so far carried its id, so ending here loses nothing: the
-            # browser reconnects from the last one, authenticated afresh.
-            item = await sub.next(min(heartbeat_s, left))
-            if item is None:
-                if time.monotonic() >= ends_at:
-                    return
-                # Nothing queued: every change up to the watermark has been sent.
-                yield f"id: {feed.watermark}\n: keep-alive\n\n"
-            elif isinstance(item, Ended):
-                if item.reason != "shutdown":   # overflow, error: the page must reload
-                    yield _reset(item.reason, feed.watermark)
-                return
-            elif item.audit_id not in replayed:
-                yield item.frame
-    finally:
-        feed.unsubscribe(sub)
-
-
-def stream_router(feed: ChangeFeed, principal: PrincipalDependency, *,
-                  heartbeat_s: float = HEARTBEAT_S, max_age_s: float | None = None) -> APIRouter:
-    """``GET /api/v1/stream`` for ``feed``, authenticated by the ``principal`` dependency.
-
-    The router carries the feed's lifespan: ``app.include_router`` runs the feed with the app.
-    A stream is authenticated once, when it opens; ``max_age_s`` ends each stream after that
-    long so the browser reconnects (resuming exactly) and is authenticated again: an expired
-    session then stops receiving. Each end costs the page one reconnection delay (``retry``,
-    2 s) during which new changes wait for the catch-up; None: streams never age out.
-    """
-    router = APIRouter(prefix=PREFIX, lifespan=feed.lifespan)
-
-    @router.get("/stream", tags=["console"], response_class=StreamingResponse, responses={
-        200: {"content": {"text/event-stream": {}},
-              "description": "Server-Sent Events (console/live.py)"},
-        401: {"description": "not authenticated"}, 503: {"description": "shutting down"}})
-    async def stream(
-        caller: Annotated[Principal, Depends(principal)],
-        last_event_id: Annotated[str | None, Header(pattern=r"^\d{1,18}$")] = None,
-        since: Annotated[int | None, Query(ge=0, le=2**63 - 1,
-                                           description="resume after this audit id")] = None,
-    ) -> StreamingResponse:
-        """Alert changes of the caller's regions, live, after the missed ones."""
-        if feed.state is not FeedState.RUNNING:
-            raise HTTPException(503, "the live feed is not running", headers={"Retry-After": "5"})
-        # The header wins: the browser sends it on every reconnect, while ?since= stays
-        # whatever the page first asked for.
-        resume = int(last_event_id) if last_event_id is not None else since
-        return StreamingResponse(
-            _frames(feed, caller, resume, heartbeat_s, max_age_s), media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-    return router

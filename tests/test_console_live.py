@@ -25,7 +25,9 @@ from alerts import queries
 from alerts.api import Alert
 from alerts.auth import Principal, TokenEntry, TokenTable, hash_token, new_token
 from alerts.store import AlertStore
-from console.live import ChangeFeed, GapTracker, Snapshot, stream_router
+from console.gaps import GapTracker, Snapshot
+from console.live import ChangeFeed
+from console.stream import stream_router
 from detectors.events import Event
 from eldercare.http_server import HttpServer
 

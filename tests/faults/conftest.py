@@ -20,12 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 
+from eldercare.embedded import free_port
 from tests.faults.dispatch import DispatchPlatform
-from tests.faults.harness import fault_scale
+from tests.faults.harness import AckedPublisher, Ledger, fault_scale
 from tests.faults.pgserver import PrivatePostgres
 from tests.faults.process import ServiceProcess
 from tests.faults.report import FaultRow, write_json
+from tests.faults.rig import Mailbox, Rig, family_settings, policy_file, registry_file
 from tests.services import Mosquitto
 
 log = logging.getLogger("tests.faults")
@@ -146,3 +149,45 @@ def private_postgres(tmp_path: Path) -> Iterator[PrivatePostgres]:
     """A PostgreSQL of this test alone, to stop and start (tests/faults/pgserver.py)."""
     with PrivatePostgres(tmp_path / "private-pg") as pg:
         yield pg
+
+
+@pytest.fixture
+def mailbox() -> Iterator[tuple[Mailbox, int]]:
+    """A real SMTP server (aiosmtpd) on a free port, and what reached it."""
+    box = Mailbox()
+    port = free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield box, port
+    controller.stop()
+
+
+@pytest.fixture
+def rig(fault_broker: Mosquitto, db_url: str, fault_region: str, dispatch: DispatchPlatform,
+        mailbox: tuple[Mailbox, int], service_factory: Callable[..., ServiceProcess],
+        tmp_path: Path) -> Iterator[Callable[..., Rig]]:
+    """Start the service with ``policy`` options and ``settings``; yields a
+    :class:`tests.faults.rig.Rig`. Family contacts get e-mail (``mailbox``), or SMS through
+    the Aliyun stand-in at ``sms_endpoint`` when one is given."""
+    publishers: list[AckedPublisher] = []
+
+    def make(*, devices: int = 3, sms_endpoint: str | None = None,
+             settings: dict[str, object] | None = None, **policy: int) -> Rig:
+        ids = [f"PW-{i:03d}" for i in range(devices)]
+        family = (family_settings(sms_endpoint=sms_endpoint) if sms_endpoint is not None
+                  else family_settings(smtp_port=mailbox[1]))
+        service = service_factory(
+            mqtt_url=fault_broker.url, database_url=db_url, webhook_url=dispatch.url,
+            registry=registry_file(tmp_path / "registry.yaml", fault_region, ids,
+                                   sms=sms_endpoint is not None),
+            settings={"alerts.policy_file": str(policy_file(tmp_path / "policy.yaml", **policy)),
+                      "alerts.poll_s": 0.2, "alerts.mqtt_publish": False, **family,
+                      **(settings or {})})
+        service.start()
+        publishers.append(AckedPublisher(fault_broker.url))
+        return Rig(service, publishers[-1], Ledger(db_url, region=fault_region), fault_region,
+                   ids)
+
+    yield make
+    for p in publishers:
+        p.close()

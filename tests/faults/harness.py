@@ -38,6 +38,7 @@ from tests.faults.stream import (
     device_message,
     gateway_message,
     registry_yaml,
+    streaming,
 )
 
 __all__ = [
@@ -45,7 +46,7 @@ __all__ = [
     "DispatchPlatform", "FaultRow", "Ledger", "Outgoing", "Post", "PrivatePostgres",
     "ReadingCount", "ReadingKey", "ServiceError", "ServiceProcess", "Stream", "StreamPlan",
     "device_message", "fault_scale", "gateway_message", "registry_yaml", "scaled", "settle",
-    "toml_text", "wait_until",
+    "streaming", "toml_text", "wait_until",
 ]
 
 

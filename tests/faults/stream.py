@@ -18,7 +18,8 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -362,3 +363,20 @@ class Stream:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
+
+
+@contextmanager
+def streaming(broker_url: str, plan: StreamPlan, *, duration_s: float,
+              ack_timeout_s: float = 90.0) -> Iterator[AckedPublisher]:
+    """Publish ``plan`` over ``duration_s`` while the block injects its faults; when the block
+    ends normally, wait until the whole plan is published and acknowledged. The publisher is
+    closed either way, and still answers ``acked_keys()`` afterwards."""
+    publisher = AckedPublisher(broker_url)
+    stream = Stream(publisher, plan, duration_s=duration_s).start()
+    try:
+        yield publisher
+        stream.join(timeout_s=duration_s + 120)
+        publisher.wait_acked(timeout_s=ack_timeout_s)
+    finally:
+        stream.stop()
+        publisher.close()

@@ -22,15 +22,14 @@ from tests.conftest import now_ms
 from tests.faults.conftest import FaultReport
 from tests.faults.dispatch import DispatchPlatform
 from tests.faults.harness import (
-    AckedPublisher,
     FaultRow,
     Ledger,
     ServiceProcess,
-    Stream,
     StreamPlan,
     fault_scale,
     scaled,
     settle,
+    streaming,
 )
 from tests.faults.process import SESSION_LINE
 from tests.services import Mosquitto
@@ -57,12 +56,10 @@ def test_broker_restarts_lose_nothing_and_the_service_reconnects_by_itself(
                               registry=registry, webhook_url=dispatch.url)
     service.start()
     pid = service.pid
-    publisher = AckedPublisher(fault_broker.url)
     duration_s = 8.0 * restarts
-    stream = Stream(publisher, plan, duration_s=duration_s).start()
     reconnect_s: list[float] = []
     down_s: list[float] = []
-    try:
+    with streaming(fault_broker.url, plan, duration_s=duration_s) as publisher:
         t0 = time.monotonic()
         for i in range(restarts):
             delay = t0 + duration_s * (i + rng.uniform(0.1, 0.6)) / restarts - time.monotonic()
@@ -76,11 +73,6 @@ def test_broker_restarts_lose_nothing_and_the_service_reconnects_by_itself(
             reconnect_s.append(service.wait_log(SESSION_LINE, after=mark,
                                                 timeout_s=RECONNECT_LIMIT_S + 30,
                                                 what="the service's session back"))
-        stream.join(timeout_s=duration_s + 120)
-        publisher.wait_acked(timeout_s=90)
-    finally:
-        stream.stop()
-        publisher.close()
 
     acked = publisher.acked_keys()
     ledger = Ledger(db_url, region=fault_region)

@@ -1,167 +1,37 @@
-"""Faults: the dispatch webhook failing or slow, then recovering (issue #7).
+"""Faults: the dispatch webhook and the SMS provider failing or slow, then recovering (issue #7).
 
 The service runs as in production with two alert channels: the dispatch webhook (a
-:class:`DispatchPlatform` told to fail) and e-mail to each wearer's family (a real SMTP server,
-aiosmtpd). Timescales come from a policy file and the config (delivery backoff 0.2 s, webhook
-timeout 1-4 s, rungs of 2 s where escalation is the point), so the module runs in well under a
-minute. Each fault is one test and one row of the report:
+:class:`DispatchPlatform` told to fail) and each wearer's family, by e-mail (a real SMTP server,
+aiosmtpd) while the webhook is the one failing, or by SMS through Aliyun's API (a local stand-in
+speaking its protocol, tests/aliyun_fake.py) when SMS is. The rig is in tests/faults/rig.py.
+Each fault is one test and one row of the report:
 
 - 5xx for a while: each alert is retried with the same Idempotency-Key and delivered once the
-  platform answers 200 again;
+  platform answers 200 again; SMS errors (500, an HTML 502, throttling) likewise;
 - timeouts (the platform reads the request and never answers): retried after the sender's
   timeout; the platform saw the unanswered attempt too, so it holds that key twice (received,
-  answered once): the receiver deduplicates;
-- connection refused (the platform down): retried until it listens again;
+  answered once): the receiver deduplicates. SMS cannot be deduplicated by the carrier
+  (SendSms is not idempotent), so before each retry the channel asks QuerySendDetails whether
+  the message went out: an SMS whose answer was lost is never sent twice;
+- connection refused (the platform or the SMS API down): retried until it listens again;
 - escalation: an unclaimed alert climbs the next rung after the rung's ``wait_s``, not before;
   a delivery given up on (``max_attempts``) climbs it at once;
-- in every case the family e-mail goes out while the webhook fails: a failing or hanging channel
-  never blocks another (docs/alerts.md, "Delivery").
+- in every case the other channel delivers while one fails: a failing or hanging channel never
+  blocks another (docs/alerts.md, "Delivery").
 """
-
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-import msgspec
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from eldercare.embedded import free_port
-from tests.conftest import now_ms
+from tests.aliyun_fake import FakeAliyun
 from tests.faults.conftest import FaultReport
 from tests.faults.dispatch import DispatchPlatform
-from tests.faults.harness import (
-    AckedPublisher,
-    FaultRow,
-    Ledger,
-    ServiceProcess,
-    device_message,
-    registry_yaml,
-    wait_until,
-)
-from tests.services import Mosquitto
-
-ROOT = Path(__file__).resolve().parents[2]
-FAMILY = "family@eldercare.example"
-
-
-@dataclass
-class Mailbox:
-    """An aiosmtpd handler keeping each message's arrival time and subject."""
-
-    arrived: list[tuple[float, str]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        content = envelope.original_content or b""
-        with self.lock:
-            self.arrived.append((time.monotonic(), content.decode("utf-8", "replace")))
-        return "250 2.0.0 Ok: queued"
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.arrived)
-
-    def first_at(self) -> float:
-        with self.lock:
-            return min(t for t, _ in self.arrived)
-
-
-@pytest.fixture
-def mailbox() -> Iterator[tuple[Mailbox, int]]:
-    box = Mailbox()
-    port = free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield box, port
-    controller.stop()
-
-
-def policy_file(path: Path, *, sos_wait_s: int = 600, fall_wait_s: int = 600,
-                max_attempts: int = 8) -> Path:
-    """The built-in policy with fast retries, and SOS and falls on ladders of their own whose
-    first rung waits the given time before the next (call the elder back)."""
-    policy: dict[str, Any] = msgspec.yaml.decode((ROOT / "alerts" / "policy.yaml").read_bytes())
-    policy["delivery"] = {"max_attempts": max_attempts, "backoff_s": 0.2, "backoff_max_s": 0.5}
-    for name, wait in (("sos_ladder", sos_wait_s), ("fall_ladder", fall_wait_s)):
-        policy["ladders"][name] = {
-            "claim_timeout_s": 600, "repeat": 3, "dedup_window_s": 0,
-            "steps": [{"notify": ["dispatch", "family:1"], "wait_s": wait},
-                      {"notify": ["dispatch"], "action": "call_elder", "wait_s": 600}]}
-    policy["routes"]["sos"] = {"ladder": "sos_ladder"}
-    policy["routes"]["fall"] = {"ladder": "fall_ladder"}
-    path.write_bytes(msgspec.yaml.encode(policy))
-    return path
-
-
-@dataclass
-class Rig:
-    """One service with the webhook and e-mail channels, and what it needs to be driven."""
-
-    service: ServiceProcess
-    publisher: AckedPublisher
-    ledger: Ledger
-    region: str
-    devices: list[str]
-
-    def press(self, device: str, type: str = "sos") -> float:
-        """An alarm from ``device`` now; returns when the broker acknowledged it."""
-        reading: dict[str, Any] = {"type": type, "ts": now_ms(), "seq": 1}
-        if type == "fall":
-            reading["confidence"] = 0.9
-        self.publisher.publish(device_message(self.region, device, [reading]))
-        self.publisher.wait_acked(timeout_s=30)
-        return time.monotonic()
-
-    def opened(self, type: str = "sos") -> list[Any]:
-        """The outbox rows of the alerts' first webhook message."""
-        return [d for d in self.ledger.deliveries(channel="webhook")
-                if d.event == "alert.opened" and d.alert_id in
-                {a for ids in self.ledger.alerts(type).values() for a in ids}]
-
-
-@pytest.fixture
-def rig(fault_broker: Mosquitto, db_url: str, fault_region: str, dispatch: DispatchPlatform,
-        mailbox: tuple[Mailbox, int], service_factory: Callable[..., ServiceProcess],
-        tmp_path: Path) -> Iterator[Callable[..., Rig]]:
-    """Start the service with ``policy`` options and ``settings``; yields a :class:`Rig`."""
-    publishers: list[AckedPublisher] = []
-
-    def make(*, devices: int = 3, settings: dict[str, object] | None = None,
-             **policy: int) -> Rig:
-        ids = [f"PW-{i:03d}" for i in range(devices)]
-        registry = tmp_path / "registry.yaml"
-        registry.write_text(registry_yaml(fault_region, ids, contact_email=FAMILY),
-                            encoding="utf-8")
-        service = service_factory(
-            mqtt_url=fault_broker.url, database_url=db_url, registry=registry,
-            webhook_url=dispatch.url,
-            settings={"alerts.policy_file": str(policy_file(tmp_path / "policy.yaml", **policy)),
-                      "alerts.poll_s": 0.2, "alerts.mqtt_publish": False,
-                      "alerts.smtp.host": "127.0.0.1", "alerts.smtp.port": mailbox[1],
-                      "alerts.smtp.sender": "alerts@eldercare.example",
-                      "alerts.smtp.timeout_s": 5.0, **(settings or {})})
-        service.start()
-        publishers.append(AckedPublisher(fault_broker.url))
-        return Rig(service, publishers[-1], Ledger(db_url, region=fault_region), fault_region,
-                   ids)
-
-    yield make
-    for p in publishers:
-        p.close()
-
-
-def family_mail_ok(box: Mailbox, rig: Rig, presses: int, *, before: float) -> None:
-    """Every press's family e-mail arrived, the first before ``before`` (monotonic)."""
-    wait_until(lambda: box.count() >= presses, timeout_s=30, service=rig.service,
-               what=f"{presses} family e-mails")
-    assert box.first_at() < before, "the e-mail channel waited for the failing webhook"
+from tests.faults.harness import FaultRow, wait_until
+from tests.faults.rig import Mailbox, Rig, family_mail_ok
 
 
 def test_webhook_5xx_is_retried_with_the_same_key_until_the_platform_recovers(
@@ -303,3 +173,115 @@ def test_escalation_after_wait_s_and_at_once_after_a_delivery_is_given_up(
     assert trail.index("delivery_gave_up") < trail.index("escalated"), trail
     assert gave_up_s < 60, "the given-up delivery must not wait for the 600 s timer"
     assert alerted == 2
+
+
+# --- the SMS provider (Aliyun SendSms) failing ----------------------------------------------
+
+SMS_TIMEOUT_S = 3.0
+
+
+@pytest.fixture
+def aliyun() -> Iterator[FakeAliyun]:
+    fake = FakeAliyun()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+def family_sms_sent(fake: FakeAliyun, r: Rig, presses: int) -> int:
+    """Wait until every alert's family SMS is ``sent`` in the outbox; return how many
+    distinct messages reached phones, after checking none reached them twice."""
+    wait_until(lambda: len(r.opened(channel="sms")) == presses
+               and all(d.status == "sent" for d in r.opened(channel="sms")), timeout_s=60,
+               service=r.service, what=f"{presses} family SMS sent")
+    per_message = {m["OutId"]: sum(x["OutId"] == m["OutId"] for x in fake.sms) for m in fake.sms}
+    assert all(n == 1 for n in per_message.values()), f"an SMS went out twice: {per_message}"
+    return len(per_message)
+
+
+def webhook_meanwhile(dispatch: DispatchPlatform, r: Rig, presses: int, *,
+                      first_press: float) -> float:
+    """Every alert reached the dispatch webhook while SMS failed; seconds after the first
+    press was acknowledged by the broker."""
+    wait_until(lambda: len(dispatch.accepted("alert.opened")) >= presses, timeout_s=30,
+               service=r.service, what="the alerts at the dispatch webhook")
+    return max(p.at for p in dispatch.accepted("alert.opened")) - first_press
+
+
+def sms_row(fault: str, injections: int, r: Rig, dispatch: DispatchPlatform, sms_sent: int,
+            note: str) -> FaultRow:
+    alarms = r.ledger.alarms(r.devices, dispatch.received())
+    assert alarms.delivered == alarms.presses == 3 and alarms.lost == 0, alarms
+    assert alarms.duplicate_deliveries == 0 and alarms.reopened == 0, alarms
+    return FaultRow(fault=fault, injections=injections, sent=alarms.presses, stored=alarms.events,
+                    alerted=alarms.delivered, lost=alarms.lost + alarms.presses - sms_sent,
+                    note=note)
+
+
+def test_sms_provider_errors_are_retried_and_do_not_hold_back_the_webhook(
+        rig: Callable[..., Rig], dispatch: DispatchPlatform, aliyun: FakeAliyun,
+        fault_report: FaultReport) -> None:
+    aliyun.fail("SendSms", "500", "html_502", "throttle")
+    r = rig(sms_endpoint=aliyun.url)
+    first_press = min(r.press(dev) for dev in r.devices)
+    webhook_s = webhook_meanwhile(dispatch, r, 3, first_press=first_press)
+    wait_until(lambda: len(r.opened(channel="sms")) == 3
+               and all(d.attempts >= 3 for d in r.opened(channel="sms")), timeout_s=60,
+               service=r.service, what="three failed SMS attempts per alert")
+    failed = len(aliyun.calls("SendSms"))
+    assert aliyun.sms == [], "nothing reached a phone while the provider failed"
+    aliyun.recover()
+    recovered = time.monotonic()
+    sent = family_sms_sent(aliyun, r, 3)
+    fault_report.record(sms_row(
+        "SMS provider answers 500 / 502 / throttled, then recovers", failed, r, dispatch, sent,
+        f"{failed} SendSms calls failed; every family SMS sent once"
+        f" {time.monotonic() - recovered:.1f} s after recovery (QuerySendDetails before each"
+        f" retry); dispatch webhook had all alerts {webhook_s:.2f} s after the first press"))
+    assert sent == 3
+
+
+def test_sms_provider_timeouts_never_send_an_sms_twice(
+        rig: Callable[..., Rig], dispatch: DispatchPlatform, aliyun: FakeAliyun,
+        fault_report: FaultReport) -> None:
+    # Two messages go out but their answers never come; one request hangs without sending.
+    aliyun.fail("SendSms", "accept_then_hang", "hang", "accept_then_hang", times=3)
+    r = rig(sms_endpoint=aliyun.url, settings={"alerts.aliyun.timeout_s": SMS_TIMEOUT_S})
+    first_press = min(r.press(dev) for dev in r.devices)
+    webhook_s = webhook_meanwhile(dispatch, r, 3, first_press=first_press)
+    sent = family_sms_sent(aliyun, r, 3)
+    calls, queries = len(aliyun.calls("SendSms")), len(aliyun.calls("QuerySendDetails"))
+    fault_report.record(sms_row(
+        f"SMS provider accepts and never answers ({SMS_TIMEOUT_S:g} s sender timeout)", 3, r,
+        dispatch, sent,
+        f"3 SendSms requests hung (2 of them had sent); {queries} QuerySendDetails before the"
+        f" retries found those 2, {calls} SendSms calls in all, every SMS reached its phone once;"
+        f" dispatch webhook had all alerts {webhook_s:.2f} s after the first press"))
+    assert sent == 3 and queries >= 3 and calls >= 4
+    assert webhook_s < SMS_TIMEOUT_S, "the webhook waited behind a hanging SMS request"
+
+
+def test_sms_provider_connection_refused_is_retried_until_it_listens(
+        rig: Callable[..., Rig], dispatch: DispatchPlatform, fault_report: FaultReport) -> None:
+    port = free_port()
+    r = rig(sms_endpoint=f"http://127.0.0.1:{port}/")
+    down_since = time.monotonic()
+    first_press = min(r.press(dev) for dev in r.devices)
+    webhook_s = webhook_meanwhile(dispatch, r, 3, first_press=first_press)
+    wait_until(lambda: len(r.opened(channel="sms")) == 3
+               and all(d.attempts >= 3 for d in r.opened(channel="sms")), timeout_s=60,
+               service=r.service, what="three refused SMS attempts per alert")
+    attempts = sum(d.attempts for d in r.opened(channel="sms"))
+    fake = FakeAliyun(port=port)
+    fake.start()
+    back = time.monotonic()
+    try:
+        sent = family_sms_sent(fake, r, 3)
+    finally:
+        fake.stop()
+    fault_report.record(sms_row(
+        "SMS provider down (connection refused), then back", attempts, r, dispatch, sent,
+        f"{attempts} refused attempts over {back - down_since:.1f} s; every family SMS sent"
+        f" once {time.monotonic() - back:.1f} s after it listened again; dispatch webhook had"
+        f" all alerts {webhook_s:.2f} s after the first press"))
+    assert sent == 3

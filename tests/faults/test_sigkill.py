@@ -28,15 +28,14 @@ from tests.conftest import now_ms
 from tests.faults.conftest import FaultReport
 from tests.faults.dispatch import DispatchPlatform
 from tests.faults.harness import (
-    AckedPublisher,
     FaultRow,
     Ledger,
     ServiceProcess,
-    Stream,
     StreamPlan,
     fault_scale,
     scaled,
     settle,
+    streaming,
 )
 from tests.services import Mosquitto
 
@@ -63,11 +62,9 @@ def test_sigkill_loses_no_acknowledged_reading_and_alerts_each_sos_once(
     service = service_factory(mqtt_url=fault_broker.url, database_url=db_url,
                               registry=registry, webhook_url=dispatch.url)
     service.start()
-    publisher = AckedPublisher(fault_broker.url)
     duration_s = 5.0 * kills
-    stream = Stream(publisher, plan, duration_s=duration_s).start()
     ready_s: list[float] = []
-    try:
+    with streaming(fault_broker.url, plan, duration_s=duration_s) as publisher:
         t0 = time.monotonic()
         for moment in kill_moments(rng, kills=kills, duration_s=duration_s):
             ready_s.append(service.wait_ready(timeout_s=90))
@@ -77,11 +74,6 @@ def test_sigkill_loses_no_acknowledged_reading_and_alerts_each_sos_once(
             service.sigkill()
             service.start(wait=False)
         ready_s.append(service.wait_ready(timeout_s=90))
-        stream.join(timeout_s=duration_s + 120)
-        publisher.wait_acked(timeout_s=60)
-    finally:
-        stream.stop()
-        publisher.close()
 
     acked = publisher.acked_keys()
     ledger = Ledger(db_url, region=fault_region)
