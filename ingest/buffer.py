@@ -6,6 +6,12 @@ MQTT 5, the receive maximum already stops the broker from sending more than we h
 consumer takes whole batches under one lock acquisition, which is what makes per-message
 hand-off cheap enough for tens of thousands of messages per second.
 
+The consumer is woken only when it has something worth waking for: ``take(min_items=N)`` sleeps
+until N messages are there, an urgent one arrives, the buffer fills or its timeout passes, and
+the producer signals only then. Waking it for every message (as a plain condition variable
+would) makes the two threads hand the GIL back and forth once per message, and the pipeline
+then decodes one message at a time instead of whole chunks.
+
 Alarms first: a message whose payload may hold an alarm (:func:`may_hold_alarm`) goes into an
 *urgent* lane that :meth:`MessageBuffer.take` empties before the ordinary one, and it is admitted
 even when the buffer is full (the broker's receive maximum still bounds what we hold), so an SOS
@@ -60,7 +66,13 @@ class MessageBuffer:
         self._items: deque[Message] = deque()
         self._urgent: deque[Message] = deque()
         self._bytes = 0
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._readable = threading.Condition(lock)  # the consumer waits here
+        self._writable = threading.Condition(lock)  # a producer waits here while full
+        #: How many ordinary messages the waiting consumer asked for (0: it is not waiting).
+        self._wanted = 0
+        #: A producer waits for room: the consumer must take what there is now.
+        self._full = False
 
     def __len__(self) -> int:
         return len(self._items) + len(self._urgent)
@@ -73,35 +85,50 @@ class MessageBuffer:
         ``urgent`` message never waits: it goes into the urgent lane (module docstring).
         """
         size = len(msg.payload)
-        with self._cond:
+        with self._readable:
             if urgent:
                 self._urgent.append(msg)
                 self._bytes += size
-                self._cond.notify_all()
+                self._readable.notify()
                 return True
             while self._items and (
                 len(self) >= self.max_messages or self._bytes + size > self.max_bytes
             ):
                 if abort.is_set():
+                    self._full = False
                     return False
-                self._cond.wait(0.1)
+                self._full = True
+                self._readable.notify()  # the consumer takes what there is
+                self._writable.wait(0.1)
+            self._full = False
             self._items.append(msg)
             self._bytes += size
-            self._cond.notify_all()
+            if self._wanted and len(self._items) >= self._wanted:
+                self._readable.notify()
         return True
 
-    def take(self, max_items: int, *, timeout_s: float) -> list[Message]:
-        """Remove and return up to ``max_items`` messages, waiting up to ``timeout_s`` for one."""
+    def take(self, max_items: int, *, timeout_s: float, min_items: int = 1) -> list[Message]:
+        """Remove and return up to ``max_items`` messages, urgent ones first.
+
+        Waits up to ``timeout_s`` for ``min_items`` ordinary messages (or any urgent one, or a
+        full buffer); at the timeout returns what there is, possibly nothing."""
         deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while not self._items and not self._urgent:
+        want = max(1, min(min_items, max_items, self.max_messages))
+        with self._readable:
+            while not self._urgent and not self._full and len(self._items) < want:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return []
-                self._cond.wait(remaining)
+                    break
+                self._wanted = want
+                try:
+                    self._readable.wait(remaining)
+                finally:
+                    self._wanted = 0
             lane = self._urgent if self._urgent else self._items
             n = min(max_items, len(lane))
+            if n == 0:
+                return []
             out = [lane.popleft() for _ in range(n)]
             self._bytes -= sum(len(m.payload) for m in out)
-            self._cond.notify_all()
+            self._writable.notify_all()
         return out

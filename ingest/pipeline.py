@@ -221,7 +221,12 @@ class IngestPipeline:
             if (alarm or len(batch) >= cfg.max_batch_readings or remaining <= 0
                     or self._stop.is_set()):
                 return messages, batch
-            chunk = self._defer_overdue(self.buffer.take(cfg.max_take, timeout_s=remaining))
+            # Wait for about what the batch still needs (at the readings per message seen so
+            # far), not for the next message: one decode per chunk, not one per message.
+            per_message = max(1, len(batch) // len(messages))
+            need = -(-(cfg.max_batch_readings - len(batch)) // per_message)
+            chunk = self._defer_overdue(self.buffer.take(cfg.max_take, timeout_s=remaining,
+                                                         min_items=need))
             messages.extend(chunk)
 
     def _replay_due(self) -> bool:
