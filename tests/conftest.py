@@ -17,6 +17,7 @@ from alerts.store import AlertStore
 from alerts.webhook_receiver import Receiver
 from eldercare.config import Config, load_config
 from ingest.migrations import migrate
+from tests.aliyun_fake import FakeAliyun
 from tests.services import Mosquitto, Postgres
 
 
@@ -145,3 +146,12 @@ def now_ms() -> int:
 @pytest.fixture
 def tmp(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture
+def aliyun() -> Iterator[FakeAliyun]:
+    """A local stand-in for Aliyun's SMS and voice APIs (tests/aliyun_fake.py), running."""
+    fake = FakeAliyun()
+    fake.start()
+    yield fake
+    fake.stop()

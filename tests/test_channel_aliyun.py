@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,20 +41,12 @@ class FixedClock:
         return self.ms
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeAliyun]:
-    server = FakeAliyun()
-    server.start()
-    yield server
-    server.stop()
-
-
-def config(fake: FakeAliyun, **overrides: Any) -> AliyunConfig:
+def config(aliyun: FakeAliyun, **overrides: Any) -> AliyunConfig:
     values: dict[str, Any] = {
         "access_key_id": KEY_ID, "access_key_secret": SECRET, "sign_name": "颐养平安",
         "sms_templates": {"sos": "SMS_SOS", "default": "SMS_DEFAULT", "grouped": "SMS_GROUP"},
         "voice_templates": {"default": "TTS_ALARM"}, "called_show_number": "057112345678",
-        "sms_endpoint": fake.url, "voice_endpoint": fake.url, "timeout_s": 2.0,
+        "sms_endpoint": aliyun.url, "voice_endpoint": aliyun.url, "timeout_s": 2.0,
     }
     values.update(overrides)
     return AliyunConfig(**values)
@@ -73,15 +64,15 @@ def message(*, attempt: int = 1, address: str = "+8613900000000", kind: str = "s
                    body=body)
 
 
-def sms(fake: FakeAliyun, when: datetime = NOON_ISH, **overrides: Any) -> AliyunSms:
-    channel = AliyunSms(config(fake, **overrides), clock=FixedClock(when))
-    fake.channels.append(channel)
+def sms(aliyun: FakeAliyun, when: datetime = NOON_ISH, **overrides: Any) -> AliyunSms:
+    channel = AliyunSms(config(aliyun, **overrides), clock=FixedClock(when))
+    aliyun.channels.append(channel)
     return channel
 
 
-def voice(fake: FakeAliyun, **overrides: Any) -> AliyunVoice:
-    channel = AliyunVoice(config(fake, **overrides), clock=FixedClock(NOON_ISH))
-    fake.channels.append(channel)
+def voice(aliyun: FakeAliyun, **overrides: Any) -> AliyunVoice:
+    channel = AliyunVoice(config(aliyun, **overrides), clock=FixedClock(NOON_ISH))
+    aliyun.channels.append(channel)
     return channel
 
 
@@ -117,21 +108,21 @@ def test_percent_encoding_follows_rfc3986(raw: str, encoded: str) -> None:
     assert percent_encode(raw) == encoded
 
 
-def test_wrong_secret_is_refused_and_permanent(fake: FakeAliyun) -> None:
-    channel = sms(fake, access_key_secret="not-the-secret")
+def test_wrong_secret_is_refused_and_permanent(aliyun: FakeAliyun) -> None:
+    channel = sms(aliyun, access_key_secret="not-the-secret")
     with pytest.raises(DeliveryFailed) as failed:
         channel.send(message())
     assert not failed.value.retryable and "SignatureDoesNotMatch" in failed.value.reason
-    assert fake.rejected == ["signature"] and fake.sms == []
+    assert aliyun.rejected == ["signature"] and aliyun.sms == []
 
 
 # --- SendSms ---------------------------------------------------------------------------------
 
-def test_sms_is_sent_signed_with_template_and_params(fake: FakeAliyun) -> None:
-    channel: Channel = sms(fake)
+def test_sms_is_sent_signed_with_template_and_params(aliyun: FakeAliyun) -> None:
+    channel: Channel = sms(aliyun)
     receipt = channel.send(message())
-    assert fake.rejected == []
-    (request,) = fake.calls("SendSms")
+    assert aliyun.rejected == []
+    (request,) = aliyun.calls("SendSms")
     assert receipt.provider_id == "9006191^0"
     assert receipt.detail == {"code": "OK", "request_id": "F655A8D5-B967-440B"}
     assert request["PhoneNumbers"] == "13900000000"  # mainland: no +86
@@ -140,44 +131,44 @@ def test_sms_is_sent_signed_with_template_and_params(fake: FakeAliyun) -> None:
     assert request["Timestamp"] == "2026-03-02T02:00:00Z"
     assert json.loads(request["TemplateParam"]) == {
         "name": "张秀英", "type": "SOS求助", "time": "03-02 09:58", "link": LINK}
-    assert fake.calls("QuerySendDetails") == []  # a first attempt does not look for earlier ones
+    assert aliyun.calls("QuerySendDetails") == []  # a first attempt does not look for earlier ones
 
 
-def test_types_without_their_own_template_use_default(fake: FakeAliyun) -> None:
-    sms(fake).send(message(kind="low_battery"))
-    assert fake.calls("SendSms")[0]["TemplateCode"] == "SMS_DEFAULT"
+def test_types_without_their_own_template_use_default(aliyun: FakeAliyun) -> None:
+    sms(aliyun).send(message(kind="low_battery"))
+    assert aliyun.calls("SendSms")[0]["TemplateCode"] == "SMS_DEFAULT"
 
 
-def test_no_template_at_all_is_permanent_and_sends_nothing(fake: FakeAliyun) -> None:
+def test_no_template_at_all_is_permanent_and_sends_nothing(aliyun: FakeAliyun) -> None:
     with pytest.raises(DeliveryFailed) as failed:
-        sms(fake, sms_templates={"sos": "SMS_SOS"}).send(message(kind="fall"))
-    assert not failed.value.retryable and fake.requests == []
+        sms(aliyun, sms_templates={"sos": "SMS_SOS"}).send(message(kind="fall"))
+    assert not failed.value.retryable and aliyun.requests == []
 
 
 @pytest.mark.parametrize(("behaviour", "retryable"), [
     ("500", True), ("html_502", True), ("throttle", True), ("throttling_user", True),
     ("invalid_number", False), ("bad_template", False),
 ])
-def test_refusals_map_to_retryable_or_permanent(fake: FakeAliyun, behaviour: str,
+def test_refusals_map_to_retryable_or_permanent(aliyun: FakeAliyun, behaviour: str,
                                                 retryable: bool) -> None:
-    fake.plan["SendSms"] = [behaviour]
+    aliyun.plan["SendSms"] = [behaviour]
     with pytest.raises(DeliveryFailed) as failed:
-        sms(fake).send(message())
+        sms(aliyun).send(message())
     assert failed.value.retryable is retryable, failed.value.reason
-    assert fake.rejected == [] and fake.sms == []
+    assert aliyun.rejected == [] and aliyun.sms == []
 
 
-def test_unknown_credentials_are_permanent(fake: FakeAliyun) -> None:
+def test_unknown_credentials_are_permanent(aliyun: FakeAliyun) -> None:
     with pytest.raises(DeliveryFailed) as failed:
-        sms(fake, access_key_id="someone-else").send(message())
+        sms(aliyun, access_key_id="someone-else").send(message())
     assert not failed.value.retryable and "InvalidAccessKeyId" in failed.value.reason
 
 
-def test_timeout_is_retryable_and_bounded(fake: FakeAliyun) -> None:
-    fake.plan["SendSms"] = ["hang"]
+def test_timeout_is_retryable_and_bounded(aliyun: FakeAliyun) -> None:
+    aliyun.plan["SendSms"] = ["hang"]
     started = time.monotonic()
     with pytest.raises(DeliveryFailed) as failed:
-        sms(fake, timeout_s=0.3).send(message())
+        sms(aliyun, timeout_s=0.3).send(message())
     assert failed.value.retryable and "timed out" in failed.value.reason
     assert time.monotonic() - started < 2.0
 
@@ -195,62 +186,62 @@ def test_connection_refused_is_retryable() -> None:
 
 # --- retries: QuerySendDetails before sending again -------------------------------------------
 
-def test_retry_after_unknown_outcome_does_not_send_twice(fake: FakeAliyun) -> None:
-    fake.plan["SendSms"] = ["accept_then_hang"]  # Aliyun took it, the reply never came
+def test_retry_after_unknown_outcome_does_not_send_twice(aliyun: FakeAliyun) -> None:
+    aliyun.plan["SendSms"] = ["accept_then_hang"]  # Aliyun took it, the reply never came
     with pytest.raises(DeliveryFailed) as failed:
-        sms(fake, timeout_s=0.3).send(message(attempt=1))
+        sms(aliyun, timeout_s=0.3).send(message(attempt=1))
     assert failed.value.retryable
-    receipt = sms(fake).send(message(attempt=2))
-    assert len(fake.sms) == 1 and len(fake.calls("SendSms")) == 1
+    receipt = sms(aliyun).send(message(attempt=2))
+    assert len(aliyun.sms) == 1 and len(aliyun.calls("SendSms")) == 1
     assert receipt.detail["deduplicated"] is True and receipt.detail["send_date"] == "20260302"
-    (query,) = fake.calls("QuerySendDetails")
+    (query,) = aliyun.calls("QuerySendDetails")
     assert query["PhoneNumber"] == "13900000000" and query["SendDate"] == "20260302"
     assert query["CurrentPage"] == "1" and query["PageSize"] == "50"
 
 
-def test_retry_sends_when_the_earlier_attempt_never_arrived(fake: FakeAliyun) -> None:
-    fake.plan["SendSms"] = ["hang"]  # lost before Aliyun recorded it
+def test_retry_sends_when_the_earlier_attempt_never_arrived(aliyun: FakeAliyun) -> None:
+    aliyun.plan["SendSms"] = ["hang"]  # lost before Aliyun recorded it
     with pytest.raises(DeliveryFailed):
-        sms(fake, timeout_s=0.3).send(message(attempt=1))
-    fake.add_sms("13900000000", "some-other-message", NOON_ISH.astimezone(BEIJING))
-    receipt = sms(fake).send(message(attempt=2))
-    assert len(fake.calls("QuerySendDetails")) == 1 and len(fake.calls("SendSms")) == 2
+        sms(aliyun, timeout_s=0.3).send(message(attempt=1))
+    aliyun.add_sms("13900000000", "some-other-message", NOON_ISH.astimezone(BEIJING))
+    receipt = sms(aliyun).send(message(attempt=2))
+    assert len(aliyun.calls("QuerySendDetails")) == 1 and len(aliyun.calls("SendSms")) == 2
     assert receipt.provider_id is not None and "deduplicated" not in receipt.detail
-    assert [r["OutId"] for r in fake.sms] == ["some-other-message", "alert-7:sms:family:1"]
+    assert [r["OutId"] for r in aliyun.sms] == ["some-other-message", "alert-7:sms:family:1"]
 
 
-def test_retry_sends_anyway_when_the_query_fails(fake: FakeAliyun) -> None:
-    fake.plan["QuerySendDetails"] = ["500"]
-    receipt = sms(fake).send(message(attempt=3))
-    assert len(fake.calls("QuerySendDetails")) == 1 and len(fake.sms) == 1
+def test_retry_sends_anyway_when_the_query_fails(aliyun: FakeAliyun) -> None:
+    aliyun.plan["QuerySendDetails"] = ["500"]
+    receipt = sms(aliyun).send(message(attempt=3))
+    assert len(aliyun.calls("QuerySendDetails")) == 1 and len(aliyun.sms) == 1
     assert receipt.provider_id == "9006191^0"
 
 
-def test_retry_finds_the_earlier_send_on_a_later_page(fake: FakeAliyun) -> None:
+def test_retry_finds_the_earlier_send_on_a_later_page(aliyun: FakeAliyun) -> None:
     when = NOON_ISH.astimezone(BEIJING)
     for i in range(60):
-        fake.add_sms("13900000000", f"other-{i}", when)
-    fake.add_sms("13900000000", "alert-7:sms:family:1", when)
-    receipt = sms(fake).send(message(attempt=2))
-    assert receipt.detail["deduplicated"] is True and fake.calls("SendSms") == []
-    assert [q["CurrentPage"] for q in fake.calls("QuerySendDetails")] == ["1", "2"]
+        aliyun.add_sms("13900000000", f"other-{i}", when)
+    aliyun.add_sms("13900000000", "alert-7:sms:family:1", when)
+    receipt = sms(aliyun).send(message(attempt=2))
+    assert receipt.detail["deduplicated"] is True and aliyun.calls("SendSms") == []
+    assert [q["CurrentPage"] for q in aliyun.calls("QuerySendDetails")] == ["1", "2"]
 
 
-def test_retry_just_after_midnight_also_checks_yesterday(fake: FakeAliyun) -> None:
+def test_retry_just_after_midnight_also_checks_yesterday(aliyun: FakeAliyun) -> None:
     after_midnight = datetime(2026, 3, 3, 0, 20, tzinfo=BEIJING)
-    fake.add_sms("13900000000", "alert-7:sms:family:1", after_midnight - timedelta(minutes=30))
-    receipt = sms(fake, when=after_midnight).send(message(attempt=2))
-    assert [q["SendDate"] for q in fake.calls("QuerySendDetails")] == ["20260303", "20260302"]
-    assert receipt.detail["send_date"] == "20260302" and fake.calls("SendSms") == []
+    aliyun.add_sms("13900000000", "alert-7:sms:family:1", after_midnight - timedelta(minutes=30))
+    receipt = sms(aliyun, when=after_midnight).send(message(attempt=2))
+    assert [q["SendDate"] for q in aliyun.calls("QuerySendDetails")] == ["20260303", "20260302"]
+    assert receipt.detail["send_date"] == "20260302" and aliyun.calls("SendSms") == []
 
 
-def test_long_idempotency_keys_become_stable_short_out_ids(fake: FakeAliyun) -> None:
+def test_long_idempotency_keys_become_stable_short_out_ids(aliyun: FakeAliyun) -> None:
     key = "alert-7:voice:" + "x" * 300
     assert out_id(key, 15) == out_id(key, 15) and len(out_id(key, 15)) == 15
     assert len(out_id(key, 255)) <= 255 and out_id("短", 255) != "短"  # ASCII only
     assert out_id("alert-7:sms:1", 255) == "alert-7:sms:1"
-    sms(fake).send(message(key=key))
-    assert fake.calls("SendSms")[0]["OutId"] == out_id(key, 255)
+    sms(aliyun).send(message(key=key))
+    assert aliyun.calls("SendSms")[0]["OutId"] == out_id(key, 255)
 
 
 # --- phone numbers ---------------------------------------------------------------------------
@@ -267,26 +258,26 @@ def test_numbers_are_normalised_for_aliyun(address: str, sent: str) -> None:
 
 
 @pytest.mark.parametrize("address", ["12345", "not a number", "+86139000000001", ""])
-def test_invalid_numbers_are_permanent_and_not_sent(fake: FakeAliyun, address: str) -> None:
+def test_invalid_numbers_are_permanent_and_not_sent(aliyun: FakeAliyun, address: str) -> None:
     with pytest.raises(DeliveryFailed) as failed:
-        sms(fake).send(message(address=address))
-    assert not failed.value.retryable and fake.requests == []
+        sms(aliyun).send(message(address=address))
+    assert not failed.value.retryable and aliyun.requests == []
     assert address not in failed.value.reason or not address
 
 
-def test_sms_to_hong_kong_uses_country_code(fake: FakeAliyun) -> None:
-    sms(fake).send(message(address="+85291234567"))
-    assert fake.calls("SendSms")[0]["PhoneNumbers"] == "85291234567"
+def test_sms_to_hong_kong_uses_country_code(aliyun: FakeAliyun) -> None:
+    sms(aliyun).send(message(address="+85291234567"))
+    assert aliyun.calls("SendSms")[0]["PhoneNumbers"] == "85291234567"
 
 
 # --- voice -----------------------------------------------------------------------------------
 
-def test_voice_call(fake: FakeAliyun) -> None:
-    channel: Channel = voice(fake)
+def test_voice_call(aliyun: FakeAliyun) -> None:
+    channel: Channel = voice(aliyun)
     assert channel.name == "voice"
     receipt = channel.send(message(address="+86 139 0000 0000", key="k" * 40))
-    (call,) = fake.calls("SingleCallByTts")
-    assert fake.rejected == []
+    (call,) = aliyun.calls("SingleCallByTts")
+    assert aliyun.rejected == []
     assert receipt.provider_id == "116012354148^102814" and receipt.detail["code"] == "OK"
     assert call["CalledNumber"] == "13900000000" and call["TtsCode"] == "TTS_ALARM"
     assert call["CalledShowNumber"] == "057112345678"
@@ -295,24 +286,24 @@ def test_voice_call(fake: FakeAliyun) -> None:
     assert len(call["OutId"].encode()) <= 15
 
 
-def test_voice_to_a_fixed_line_and_without_caller_number(fake: FakeAliyun) -> None:
-    voice(fake, called_show_number=None).send(message(address="+861065529988"))
-    (call,) = fake.calls("SingleCallByTts")
+def test_voice_to_a_fixed_line_and_without_caller_number(aliyun: FakeAliyun) -> None:
+    voice(aliyun, called_show_number=None).send(message(address="+861065529988"))
+    (call,) = aliyun.calls("SingleCallByTts")
     assert call["CalledNumber"] == "01065529988" and "CalledShowNumber" not in call
 
 
-def test_voice_outside_mainland_is_permanent(fake: FakeAliyun) -> None:
+def test_voice_outside_mainland_is_permanent(aliyun: FakeAliyun) -> None:
     with pytest.raises(DeliveryFailed) as failed:
-        voice(fake).send(message(address="+85291234567"))
-    assert not failed.value.retryable and fake.requests == []
+        voice(aliyun).send(message(address="+85291234567"))
+    assert not failed.value.retryable and aliyun.requests == []
 
 
 @pytest.mark.parametrize(("behaviour", "retryable"), [("throttle", True), ("500", True),
                                                       ("invalid_number", False)])
-def test_voice_failures(fake: FakeAliyun, behaviour: str, retryable: bool) -> None:
-    fake.plan["SingleCallByTts"] = [behaviour]
+def test_voice_failures(aliyun: FakeAliyun, behaviour: str, retryable: bool) -> None:
+    aliyun.plan["SingleCallByTts"] = [behaviour]
     with pytest.raises(DeliveryFailed) as failed:
-        voice(fake).send(message())
+        voice(aliyun).send(message())
     assert failed.value.retryable is retryable
 
 

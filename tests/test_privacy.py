@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,9 +50,9 @@ from ingest.storage import PostgresStore
 from schemas import MessageDecoder, device_topic, gateway_topic
 from schemas.registry import load_registry
 from tests import test_timescale_pglite
+from tests.aliyun_fake import KEY_ID, FakeAliyun
+from tests.aliyun_fake import SECRET as ALIYUN_SECRET
 from tests.conftest import Publisher, count, now_ms, wait_for
-from tests.test_channel_aliyun import KEY_ID, FakeAliyun
-from tests.test_channel_aliyun import SECRET as ALIYUN_SECRET
 
 REGION = "371002"
 #: One reading of every wire type (fields besides type, ts and seq).
@@ -552,14 +552,6 @@ def _silent_loggers() -> set[str]:
     """Loggers that do not propagate to the root logger: caplog does not see their records."""
     return {name for name, lg in logging.root.manager.loggerDict.items()
             if isinstance(lg, logging.Logger) and not lg.propagate}
-
-
-@pytest.fixture
-def aliyun() -> Iterator[FakeAliyun]:
-    fake = FakeAliyun()
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 def test_logs_and_metrics_carry_ids_never_names_numbers_or_positions(

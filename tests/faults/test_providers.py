@@ -22,9 +22,7 @@ Each fault is one test and one row of the report:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-
-import pytest
+from collections.abc import Callable
 
 from eldercare.embedded import free_port
 from tests.aliyun_fake import FakeAliyun
@@ -180,14 +178,6 @@ def test_escalation_after_wait_s_and_at_once_after_a_delivery_is_given_up(
 SMS_TIMEOUT_S = 3.0
 
 
-@pytest.fixture
-def aliyun() -> Iterator[FakeAliyun]:
-    fake = FakeAliyun()
-    fake.start()
-    yield fake
-    fake.stop()
-
-
 def family_sms_sent(fake: FakeAliyun, r: Rig, presses: int) -> int:
     """Wait until every alert's family SMS is ``sent`` in the outbox; return how many
     distinct messages reached phones, after checking none reached them twice."""
@@ -197,6 +187,14 @@ def family_sms_sent(fake: FakeAliyun, r: Rig, presses: int) -> int:
     per_message = {m["OutId"]: sum(x["OutId"] == m["OutId"] for x in fake.sms) for m in fake.sms}
     assert all(n == 1 for n in per_message.values()), f"an SMS went out twice: {per_message}"
     return len(per_message)
+
+
+def sms_attempts_at_least(r: Rig, attempts: int, what: str) -> int:
+    """Wait until every alert's family SMS was tried ``attempts`` times; the attempts in all."""
+    wait_until(lambda: len(r.opened(channel="sms")) == 3
+               and all(d.attempts >= attempts for d in r.opened(channel="sms")), timeout_s=60,
+               service=r.service, what=f"{attempts} {what} SMS attempts per alert")
+    return sum(d.attempts for d in r.opened(channel="sms"))
 
 
 def webhook_meanwhile(dispatch: DispatchPlatform, r: Rig, presses: int, *,
@@ -225,9 +223,7 @@ def test_sms_provider_errors_are_retried_and_do_not_hold_back_the_webhook(
     r = rig(sms_endpoint=aliyun.url)
     first_press = min(r.press(dev) for dev in r.devices)
     webhook_s = webhook_meanwhile(dispatch, r, 3, first_press=first_press)
-    wait_until(lambda: len(r.opened(channel="sms")) == 3
-               and all(d.attempts >= 3 for d in r.opened(channel="sms")), timeout_s=60,
-               service=r.service, what="three failed SMS attempts per alert")
+    sms_attempts_at_least(r, 3, "failed")
     failed = len(aliyun.calls("SendSms"))
     assert aliyun.sms == [], "nothing reached a phone while the provider failed"
     aliyun.recover()
@@ -268,10 +264,7 @@ def test_sms_provider_connection_refused_is_retried_until_it_listens(
     down_since = time.monotonic()
     first_press = min(r.press(dev) for dev in r.devices)
     webhook_s = webhook_meanwhile(dispatch, r, 3, first_press=first_press)
-    wait_until(lambda: len(r.opened(channel="sms")) == 3
-               and all(d.attempts >= 3 for d in r.opened(channel="sms")), timeout_s=60,
-               service=r.service, what="three refused SMS attempts per alert")
-    attempts = sum(d.attempts for d in r.opened(channel="sms"))
+    attempts = sms_attempts_at_least(r, 3, "refused")
     fake = FakeAliyun(port=port)
     fake.start()
     back = time.monotonic()
