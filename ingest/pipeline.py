@@ -16,7 +16,9 @@ Batches close at ``max_batch_readings`` readings or ``linger_s`` after their fir
 once when they hold an alarm reading (SOS, fall, wear, home alarm): lingering trades latency for
 throughput, and an alarm's latency is the one that matters. The cost is smaller batches while
 alarms arrive faster than batches fill (each still holds at least one take of ``max_take``
-messages when there is a backlog); alarms are rare in real fleets.
+messages when there is a backlog); alarms are rare in real fleets. While a batch fills, the
+pipeline asks the buffer for about as many messages as the batch still needs and sleeps until
+they are there (``MessageBuffer.take(min_items=...)``), instead of waking for every message.
 
 With a message spool (``ingest/spool.py``; docs/spool.md) two more paths exist:
 
