@@ -34,7 +34,7 @@ NonNegative = Annotated[int, Meta(ge=0)]
 class MqttConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Broker connection. ``client_id`` must be stable: it names the persistent session.
 
-    The login and TLS files are checked by ``ingest.source.BrokerAddress.from_config``
+    The login and TLS files are checked by ``ingest.broker.BrokerAddress.from_config``
     (deploy/mosquitto/README.md, "Connecting the service").
     """
 

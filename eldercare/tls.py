@@ -1,7 +1,7 @@
 """TLS for eldercare's own MQTT connections: the one place an :class:`ssl.SSLContext` is made.
 
 The ingest source, the MQTT alert channel and the device simulator all get their context from
-:func:`client_context` (through ``ingest.source.BrokerAddress``), so they trust and present the
+:func:`client_context` (through ``ingest.broker.BrokerAddress``), so they trust and present the
 same things. Verification is always on: the broker's certificate must chain to ``ca_file`` (the
 system's CA certificates when unset) and name the host dialled in its subjectAltName. There is
 deliberately no switch to turn either off: a service that accepts any certificate would hand the

@@ -32,6 +32,7 @@ from eldercare.config import Config
 from eldercare.errors import EldercareError, StorageError
 from ingest.admission import registry_admission
 from ingest.batch import Batch
+from ingest.broker import BrokerAddress
 from ingest.buffer import MessageBuffer
 from ingest.detection import DetectionMetrics, DetectionStage
 from ingest.event_store import PostgresEventStore
@@ -39,7 +40,7 @@ from ingest.metrics import IngestMetrics
 from ingest.migrations import MigrationReport, RetentionPolicy, migrate, prune
 from ingest.pipeline import BatchSink, IngestPipeline, PipelineConfig
 from ingest.registry_store import store_registry
-from ingest.source import BrokerAddress, MqttSource
+from ingest.source import MqttSource
 from ingest.spool import SegmentLog
 from ingest.storage import PostgresStore, TelemetryStore
 from schemas import SUBSCRIPTIONS, MessageDecoder

@@ -35,11 +35,12 @@ from device_sim.types import Publication
 from eldercare.clock import SystemClock
 from eldercare.config import Config, load_config
 from eldercare.errors import BrokerError, ConfigError
+from ingest.broker import BrokerAddress
 from ingest.broker_acl import AlertReader, BrokerClients, render_acl
 from ingest.buffer import Message as BufferedMessage
 from ingest.buffer import MessageBuffer
 from ingest.metrics import IngestMetrics
-from ingest.source import BrokerAddress, MqttSource
+from ingest.source import MqttSource
 from schemas import SUBSCRIPTIONS
 from schemas.registry import parse_registry
 from schemas.topics import device_topic

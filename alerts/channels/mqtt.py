@@ -19,7 +19,7 @@ the connection drops is re-sent by paho on reconnect, in order: at worst a dupli
 state, which retained state tolerates. The outbox worker orders sends of one alert, so a
 retry of an old state never follows a newer one.
 
-The broker is [mqtt]'s, reached as :class:`ingest.source.BrokerAddress` says (``mqtts://``:
+The broker is [mqtt]'s, reached as :class:`ingest.broker.BrokerAddress` says (``mqtts://``:
 TLS, always verified); the login is the channel's own, ``[alerts.mqtt]`` (the broker ACL grants
 alerts to ``eldercare-alerts``, readings to ``eldercare-ingest``), see :func:`channel_address`.
 The first dial happens in the constructor: a refused certificate stops the start with its
@@ -49,7 +49,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from alerts.channels.base import DeliveryFailed, Message, Receipt
 from eldercare import tls
 from eldercare.errors import BrokerError, ConfigError
-from ingest.source import BrokerAddress
+from ingest.broker import BrokerAddress
 
 if TYPE_CHECKING:
     from eldercare.config import AlertsMqttConfig, MqttConfig
@@ -63,7 +63,7 @@ _UNSUPPORTED_PROTOCOL = 132  # CONNACK: unsupported protocol version
 _PERMANENT_REFUSALS = frozenset({135, 144, 153})
 
 
-#: The name this module used for :class:`ingest.source.BrokerAddress`, which parses the same
+#: The name this module used for :class:`ingest.broker.BrokerAddress`, which parses the same
 #: URLs and also carries the TLS files.
 MqttEndpoint = BrokerAddress
 
