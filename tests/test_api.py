@@ -18,7 +18,8 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from alerts.api import OUTCOMES, create_app
+from alerts.api import create_app
+from alerts.api_models import OUTCOMES
 from alerts.auth import (
     Principal,
     TokenEntry,

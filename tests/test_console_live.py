@@ -22,7 +22,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg.types.json import Jsonb
 
 from alerts import queries
-from alerts.api import Alert
+from alerts.api_models import Alert
 from alerts.auth import Principal, TokenEntry, TokenTable, hash_token, new_token
 from alerts.store import AlertStore
 from console.gaps import GapTracker, Snapshot

@@ -1,0 +1,159 @@
+"""The documents of the alerts API (alerts/api.py): response and request bodies, and the enums
+they are spelled with. Pydantic models, so the OpenAPI document (docs/api.md) describes them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Final, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
+
+from alerts.http_types import UtcDatetime
+from alerts.model import PRIORITY
+
+#: How an alert ended, as the person who resolved it reports it (``POST .../resolve``).
+OUTCOMES: Final[dict[str, str]] = {
+    "false_alarm": "no emergency: pressed by mistake, a dropped device, a test",
+    "safe": "the person was reached and is safe; no help needed",
+    "helped_on_site": "staff, a volunteer or family went there and helped",
+    "ambulance": "an ambulance (120) was sent",
+    "police": "the police (110) were called, e.g. a missing person",
+    "other": "anything else; say what in the note",
+}
+Outcome = Literal["false_alarm", "safe", "helped_on_site", "ambulance", "police", "other"]
+AlertType = Literal["sos", "fall", "home_alarm", "heart_rate", "geofence_exit",
+                    "device_removed", "inactivity", "low_battery", "offline"]
+Status = Literal["open", "acknowledged", "resolved"]
+# The API's enums are spelled out for the OpenAPI document; fail at import if they drift.
+assert set(get_args(Outcome)) == set(OUTCOMES)
+assert set(get_args(AlertType)) == set(PRIORITY)
+
+MAX_NOTE: Final = 2000
+Note = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NOTE)]
+
+
+class Alert(BaseModel):
+    """An alert, as listed. Device times: ``first_ts``/``last_ts``; the rest: service clock."""
+
+    id: int
+    type: AlertType
+    status: Status
+    severity: str
+    priority: int = Field(description="1 most urgent (docs/alerts.md)")
+    region: str
+    device_id: str
+    wearer_id: str | None
+    first_ts: UtcDatetime
+    last_ts: UtcDatetime
+    event_count: int
+    lat: float | None = Field(description="latest known position (WGS-84)")
+    lon: float | None
+    opened_at: UtcDatetime
+    updated_at: UtcDatetime
+    acknowledged_at: UtcDatetime | None
+    acknowledged_by: str | None = Field(description="who holds the claim")
+    resolved_at: UtcDatetime | None
+    resolved_by: str | None
+    outcome: str | None = Field(description="an OUTCOMES value, or 'auto: <event>'")
+
+
+class Wearer(BaseModel):
+    """The person the alert is about (no contact details)."""
+
+    id: str
+    name: str
+    birth_year: int | None
+    conditions: list[str]
+
+
+class AuditEntry(BaseModel):
+    """One step of the alert's trail."""
+
+    id: int
+    at: UtcDatetime
+    actor: str = Field(description="'system', or the token name or console user that acted")
+    action: str = Field(description="opened, updated, acknowledged, note, resolved, ...")
+    detail: dict[str, JsonValue]
+
+
+class Delivery(BaseModel):
+    """One notification of the alert to one recipient over one channel."""
+
+    id: int
+    kind: str
+    recipient: str = Field(description="dispatch, family:1, community, ...")
+    channel: str
+    address: str = Field(description="masked: +86138****0001, l****@example.com")
+    status: str
+    attempts: int
+    created_at: UtcDatetime
+    sent_at: UtcDatetime | None
+    last_error: str | None
+    receipt: JsonValue
+
+
+class Position(BaseModel):
+    """A location fix of the alert's device."""
+
+    ts: UtcDatetime
+    lat: float
+    lon: float
+    accuracy_m: float | None
+
+
+class AlertDetail(Alert):
+    """An alert with its wearer, trail (oldest first), deliveries and recent track."""
+
+    wearer: Wearer | None
+    audit: list[AuditEntry]
+    deliveries: list[Delivery]
+    positions: list[Position] = Field(
+        description="the device's fixes in the 2 h before last_ts, oldest first, at most 200")
+
+
+class AlertPage(BaseModel):
+    """A page of alerts; pass ``next_before_id`` as ``before_id`` for the next page."""
+
+    alerts: list[Alert]
+    next_before_id: int | None
+
+
+class AcknowledgeIn(BaseModel):
+    """A claim: the caller takes the alert on."""
+
+    model_config = ConfigDict(extra="forbid")
+    note: Note | None = None
+
+
+class ResolveIn(BaseModel):
+    """How the alert ended."""
+
+    model_config = ConfigDict(extra="forbid")
+    outcome: Outcome = Field(description="; ".join(f"{k}: {v}" for k, v in OUTCOMES.items()))
+    note: Note | None = None
+
+
+class NoteIn(BaseModel):
+    """A note for the trail (any status, also after resolution)."""
+
+    model_config = ConfigDict(extra="forbid")
+    note: Note
+
+
+class Conflict(BaseModel):
+    """409: the alert is claimed by someone else, or resolved."""
+
+    detail: str
+    owner: str | None
+    status: str
+
+
+class Problem(BaseModel):
+    """401, 403, 404, 503: what went wrong."""
+
+    detail: str
+
+
+class Health(BaseModel):
+    """The process serves requests (no database check: see docs/api.md)."""
+
+    status: Literal["ok"]
