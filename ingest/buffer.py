@@ -53,6 +53,9 @@ class Message:
     #: The message spool segment it was replayed from (``ingest/replay.py``); 0 for a message
     #: from the broker. Replayed messages carry ``qos`` 0: there is nothing to acknowledge.
     segment: int = 0
+    #: Whether the payload may hold an alarm (:func:`may_hold_alarm`, decided once, on
+    #: receipt): it takes the urgent lane here and is never deferred under overload.
+    urgent: bool = False
 
 
 class MessageBuffer:
@@ -77,7 +80,7 @@ class MessageBuffer:
     def __len__(self) -> int:
         return len(self._items) + len(self._urgent)
 
-    def put(self, msg: Message, *, abort: threading.Event, urgent: bool = False) -> bool:
+    def put(self, msg: Message, *, abort: threading.Event) -> bool:
         """Append ``msg``, waiting while full. Returns False if ``abort`` was set while waiting.
 
         A single message larger than ``max_bytes`` is admitted when the buffer is empty, so an
@@ -86,7 +89,7 @@ class MessageBuffer:
         """
         size = len(msg.payload)
         with self._readable:
-            if urgent:
+            if msg.urgent:
                 self._urgent.append(msg)
                 self._bytes += size
                 self._readable.notify()

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from eldercare.clock import Clock
 from eldercare.errors import StorageError
 from ingest.batch import Batch
-from ingest.buffer import Message, MessageBuffer, may_hold_alarm
+from ingest.buffer import Message, MessageBuffer
 from ingest.metrics import IngestMetrics
 from ingest.replay import SpoolReplay, spool_records
 from ingest.retry import StorageRetry
@@ -67,7 +67,7 @@ log = logging.getLogger(__name__)
 ALARM_CLASSES = frozenset(cls for cls, name in TYPE_NAMES.items() if name in ALARM_TYPES)
 
 #: Raw accelerometer streams are never deferred either: falls are detected in them, and a
-#: deferred chunk would reach the fall detector too late. (Alarms: ``may_hold_alarm``.) A false
+#: deferred chunk would reach the fall detector too late. (Alarms: ``Message.urgent``.) A false
 #: match (a device id "fall-7") only means "not deferred": the safe side.
 _ACCEL_BYTES = re.compile(rb"accel")
 #: How long overload lasts after the last overdue message (``_defer_overdue``).
@@ -264,8 +264,7 @@ class IngestPipeline:
             self._overload_until = now + _OVERLOAD_HOLD_S
         elif now >= self._overload_until:
             return chunk
-        deferred = [m for m in chunk
-                    if not may_hold_alarm(m.payload) and _ACCEL_BYTES.search(m.payload) is None]
+        deferred = [m for m in chunk if not m.urgent and _ACCEL_BYTES.search(m.payload) is None]
         if not deferred:
             return chunk
         try:
@@ -371,13 +370,7 @@ class IngestPipeline:
         """Detect and acknowledge a spooled batch (the caller holds the turn). Detection runs
         now, without the database: its events are journaled, and life-safety ones are sent
         to the dispatch centre provisionally (ingest/detection.py)."""
-        if self.sink is not None:
-            try:
-                self.sink(batch)
-            except StorageError:
-                raise
-            except Exception:
-                log.exception("batch sink failed")
+        self._to_sink(batch)
         self.ack(messages)
         if self.replay is not None:
             self.replay.done(messages, stored=False)  # replayed ones: their segment again
@@ -385,20 +378,26 @@ class IngestPipeline:
     def _complete(self, batch: Batch, messages: list[Message], result: WriteResult) -> None:
         """Count, hand to the sink, acknowledge: in decode order (the caller holds the turn)."""
         self._count(batch, result, messages)
-        if self.sink is not None:
-            # Before the ack: if detection cannot store its events (StorageError, raised only
-            # once it gives up at shutdown) the messages stay unacknowledged and come back.
-            try:
-                self.sink(batch)
-            except StorageError:
-                raise
-            except Exception:  # one faulty consumer must not stop ingest
-                log.exception("batch sink failed")
+        self._to_sink(batch)
         self.ack(messages)  # replayed messages have qos 0: the source skips them
         if self.replay is not None:
             replayed = self.replay.replayed
             self.replay.done(messages, stored=True)
             self.metrics.replayed.inc(self.replay.replayed - replayed)
+
+    def _to_sink(self, batch: Batch) -> None:
+        """Hand ``batch`` to the sink, before its acknowledgement: if detection cannot store
+        its events (StorageError, raised only once it gives up at shutdown) the messages stay
+        unacknowledged and come back. Any other failure is logged: one faulty consumer must
+        not stop ingest."""
+        if self.sink is None:
+            return
+        try:
+            self.sink(batch)
+        except StorageError:
+            raise
+        except Exception:
+            log.exception("batch sink failed")
 
     def _count(self, batch: Batch, result: WriteResult, messages: list[Message]) -> None:
         m = self.metrics

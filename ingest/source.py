@@ -285,7 +285,8 @@ class MqttSource:
             topic = msg.topic
         except UnicodeDecodeError:  # brokers should refuse these; keep the bytes readable anyway
             topic = bytes(msg._topic).decode("utf-8", "backslashreplace")
-        m = Message(topic, bytes(msg.payload), msg.mid, msg.qos, content_type, self.clock.now_ms(),
-                    self._generation)
-        if self.buffer.put(m, abort=self._closing, urgent=may_hold_alarm(m.payload)):
+        payload = bytes(msg.payload)
+        m = Message(topic, payload, msg.mid, msg.qos, content_type, self.clock.now_ms(),
+                    self._generation, urgent=may_hold_alarm(payload))
+        if self.buffer.put(m, abort=self._closing):
             self.metrics.messages_received.inc()

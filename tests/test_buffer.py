@@ -17,7 +17,8 @@ NEVER = threading.Event()
 
 
 def message(i: int, payload: bytes = b'{"type":"location"}') -> Message:
-    return Message(f"eldercare/v1/r/dev/D{i}", payload, i, 1, None, 0, 0)
+    return Message(f"eldercare/v1/r/dev/D{i}", payload, i, 1, None, 0, 0,
+                   urgent=may_hold_alarm(payload))
 
 
 def in_thread(fn: Callable[[], None]) -> threading.Thread:
@@ -82,7 +83,7 @@ def test_an_urgent_message_wakes_a_take_waiting_for_many_and_goes_first() -> Non
     t = in_thread(lambda: result.append(timed_take(buffer, max_items=100, timeout_s=LONG_S,
                                                    min_items=500)))
     time.sleep(0.05)  # let it wait (if it has not started yet, the test still holds)
-    buffer.put(message(99, b'{"type":"sos"}'), abort=NEVER, urgent=True)
+    buffer.put(message(99, b'{"type":"sos"}'), abort=NEVER)
     t.join(LONG_S + 5)
     (got, took), = result
     assert [m.mid for m in got] == [99], "the urgent lane is taken first, alone"
@@ -94,7 +95,7 @@ def test_urgent_messages_are_admitted_when_full_and_ordinary_ones_wait() -> None
     buffer = MessageBuffer(max_messages=2, max_bytes=1 << 20)
     buffer.put(message(0), abort=NEVER)
     buffer.put(message(1), abort=NEVER)
-    assert buffer.put(message(7, b'{"type":"fall"}'), abort=NEVER, urgent=True)
+    assert buffer.put(message(7, b'{"type":"fall"}'), abort=NEVER)
     assert len(buffer) == 3
     aborted = threading.Event()
     aborted.set()
