@@ -24,7 +24,7 @@ from aiosmtpd.controller import Controller
 
 from eldercare.embedded import free_port
 from tests.faults.dispatch import DispatchPlatform
-from tests.faults.harness import AckedPublisher, Ledger, fault_scale
+from tests.faults.harness import AckedPublisher, Ledger, StreamPlan, fault_scale
 from tests.faults.pgserver import PrivatePostgres
 from tests.faults.process import ServiceProcess
 from tests.faults.report import FaultRow, write_json
@@ -191,3 +191,20 @@ def rig(fault_broker: Mosquitto, db_url: str, fault_region: str, dispatch: Dispa
     yield make
     for p in publishers:
         p.close()
+
+
+@pytest.fixture
+def plan_service(fault_broker: Mosquitto, db_url: str, dispatch: DispatchPlatform,
+                 service_factory: Callable[..., ServiceProcess],
+                 tmp_path: Path) -> Callable[[StreamPlan], ServiceProcess]:
+    """Start the service for a :class:`StreamPlan`: the plan's devices in its registry, its
+    alerts to ``dispatch``."""
+    def start(plan: StreamPlan) -> ServiceProcess:
+        registry = tmp_path / "registry.yaml"
+        registry.write_text(plan.registry_yaml(), encoding="utf-8")
+        service = service_factory(mqtt_url=fault_broker.url, database_url=db_url,
+                                  registry=registry, webhook_url=dispatch.url)
+        service.start()
+        return service
+
+    return start

@@ -15,7 +15,8 @@
 
 Fixtures (``conftest.py``): ``fault_scale``, ``fault_seed``, ``fault_broker`` (a private
 Mosquitto with persistence, restartable), ``service_factory``, ``dispatch``,
-``private_postgres``, ``fault_report``.
+``private_postgres``, ``fault_report``, ``plan_service`` (the service for a StreamPlan),
+``mailbox`` and ``rig`` (the alert-provider tests, rig.py).
 """
 
 from __future__ import annotations

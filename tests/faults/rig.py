@@ -105,6 +105,15 @@ class Rig:
         self.publisher.wait_acked(timeout_s=30)
         return time.monotonic()
 
+    def tried(self, attempts: int, what: str, *, channel: str = "webhook") -> int:
+        """Wait until each pressed device's alert had its first ``channel`` message tried
+        ``attempts`` times; returns the attempts in all."""
+        wait_until(lambda: len(self.opened(channel=channel)) == len(self.devices)
+                   and all(d.attempts >= attempts for d in self.opened(channel=channel)),
+                   timeout_s=60, service=self.service,
+                   what=f"{attempts} {what} {channel} attempts per alert")
+        return sum(d.attempts for d in self.opened(channel=channel))
+
     def opened(self, type: str = "sos", *, channel: str = "webhook") -> list[Delivery]:
         """The outbox rows of the alerts' first message on ``channel``."""
         return [d for d in self.ledger.deliveries(channel=channel)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -43,18 +42,14 @@ RECONNECT_LIMIT_S = 45.0
 @pytest.mark.timeout(max(300, round(150 * fault_scale())))
 def test_broker_restarts_lose_nothing_and_the_service_reconnects_by_itself(
         fault_broker: Mosquitto, db_url: str, fault_region: str, dispatch: DispatchPlatform,
-        service_factory: Callable[..., ServiceProcess], fault_report: FaultReport,
-        fault_seed: int, tmp_path: Path) -> None:
+        plan_service: Callable[[StreamPlan], ServiceProcess], fault_report: FaultReport,
+        fault_seed: int) -> None:
     rng = random.Random(fault_seed)
     restarts = 3
     plan = StreamPlan.generate(region=fault_region, readings=scaled(30_000, minimum=3_000),
                                sos=scaled(9, minimum=3), seed=fault_seed,
                                start_ms=now_ms() - 3600_000)
-    registry = tmp_path / "registry.yaml"
-    registry.write_text(plan.registry_yaml(), encoding="utf-8")
-    service = service_factory(mqtt_url=fault_broker.url, database_url=db_url,
-                              registry=registry, webhook_url=dispatch.url)
-    service.start()
+    service = plan_service(plan)
     pid = service.pid
     duration_s = 8.0 * restarts
     reconnect_s: list[float] = []

@@ -32,6 +32,15 @@ from tests.faults.harness import FaultRow, wait_until
 from tests.faults.rig import Mailbox, Rig, family_mail_ok
 
 
+def webhook_delivered(dispatch: DispatchPlatform, r: Rig, alerts: int, *,
+                      since: float) -> float:
+    """Wait until the dispatch webhook accepted ``alerts`` alerts' opening messages; returns
+    the seconds from ``since`` (monotonic) to the last of them."""
+    wait_until(lambda: len(dispatch.accepted("alert.opened")) >= alerts, timeout_s=30,
+               service=r.service, what=f"{alerts} alerts at the dispatch webhook")
+    return max(p.at for p in dispatch.accepted("alert.opened")) - since
+
+
 def test_webhook_5xx_is_retried_with_the_same_key_until_the_platform_recovers(
         rig: Callable[..., Rig], dispatch: DispatchPlatform, mailbox: tuple[Mailbox, int],
         fault_report: FaultReport) -> None:
@@ -40,14 +49,11 @@ def test_webhook_5xx_is_retried_with_the_same_key_until_the_platform_recovers(
     failing_since = time.monotonic()
     for dev in r.devices:
         r.press(dev)
-    wait_until(lambda: len(r.opened()) == 3 and all(d.attempts >= 3 for d in r.opened()),
-               timeout_s=60, service=r.service, what="three failed attempts per alert")
+    r.tried(3, "failed")
     family_mail_ok(mailbox[0], r, 3, before=time.monotonic())
     dispatch.recover()
     recovered = time.monotonic()
-    wait_until(lambda: len(dispatch.accepted("alert.opened")) >= 3, timeout_s=30,
-               service=r.service, what="the alerts delivered after recovery")
-    delivered_after_s = max(p.at for p in dispatch.accepted("alert.opened")) - recovered
+    delivered_after_s = webhook_delivered(dispatch, r, 3, since=recovered)
     alarms = r.ledger.alarms(r.devices, dispatch.received())
     failed = [p for p in dispatch.received() if p.outcome == "503"]
     fault_report.record(FaultRow(
@@ -107,15 +113,12 @@ def test_webhook_connection_refused_is_retried_until_it_listens_again(
     down_since = time.monotonic()
     for dev in r.devices:
         r.press(dev)
-    wait_until(lambda: len(r.opened()) == 3 and all(d.attempts >= 3 for d in r.opened()),
-               timeout_s=60, service=r.service, what="three refused attempts per alert")
+    r.tried(3, "refused")
     family_mail_ok(mailbox[0], r, 3, before=time.monotonic())
     attempts = sum(d.attempts for d in r.opened())
     dispatch.come_back()
     back = time.monotonic()
-    wait_until(lambda: len(dispatch.accepted("alert.opened")) >= 3, timeout_s=30,
-               service=r.service, what="the alerts delivered once the platform listens")
-    after_s = max(p.at for p in dispatch.accepted("alert.opened")) - back
+    after_s = webhook_delivered(dispatch, r, 3, since=back)
     alarms = r.ledger.alarms(r.devices, dispatch.received())
     fault_report.record(FaultRow(
         fault="dispatch webhook down (connection refused), then back", injections=attempts,
@@ -189,23 +192,6 @@ def family_sms_sent(fake: FakeAliyun, r: Rig, presses: int) -> int:
     return len(per_message)
 
 
-def sms_attempts_at_least(r: Rig, attempts: int, what: str) -> int:
-    """Wait until every alert's family SMS was tried ``attempts`` times; the attempts in all."""
-    wait_until(lambda: len(r.opened(channel="sms")) == 3
-               and all(d.attempts >= attempts for d in r.opened(channel="sms")), timeout_s=60,
-               service=r.service, what=f"{attempts} {what} SMS attempts per alert")
-    return sum(d.attempts for d in r.opened(channel="sms"))
-
-
-def webhook_meanwhile(dispatch: DispatchPlatform, r: Rig, presses: int, *,
-                      first_press: float) -> float:
-    """Every alert reached the dispatch webhook while SMS failed; seconds after the first
-    press was acknowledged by the broker."""
-    wait_until(lambda: len(dispatch.accepted("alert.opened")) >= presses, timeout_s=30,
-               service=r.service, what="the alerts at the dispatch webhook")
-    return max(p.at for p in dispatch.accepted("alert.opened")) - first_press
-
-
 def sms_row(fault: str, injections: int, r: Rig, dispatch: DispatchPlatform, sms_sent: int,
             note: str) -> FaultRow:
     alarms = r.ledger.alarms(r.devices, dispatch.received())
@@ -222,8 +208,8 @@ def test_sms_provider_errors_are_retried_and_do_not_hold_back_the_webhook(
     aliyun.fail("SendSms", "500", "html_502", "throttle")
     r = rig(sms_endpoint=aliyun.url)
     first_press = min(r.press(dev) for dev in r.devices)
-    webhook_s = webhook_meanwhile(dispatch, r, 3, first_press=first_press)
-    sms_attempts_at_least(r, 3, "failed")
+    webhook_s = webhook_delivered(dispatch, r, 3, since=first_press)
+    r.tried(3, "failed", channel="sms")
     failed = len(aliyun.calls("SendSms"))
     assert aliyun.sms == [], "nothing reached a phone while the provider failed"
     aliyun.recover()
@@ -244,7 +230,7 @@ def test_sms_provider_timeouts_never_send_an_sms_twice(
     aliyun.fail("SendSms", "accept_then_hang", "hang", "accept_then_hang", times=3)
     r = rig(sms_endpoint=aliyun.url, settings={"alerts.aliyun.timeout_s": SMS_TIMEOUT_S})
     first_press = min(r.press(dev) for dev in r.devices)
-    webhook_s = webhook_meanwhile(dispatch, r, 3, first_press=first_press)
+    webhook_s = webhook_delivered(dispatch, r, 3, since=first_press)
     sent = family_sms_sent(aliyun, r, 3)
     calls, queries = len(aliyun.calls("SendSms")), len(aliyun.calls("QuerySendDetails"))
     fault_report.record(sms_row(
@@ -263,8 +249,8 @@ def test_sms_provider_connection_refused_is_retried_until_it_listens(
     r = rig(sms_endpoint=f"http://127.0.0.1:{port}/")
     down_since = time.monotonic()
     first_press = min(r.press(dev) for dev in r.devices)
-    webhook_s = webhook_meanwhile(dispatch, r, 3, first_press=first_press)
-    attempts = sms_attempts_at_least(r, 3, "refused")
+    webhook_s = webhook_delivered(dispatch, r, 3, since=first_press)
+    attempts = r.tried(3, "refused", channel="sms")
     fake = FakeAliyun(port=port)
     fake.start()
     back = time.monotonic()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -50,18 +49,14 @@ def kill_moments(rng: random.Random, *, kills: int, duration_s: float) -> list[f
 @pytest.mark.timeout(max(300, round(200 * fault_scale())))
 def test_sigkill_loses_no_acknowledged_reading_and_alerts_each_sos_once(
         fault_broker: Mosquitto, db_url: str, fault_region: str, dispatch: DispatchPlatform,
-        service_factory: Callable[..., ServiceProcess], fault_report: FaultReport,
-        fault_seed: int, tmp_path: Path) -> None:
+        plan_service: Callable[[StreamPlan], ServiceProcess], fault_report: FaultReport,
+        fault_seed: int) -> None:
     rng = random.Random(fault_seed)
     kills = scaled(10, minimum=3)
     plan = StreamPlan.generate(region=fault_region, readings=scaled(100_000, minimum=2_000),
                                sos=scaled(20, minimum=3), seed=fault_seed,
                                start_ms=now_ms() - 3 * 3600_000)
-    registry = tmp_path / "registry.yaml"
-    registry.write_text(plan.registry_yaml(), encoding="utf-8")
-    service = service_factory(mqtt_url=fault_broker.url, database_url=db_url,
-                              registry=registry, webhook_url=dispatch.url)
-    service.start()
+    service = plan_service(plan)
     duration_s = 5.0 * kills
     ready_s: list[float] = []
     with streaming(fault_broker.url, plan, duration_s=duration_s) as publisher:
