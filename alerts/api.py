@@ -22,10 +22,15 @@ resolve them.
 - **Reads** use :mod:`alerts.queries` on a fresh read-only connection per request. Endpoints
   are plain ``def``: FastAPI runs them in its thread pool, so blocking psycopg calls never stall
   the event loop, and no connection is shared between threads.
-- **Errors**: 401 without a valid token or session, 403 without the CSRF header, 404, 409
-  (``{detail, owner, status}``), 422 for anything that fails validation (FastAPI's
-  ``{detail: [{loc, msg, type}]}``), 503 with ``Retry-After`` when the database fails
-  (:class:`~eldercare.errors.StorageError`).
+- **Errors**: 401 without a valid token or session, 403 without the CSRF header (or the
+  admin role, for unlocking a console user), 404, 409 (``{detail, owner, status}``), 413 for
+  a body over its route's limit (checked before it is read: :mod:`alerts.http_boundary`), 422
+  for anything that fails validation, malformed JSON included (``{detail: [{loc, msg,
+  type}]}``, never echoing the value sent), 503 with ``Retry-After`` when the database fails
+  (:class:`~eldercare.errors.StorageError`). Text that cannot be stored (U+0000, a lone
+  surrogate) is 422 where it is decoded (:data:`alerts.http_types.Text`), never a 503.
+- **Docs**: ``/api/v1/docs`` is Swagger UI served from the package (``alerts/static/swagger/``,
+  from npm's ``swagger-ui-dist``), so it works offline and where public CDNs are blocked.
 
 Timestamps are ISO 8601 in UTC (``2026-03-02T02:00:00Z``) whatever the database session's zone.
 """
@@ -33,16 +38,27 @@ Timestamps are ISO 8601 in UTC (``2026-03-02T02:00:00Z``) whatever the database 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import JSONResponse
-from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import (
-    AwareDatetime,
+from fastapi import (
+    APIRouter,
+    Body,
+    Depends,
+    FastAPI,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
 )
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from alerts import queries
@@ -60,18 +76,28 @@ from alerts.api_models import (
     Status,
 )
 from alerts.auth import Principal, TokenTable
+from alerts.http_boundary import BodyLimit, StrictRoute, on_validation_error
+from alerts.http_types import RegionCode, ZonedDatetime
 from alerts.store import AlertConflict, AlertStore
-from console.accounts import AccountStore, Session
-from console.ratelimit import LoginLimits
-from console.web import SESSION_COOKIE, check_csrf, login_router
+from console.accounts import USERNAME_PATTERN, AccountError, AccountStore, Session
+from console.ratelimit import LoginLimiter, LoginLimits
+from console.web import LOGIN_BODY_LIMIT, check_csrf, login_router, session_cookie
 from eldercare.clock import Clock
 from eldercare.errors import StorageError
+from eldercare.supervisor import Death
 
 log = logging.getLogger(__name__)
 
 PREFIX: Final = "/api/v1"
 
 AlertId = Annotated[int, Path(ge=1, le=2**63 - 1, description="Alert id")]
+#: Request bodies of the API: a note of 2000 characters, each escaped as a surrogate pair
+#: (12 bytes), fits twice; the login's own limit is smaller (console/web.py).
+API_BODY_LIMIT: Final = 64 * 1024
+#: Swagger UI's files (swagger-ui-dist from npm; alerts/static/swagger/README.md).
+SWAGGER_ASSETS: Final = f"{PREFIX}/docs/assets"
+_SWAGGER_DIR: Final = str(resources.files("alerts").joinpath("static", "swagger"))
+ADMIN_ONLY: Final = "only an admin may do this"
 
 
 
@@ -86,6 +112,7 @@ class _Context:
     clock: Clock
     on_change: Callable[[int], None] | None
     accounts: AccountStore | None
+    limiter: LoginLimiter | None
 
 
 async def _context(request: Request) -> _Context:
@@ -94,9 +121,6 @@ async def _context(request: Request) -> _Context:
 
 
 _bearer = HTTPBearer(auto_error=False, description="An API token (docs/api.md)")
-_cookie = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, scheme_name="ConsoleSession",
-                       description="The duty console's session (POST /console/login); POSTs"
-                                   " must also send X-CSRF-Token")
 
 BEARER_REFUSED: Final = "missing or invalid bearer token"
 SESSION_REFUSED: Final = "session expired or invalid; log in again"
@@ -110,7 +134,7 @@ async def require_principal(
     request: Request,
     ctx: Annotated[_Context, Depends(_context)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    session_token: Annotated[str | None, Depends(_cookie)],
+    session_token: Annotated[str | None, Depends(session_cookie)],
 ) -> Principal:
     """The caller, for any route of an app built by :func:`create_app`.
 
@@ -166,17 +190,30 @@ Caller = Annotated[Principal, Depends(require_principal)]
 _ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": Problem},
     503: {"model": Problem}}
-_WRITE_ERRORS: Final[dict[int | str, dict[str, Any]]] = {**_ERRORS, 409: {"model": Conflict}}
+_BODY_ERRORS: Final[dict[int | str, dict[str, Any]]] = {**_ERRORS, 413: {"model": Problem}}
+_WRITE_ERRORS: Final[dict[int | str, dict[str, Any]]] = {**_BODY_ERRORS,
+                                                         409: {"model": Conflict}}
 
-router = APIRouter(prefix=PREFIX)
+router = APIRouter(prefix=PREFIX, route_class=StrictRoute)
 
 
 # --- Endpoints -----------------------------------------------------------------------------
 
-@router.get("/health", tags=["service"])
-async def health() -> Health:
-    """Liveness: answers without a token and without touching the database."""
+@router.get("/health", tags=["service"], responses={503: {"model": Health}})
+async def health(request: Request, response: Response) -> Health:
+    """Liveness: answers without a token and without touching the database; 503 naming the
+    dead workers once any long-lived worker thread of the service has died."""
+    liveness: Callable[[], Sequence[Death]] | None = request.app.state.liveness
+    dead = [d.worker for d in liveness()] if liveness is not None else []
+    if dead:
+        response.status_code = 503
+        return Health(status="failed", failed_workers=dead)
     return Health(status="ok")
+
+
+# HEAD answers like GET without a body (uptime checkers use HEAD): the same function serves
+# both, so HEAD checks whatever GET checks. Not in the OpenAPI document, like every HEAD.
+router.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
 
 
 @router.get("/alerts", tags=["alerts"], responses=_ERRORS)
@@ -184,10 +221,12 @@ def list_alerts(
     ctx: Ctx, caller: Caller,
     status: Annotated[list[Status] | None, Query(description="repeat for several")] = None,
     type_: Annotated[AlertType | None, Query(alias="type")] = None,
-    priority_max: Annotated[int | None, Query(ge=1, description="1 = only the most urgent")] = None,
-    since: Annotated[AwareDatetime | None, Query(description="opened at or after")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="opened before")] = None,
-    region: Annotated[list[str] | None, Query(description="narrow to these regions")] = None,
+    priority_max: Annotated[int | None, Query(ge=1, le=2**31 - 1,
+                                              description="1 = only the most urgent")] = None,
+    since: Annotated[ZonedDatetime | None, Query(description="opened at or after")] = None,
+    until: Annotated[ZonedDatetime | None, Query(description="opened before")] = None,
+    region: Annotated[list[RegionCode] | None,
+                      Query(description="narrow to these regions")] = None,
     limit: Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)] = queries.DEFAULT_LIMIT,
     before_id: Annotated[int | None, Query(ge=1, le=2**63 - 1,
                                            description="next_before_id of the last page")] = None,
@@ -240,12 +279,39 @@ def resolve(ctx: Ctx, caller: Caller, alert_id: AlertId, body: ResolveIn) -> Ale
     return _after_write(ctx, alert_id)
 
 
-@router.post("/alerts/{alert_id}/notes", tags=["alerts"], responses=_ERRORS)
+@router.post("/alerts/{alert_id}/notes", tags=["alerts"], responses=_BODY_ERRORS)
 def add_note(ctx: Ctx, caller: Caller, alert_id: AlertId, body: NoteIn) -> Alert:
     """Append a note to the alert's trail."""
     _require_visible(ctx, caller, alert_id)
     ctx.store.add_note(alert_id, by=caller.name, note=body.note, now_ms=ctx.clock.now_ms())
     return _after_write(ctx, alert_id)
+
+
+#: Routes of console accounts, mounted when the app has them.
+accounts_router = APIRouter(prefix=PREFIX, route_class=StrictRoute)
+
+
+@accounts_router.post(
+    "/console-users/{username}/unlock", tags=["console"], status_code=204,
+    response_class=Response, responses=_ERRORS)
+def unlock_console_user(
+    ctx: Ctx, caller: Caller,
+    username: Annotated[str, Path(pattern=rf"^{USERNAME_PATTERN.pattern}$")],
+) -> Response:
+    """Admins only: lift the login lockout of a console user at once, from every address
+    (docs/console.md). Later failures count again. 404 if there is no such user."""
+    if caller.role != "admin":
+        raise HTTPException(403, ADMIN_ONLY)
+    assert ctx.accounts is not None and ctx.limiter is not None   # mounted only with them
+    now_ms = ctx.clock.now_ms()
+    try:
+        ctx.accounts.unlock(username, now_ms=now_ms)   # for every process (and a restart)
+    except AccountError:
+        raise HTTPException(404, "no such console user") from None
+    forgiven = ctx.limiter.forgive(username, upto_ms=now_ms)
+    log.info("console login lockout of name #%s lifted by an admin (%d failures forgiven)",
+             ctx.limiter.tag(username), forgiven)
+    return Response(status_code=204)
 
 
 def _not_found(alert_id: int) -> HTTPException:
@@ -294,24 +360,51 @@ async def _on_storage_error(request: Request, exc: Exception) -> JSONResponse:
 def create_app(*, store: AlertStore, database_url: str, tokens: TokenTable, clock: Clock,
                on_change: Callable[[int], None] | None = None,
                accounts: AccountStore | None = None, secure_cookies: bool = True,
-               login_limits: LoginLimits | None = None) -> FastAPI:
+               login_limits: LoginLimits | None = None,
+               liveness: Callable[[], Sequence[Death]] | None = None) -> FastAPI:
     """The alerts API app. ``on_change(alert_id)`` runs after every successful write (in a
     request thread: it must be quick, e.g. set an event).
 
     With ``accounts``, duty console sessions are accepted beside bearer tokens and the login
     endpoints (:func:`console.web.login_router`) are mounted under ``/console``;
     ``secure_cookies=False`` only for plain HTTP on a trusted host (demo, tests). The caller
-    owns ``accounts`` (and closes it)."""
+    owns ``accounts`` (and closes it). Every request body is limited before it is read
+    (:class:`~alerts.http_boundary.BodyLimit`), and validation errors never echo input."""
     app = FastAPI(title="eldercare alerts API", version="1",
                   description="Alerts of the 12349 elderly-care platform (docs/api.md).",
-                  openapi_url=f"{PREFIX}/openapi.json", docs_url=f"{PREFIX}/docs",
-                  redoc_url=None)
+                  openapi_url=f"{PREFIX}/openapi.json", docs_url=None, redoc_url=None)
+    app.state.liveness = liveness  # /health: the supervisor's deaths (eldercare/supervisor.py)
+    limiter = None if accounts is None else LoginLimiter(
+        login_limits if login_limits is not None else LoginLimits(), clock=clock)
     app.state.alerts_api = _Context(store=store, database_url=database_url, tokens=tokens,
-                                    clock=clock, on_change=on_change, accounts=accounts)
+                                    clock=clock, on_change=on_change, accounts=accounts,
+                                    limiter=limiter)
     app.include_router(router)
     if accounts is not None:
         app.include_router(login_router(accounts, clock, secure_cookies=secure_cookies,
-                                        limits=login_limits))
+                                        limiter=limiter))
+        app.include_router(accounts_router)
+    _mount_docs(app)
+    app.add_middleware(BodyLimit, default=API_BODY_LIMIT,
+                       paths={"/console/login": LOGIN_BODY_LIMIT})
+    app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(AlertConflict, _on_conflict)
     app.add_exception_handler(StorageError, _on_storage_error)
     return app
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """``/api/v1/docs``: Swagger UI from the package's own copy, nothing from a CDN."""
+    openapi_url, title = app.openapi_url or "", f"{app.title} - docs"
+
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=openapi_url, title=title,
+            swagger_js_url=f"{SWAGGER_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{SWAGGER_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{SWAGGER_ASSETS}/favicon-32x32.png",
+            # No badge from the public validator service: nothing leaves this server.
+            swagger_ui_parameters={"validatorUrl": None})
+
+    app.add_api_route(f"{PREFIX}/docs", docs, methods=["GET"], include_in_schema=False)
+    app.mount(SWAGGER_ASSETS, StaticFiles(directory=_SWAGGER_DIR), name="swagger-ui")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Final, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, StringConstraints
+from pydantic_core import PydanticCustomError
 
-from alerts.http_types import UtcDatetime
+from alerts.http_types import JsonPattern, UtcDatetime, check_text
 from alerts.model import PRIORITY
 
 #: How an alert ended, as the person who resolved it reports it (``POST .../resolve``).
@@ -28,7 +29,24 @@ assert set(get_args(Outcome)) == set(OUTCOMES)
 assert set(get_args(AlertType)) == set(PRIORITY)
 
 MAX_NOTE: Final = 2000
-Note = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NOTE)]
+#: What a note may not consist of alone, and what is trimmed from its ends before it is stored.
+#: Spelled out rather than "whitespace": every regex engine and every ``strip`` agrees on these.
+BLANK: Final = " \t\n\v\f\r\u00a0\u3000"
+#: The note rule as a JSON Schema pattern: no NUL, at least one character not in BLANK.
+NOTE_PATTERN: Final = r"^[^\x00]*[^\x00\t\n\v\f\r " + "\u00a0\u3000" + r"][^\x00]*$"
+
+
+def _not_blank(value: str) -> str:
+    trimmed = value.strip(BLANK)
+    if not trimmed:
+        raise PydanticCustomError("note_blank", "A note must not be blank")
+    return trimmed
+
+
+#: A note: 1-2000 characters as sent, not blank, stored without its surrounding blanks. The
+#: schema (minLength, maxLength, pattern) and the validation say exactly the same.
+Note = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NOTE),
+                 AfterValidator(check_text), AfterValidator(_not_blank), JsonPattern(NOTE_PATTERN)]
 
 
 class Alert(BaseModel):
@@ -148,12 +166,15 @@ class Conflict(BaseModel):
 
 
 class Problem(BaseModel):
-    """401, 403, 404, 503: what went wrong."""
+    """401, 403, 404, 413, 503: what went wrong."""
 
     detail: str
 
 
 class Health(BaseModel):
-    """The process serves requests (no database check: see docs/api.md)."""
+    """Whether the process is alive: it serves requests and every worker thread runs (no
+    database check: see docs/api.md). ``failed`` (HTTP 503) names the workers that died; the
+    process is then stopping, to be restarted by its supervisor."""
 
-    status: Literal["ok"]
+    status: Literal["ok", "failed"]
+    failed_workers: list[str] = []

@@ -28,6 +28,7 @@ from alerts.policy import DeliveryPolicy, delivery_of
 from alerts.store import AlertStore
 from eldercare.clock import Clock
 from eldercare.errors import StorageError
+from eldercare.supervisor import Spawn, plain_spawn
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,8 @@ class DeliveryWorker:
     def __init__(self, *, channel: Channel, store: AlertStore, clock: Clock,
                  concurrency: int = 4, lease_s: float = 120.0, poll_s: float = 1.0,
                  on_given_up: threading.Event | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, spawn: Spawn = plain_spawn) -> None:
+        self.spawn = spawn
         self.channel = channel
         self.store = store
         self.clock = clock
@@ -71,9 +73,7 @@ class DeliveryWorker:
             self._pool.submit(self._deliver, m)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"eldercare-delivery-{self.channel.name}")
-        self._thread.start()
+        self._thread = self.spawn(f"eldercare-delivery-{self.channel.name}", self._run)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop claiming; sends in flight finish (each bounded by its channel's timeout).

@@ -29,6 +29,7 @@ from alerts.channels.base import Channel, DeliveryFailed, Message
 from alerts.document import provisional_document, provisional_key
 from detectors.events import Event
 from eldercare.clock import Clock
+from eldercare.supervisor import Spawn, plain_spawn
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,9 @@ class EmergencyDispatcher:
 
     def __init__(self, *, channel: Channel, url: str, clock: Clock,
                  map_link: str | None, max_pending: int = 10_000,
-                 backoff_s: float = 1.0, backoff_max_s: float = 30.0) -> None:
+                 backoff_s: float = 1.0, backoff_max_s: float = 30.0,
+                 spawn: Spawn = plain_spawn) -> None:
+        self.spawn = spawn
         self.channel = channel
         self.url = url
         self.clock = clock
@@ -90,9 +93,7 @@ class EmergencyDispatcher:
             return len(self._pending)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="eldercare-provisional",
-                                        daemon=True)
-        self._thread.start()
+        self._thread = self.spawn("eldercare-provisional", self._run)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         with self._cond:

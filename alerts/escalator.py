@@ -16,6 +16,7 @@ import threading
 from alerts.store import AlertStore
 from eldercare.clock import Clock
 from eldercare.errors import StorageError
+from eldercare.supervisor import Spawn, plain_spawn
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,9 @@ log = logging.getLogger(__name__)
 class Escalator:
     """Owns the ``eldercare-alert-escalator`` thread; see the module docstring."""
 
-    def __init__(self, *, store: AlertStore, clock: Clock, poll_s: float = 1.0) -> None:
+    def __init__(self, *, store: AlertStore, clock: Clock, poll_s: float = 1.0,
+                 spawn: Spawn = plain_spawn) -> None:
+        self.spawn = spawn
         self.store = store
         self.clock = clock
         self.poll_s = poll_s
@@ -37,9 +40,7 @@ class Escalator:
         self.wakeup.set()
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="eldercare-alert-escalator",
-                                        daemon=True)
-        self._thread.start()
+        self._thread = self.spawn("eldercare-alert-escalator", self._run)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stop.set()

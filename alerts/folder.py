@@ -21,6 +21,7 @@ from alerts.store import AlertChange, AlertStore
 from detectors.events import Event
 from eldercare.clock import Clock
 from eldercare.errors import StorageError
+from eldercare.supervisor import Spawn, plain_spawn
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +30,13 @@ class AlertFolder:
     """Owns the ``eldercare-alert-folder`` thread; see the module docstring."""
 
     def __init__(self, *, store: AlertStore, clock: Clock, poll_s: float = 1.0,
-                 on_changes: Callable[[list[AlertChange]], None] | None = None) -> None:
+                 on_changes: Callable[[list[AlertChange]], None] | None = None,
+                 spawn: Spawn = plain_spawn) -> None:
         self.store = store
         self.clock = clock
         self.poll_s = poll_s
         self.on_changes = on_changes
+        self.spawn = spawn
         self.failures = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -44,9 +47,7 @@ class AlertFolder:
         self._wake.set()
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="eldercare-alert-folder",
-                                        daemon=True)
-        self._thread.start()
+        self._thread = self.spawn("eldercare-alert-folder", self._run)
 
     def stop(self) -> None:
         """Fold what is pending once more, then stop."""

@@ -133,10 +133,15 @@ def announce(conn: psycopg.Connection, row: Mapping[str, Any], *, event: str,
 
 
 def cancel_pending(conn: psycopg.Connection, alert_id: int, *, now: datetime) -> int:
-    """Resolution: ladder messages not sent yet are cancelled (state messages still go)."""
-    n = conn.execute(
+    """Resolution: ladder messages not sent yet are cancelled (state messages still go).
+    Returns how many were cancelled, as the audit entry records."""
+    # Counted from RETURNING, not ``rowcount``: the alert store runs its transactions in
+    # pipeline mode, where ``rowcount`` is read before the result has arrived and is -1.
+    # Fetching the rows waits for the result (one round trip, on resolution only).
+    n = len(conn.execute(
         "UPDATE alert_deliveries SET status = 'cancelled', lease_until = NULL"
-        " WHERE alert_id = %s AND kind = 'notify' AND status = 'pending'", (alert_id,)).rowcount
+        " WHERE alert_id = %s AND kind = 'notify' AND status = 'pending' RETURNING id",
+        (alert_id,)).fetchall())
     if n:
         audit(conn, alert_id, now, "deliveries_cancelled", {"count": n})
     return n

@@ -20,7 +20,7 @@ is still queued durably in the outbox for the next run.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from fastapi import FastAPI
 
@@ -48,6 +48,7 @@ from detectors.events import Event
 from eldercare.clock import Clock
 from eldercare.config import Config
 from eldercare.http_server import HttpServer
+from eldercare.supervisor import Death, Spawn, plain_spawn
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,10 @@ class AlertService:
 
     def __init__(self, config: Config, *, clock: Clock,
                  channels: Sequence[Channel] | None = None,
-                 tokens: TokenTable | None = None) -> None:
+                 tokens: TokenTable | None = None, spawn: Spawn = plain_spawn,
+                 liveness: Callable[[], Sequence[Death]] | None = None) -> None:
         a = config.alerts
+        self.liveness = liveness
         policy = load_policy(a.policy_file)
         self.channels = list(channels) if channels is not None else build_channels(
             config, clock=clock)
@@ -93,18 +96,19 @@ class AlertService:
             lease_s=LEASE_S)
         self.store = AlertStore(config.database.url, timezone=config.detectors.timezone,
                                 policy=policy, routing=routing, wake=self._wake)
-        self.escalator = Escalator(store=self.store, clock=clock, poll_s=a.poll_s)
+        self.escalator = Escalator(store=self.store, clock=clock, poll_s=a.poll_s, spawn=spawn)
         # MQTT carries retained *states*: one sender keeps them in queue order.
         self.workers = {c.name: DeliveryWorker(
             channel=c, store=self.store, clock=clock, poll_s=a.poll_s, lease_s=LEASE_S,
             concurrency=1 if c.name == "mqtt" else a.delivery_concurrency,
-            on_given_up=self.escalator.wakeup) for c in self.channels}
-        self.folder = AlertFolder(store=self.store, clock=clock, poll_s=a.poll_s)
+            on_given_up=self.escalator.wakeup, spawn=spawn) for c in self.channels}
+        self.folder = AlertFolder(store=self.store, clock=clock, poll_s=a.poll_s, spawn=spawn)
         webhook = next((c for c in self.channels if c.name == "webhook"), None)
         self.emergency: EmergencyDispatcher | None = None
         if config.spool.enabled and config.spool.provisional_alerts and webhook and a.webhook.url:
             self.emergency = EmergencyDispatcher(channel=webhook, url=a.webhook.url,
-                                                 clock=clock, map_link=a.map_link or None)
+                                                 clock=clock, map_link=a.map_link or None,
+                                                 spawn=spawn)
         self.api: HttpServer | None = None
         self.accounts: AccountStore | None = None
         self.feed: ChangeFeed | None = None
@@ -126,7 +130,8 @@ class AlertService:
                                          idle_timeout_s=round(c.idle_minutes * 60))
         app = create_app(store=self.store, database_url=url, tokens=table, clock=clock,
                          on_change=lambda _id: self.escalator.wake(), accounts=self.accounts,
-                         secure_cookies=c.secure_cookies, login_limits=c.login_limits)
+                         secure_cookies=c.secure_cookies, login_limits=c.login_limits,
+                         liveness=self.liveness)
         if c.enabled:
             self.feed = ChangeFeed(url)
             app.include_router(stream_router(self.feed, require_principal))

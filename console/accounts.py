@@ -27,6 +27,11 @@ Security choices, and why:
   or setting their password ends all their sessions; a session also stops working at once when
   its user is disabled, and picks up role and region changes on its next request.
 - **Time is an input**: every method that needs the time takes ``now_ms``.
+- **Login lockouts** are counted in the service's memory (:mod:`console.ratelimit`); what is
+  stored here is when an admin last lifted a user's lockout (``login_unlocked_at``, migration
+  0008): :meth:`AccountStore.unlock` writes it from any process (``eldercare user unlock``),
+  and the login endpoint reads it when it is about to refuse that name
+  (:meth:`AccountStore.unlocked_at_ms`).
 
 Errors: :class:`AccountError` (an :class:`~eldercare.errors.EldercareError`) for a request the
 rules refuse (bad username, short password, duplicate or unknown user); psycopg errors become
@@ -106,11 +111,22 @@ def hash_session_token(token: str) -> str:
 
 
 def validate_password(password: str) -> None:
-    """Raise AccountError unless ``password`` has MIN_PASSWORD to MAX_PASSWORD characters."""
+    """Raise AccountError unless ``password`` has MIN_PASSWORD to MAX_PASSWORD characters of
+    valid text (no NUL, no lone surrogate: neither can be typed at a login form)."""
     if len(password) < MIN_PASSWORD:
         raise AccountError(f"the password must have at least {MIN_PASSWORD} characters")
     if len(password) > MAX_PASSWORD:
         raise AccountError(f"the password must have at most {MAX_PASSWORD} characters")
+    if "\x00" in password or not _encodable(password):
+        raise AccountError("the password must be valid text without NUL characters")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _validate_user(username: str, role: str, regions: Sequence[str],
@@ -241,6 +257,28 @@ class AccountStore:
             raise AccountError("no such user", username=username)
         log.info("console user disabled; their sessions ended")
 
+    def unlock(self, username: str, *, now_ms: int) -> None:
+        """Record that the user's login lockout was lifted at ``now_ms``: failed logins counted
+        until then no longer refuse the name (the service reads this at its next refusal).
+        Raises AccountError if there is no such user."""
+        with self._transaction() as conn:
+            found = conn.execute(
+                "UPDATE console_users SET login_unlocked_at = %s WHERE username = %s"
+                " RETURNING username", (_at(now_ms), username)).fetchone()
+        if found is None:
+            raise AccountError("no such user", username=username)
+        log.info("console user's login lockout lifted")
+
+    def unlocked_at_ms(self, username: str) -> int | None:
+        """When the user's login lockout was last lifted, or ``None`` (never, or no such
+        user)."""
+        if not USERNAME_PATTERN.fullmatch(username):
+            return None
+        with self._transaction() as conn:
+            row = conn.execute("SELECT login_unlocked_at FROM console_users WHERE username = %s",
+                               (username,)).fetchone()
+        return _ms(row[0]) if row is not None and row[0] is not None else None
+
     # --- Sessions --------------------------------------------------------------------------
 
     def login(self, username: str, password: str, *, now_ms: int) -> Session | None:
@@ -315,7 +353,9 @@ class AccountStore:
 
     def _verify(self, stored: str, password: str) -> bool:
         try:
-            return self.hasher.verify(stored, password)
+            # surrogatepass: a lone surrogate (possible in JSON) cannot be any stored password,
+            # but must cost the same verification as a wrong one, not an encoding error.
+            return self.hasher.verify(stored, password.encode("utf-8", "surrogatepass"))
         except VerificationError:
             return False
         except InvalidHashError:

@@ -34,7 +34,8 @@ def mount_console(app: FastAPI, *, tile_url: str | None) -> None:
         "Referrer-Policy": "no-referrer",
     }
 
-    @router.get("/", include_in_schema=False)
+    # HEAD too: uptime checkers ask with HEAD; the answer is GET's headers without the body.
+    @router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers=headers)
 

@@ -39,7 +39,8 @@ from pydantic import BaseModel, Field
 
 from alerts import queries
 from alerts.auth import Principal
-from alerts.http_types import PrincipalDependency, UtcDatetime
+from alerts.http_boundary import StrictRoute
+from alerts.http_types import PrincipalDependency, RegionCode, Text, UtcDatetime
 from console.unregistered import unregistered_router
 from detectors.params import SupervisionParams
 from eldercare.clock import Clock, SystemClock
@@ -186,17 +187,18 @@ def devices_router(database_url: str, principal: PrincipalDependency, *,
     else:
         thresholds, default_s = {}, float(offline_after_s)
     now_ms = (clock or SystemClock()).now_ms
-    router = APIRouter(prefix=PREFIX)
+    router = APIRouter(prefix=PREFIX, route_class=StrictRoute)
 
     @router.get("/devices", tags=["console"], responses={401: {"description": "not authenticated"},
                                                          503: {"description": "database"}})
     def devices(
         caller: Annotated[Principal, Depends(principal)],
-        region: Annotated[list[str] | None, Query(description="narrow to these regions")] = None,
+        region: Annotated[list[RegionCode] | None,
+                          Query(description="narrow to these regions")] = None,
         status: Annotated[Literal["online", "offline"] | None, Query()] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-        after: Annotated[str | None, Query(max_length=64, description="next_after of the "
-                                                                      "previous page")] = None,
+        after: Annotated[Text | None, Query(max_length=64, description="next_after of the "
+                                                                       "previous page")] = None,
     ) -> DevicePage:
         """Registered devices of the caller's regions, by id, with their latest state."""
         regions = caller.region_filter()

@@ -1,15 +1,20 @@
-"""Login rate limiting (issue #7): failed logins per account name, attempts per client address.
+"""Login rate limiting (issue #7): failed logins per account name and client address, attempts
+per client address.
 
 Two limits stand in front of ``POST /console/login``, both checked *before* the password, so a
 refused attempt costs no argon2 work and says nothing about the password:
 
-- **per account name**: after ``failures_per_name`` failed logins within ``name_window_s``
-  (default 5 in 15 minutes) the name is refused, even with the right password, until the
-  oldest of those failures leaves the window. This stops password guessing on one account.
-  A successful login clears the name's count, and an attempt the database could not check
-  (503) is taken back. Every name is counted the same way whether an account by that name
-  exists or not, so a 429 reveals nothing about which accounts exist. Attempts are counted
-  when let through, before the check, so concurrent guesses cannot slip past together.
+- **per account name and client address**: after ``failures_per_name`` failed logins of one
+  name from one address within ``name_window_s`` (default 5 in 15 minutes) that name is refused
+  *from that address*, even with the right password, until the oldest of those failures leaves
+  the window. This stops password guessing on one account from one place, while the officer
+  logging in from elsewhere is not locked out: usernames appear in audit trails, and counting
+  per name alone let anyone lock any officer out with six wrong passwords. A successful login
+  clears that pair's count, and an attempt the database could not check (503) is taken back.
+  Every name is counted the same way whether an account by that name exists or not, so a 429
+  reveals nothing about which accounts exist. Attempts are counted when let through, before
+  the check, so concurrent guesses cannot slip past together. :meth:`LoginLimiter.forgive`
+  lifts a name's lockout (an admin's unlock, ``console/web.py``).
 - **per client address**: at most ``attempts_per_address`` attempts (successful or not)
   within ``address_window_s`` (default 30 a minute). This stops password spraying, one or two
   guesses on each of many names from one place. IPv6 addresses count by their /64 network:
@@ -25,7 +30,8 @@ thread.
 State is **in memory, in one process**: a restart forgets every count, and several service
 processes behind one load balancer would each count on their own (the service runs one, so
 this is acceptable today; a shared store would be PyrateLimiter's Redis or PostgreSQL bucket).
-Memory is bounded:
+Only unlocks are shared, through the database (``console_users.login_unlocked_at``), so that
+``eldercare user unlock`` in another process reaches the running service. Memory is bounded:
 at most :data:`MAX_TRACKED` keys per limit (about 0.7 KiB each), least recently used first out,
 and keys whose window has passed are dropped as they are met.
 
@@ -66,7 +72,8 @@ Scope = Literal["name", "address"]
 class LoginLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The ``[console.login_limits]`` table: how many login attempts are let through."""
 
-    #: Failed logins of one account name within ``name_window_s`` before the name is refused.
+    #: Failed logins of one account name from one client address (IPv6: one /64) within
+    #: ``name_window_s`` before that name is refused from that address.
     failures_per_name: Annotated[int, Meta(ge=1, le=1000)] = 5
     #: Also how long, at most, a name stays refused after the last counted failure.
     name_window_s: Annotated[int, Meta(ge=1, le=24 * 3600)] = 15 * 60
@@ -78,11 +85,12 @@ class LoginLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """A login attempt let through to the password check; counted as a failure of its name
-    until :meth:`LoginLimiter.succeeded` or :meth:`LoginLimiter.unchecked` says otherwise.
-    ``tag`` is the name's keyed hash (for log lines)."""
+    from its address until :meth:`LoginLimiter.succeeded` or :meth:`LoginLimiter.unchecked`
+    says otherwise. ``tag`` is the name's keyed hash (for log lines), ``key`` the count's."""
 
     tag: str
     at_ms: int
+    key: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,17 +148,36 @@ class _Buckets:
 
     def take_back(self, key: str, at_ms: int) -> None:
         """Remove one entry of ``key`` counted at ``at_ms``, if it is still there."""
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            return
-        # The bucket has no "remove one"; it holds at most a limit's worth of entries, so it
-        # is rebuilt from the others (peek(0) is the newest).
-        entries = [e for i in range(bucket.count()) if (e := bucket.peek(i)) is not None]
+        entries = self._entries(key)
         for i, entry in enumerate(entries):
             if entry.timestamp == at_ms:
                 del entries[i]
-                break
-        else:
+                self._rebuild(key, entries)
+                return
+
+    def drop_until(self, key_prefix: str, upto_ms: int) -> int:
+        """Remove the entries counted at or before ``upto_ms`` from every key that starts with
+        ``key_prefix``; how many were removed."""
+        removed = 0
+        for key in [k for k in self._buckets if k.startswith(key_prefix)]:
+            entries = self._entries(key)
+            kept = [e for e in entries if e.timestamp > upto_ms]
+            if len(kept) < len(entries):
+                removed += len(entries) - len(kept)
+                self._rebuild(key, kept)
+        return removed
+
+    def _entries(self, key: str) -> list[RateItem]:
+        # peek(0) is the newest. The bucket has no "remove one": it holds at most a limit's
+        # worth of entries, so a change rebuilds it from the entries kept.
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return []
+        return [e for i in range(bucket.count()) if (e := bucket.peek(i)) is not None]
+
+    def _rebuild(self, key: str, entries: list[RateItem]) -> None:
+        if not entries:
+            del self._buckets[key]
             return
         fresh = InMemoryBucket([self._rate])
         for entry in reversed(entries):
@@ -174,7 +201,8 @@ class LoginLimiter:
     Call :meth:`admit` before checking a password, then :meth:`succeeded` after a successful
     login, or :meth:`unchecked` if the password could not be checked (the database failed);
     a failed login needs no call: :meth:`admit` counted it already. Counting before the check
-    is what keeps concurrent guesses from slipping past the limit together.
+    is what keeps concurrent guesses from slipping past the limit together. :meth:`forgive`
+    lifts a name's lockout from every address.
     """
 
     def __init__(self, limits: LoginLimits, *, clock: Clock,
@@ -183,39 +211,51 @@ class LoginLimiter:
         self._clock = clock
         self._key = secrets.token_bytes(32)
         self._lock = threading.Lock()
+        # Keyed "<name tag> <address key>": a name's failures from one address.
         self._names = _Buckets(_rate(limits.failures_per_name, limits.name_window_s),
                                max_keys=max_tracked)
         self._addresses = _Buckets(_rate(limits.attempts_per_address, limits.address_window_s),
                                    max_keys=max_tracked)
 
-    def admit(self, name: str, address: str) -> Attempt | Refused:
+    def admit(self, name: str, address: str, *, address_counted: bool = False
+              ) -> Attempt | Refused:
         """Count a login attempt for ``name`` from ``address``: an :class:`Attempt` may go on
         to the password check, a :class:`Refused` must be answered 429 unchecked.
 
         The address is checked first, so an attempt refused for its address is not held
-        against the name.
+        against the name. ``address_counted``: this attempt was refused for its name a moment
+        ago and has been counted against its address already (a retry after :meth:`forgive`).
         """
         tag, network = self.tag(name), address_key(address)
+        key = f"{tag} {network}"
         with self._lock:
             now_ms = self._clock.now_ms()
-            wait_ms = self._addresses.hit(network, now_ms)
+            wait_ms = None if address_counted else self._addresses.hit(network, now_ms)
             if wait_ms is not None:
                 return Refused("address", _seconds(wait_ms), tag)
-            wait_ms = self._names.hit(tag, now_ms)
+            wait_ms = self._names.hit(key, now_ms)
             if wait_ms is not None:
                 return Refused("name", _seconds(wait_ms), tag)
-        return Attempt(tag, now_ms)
+        return Attempt(tag, now_ms, key)
 
     def succeeded(self, attempt: Attempt) -> None:
-        """The attempt logged in: its name's failures are forgiven."""
+        """The attempt logged in: its name's failures from its address are forgiven (not
+        those from elsewhere: someone else may be guessing)."""
         with self._lock:
-            self._names.forget(attempt.tag)
+            self._names.forget(attempt.key)
 
     def unchecked(self, attempt: Attempt) -> None:
         """The attempt's password was never checked (the database failed): it is no failure.
         Its address keeps it: the address limit counts attempts, not failures."""
         with self._lock:
-            self._names.take_back(attempt.tag, attempt.at_ms)
+            self._names.take_back(attempt.key, attempt.at_ms)
+
+    def forgive(self, name: str, *, upto_ms: int) -> int:
+        """Lift ``name``'s lockout: forget its failures counted at or before ``upto_ms``, from
+        every address (an admin's unlock at that time); how many were forgotten. Failures
+        after ``upto_ms`` still count. The address limit is not touched."""
+        with self._lock:
+            return self._names.drop_until(f"{self.tag(name)} ", upto_ms)
 
     def tag(self, name: str) -> str:
         """A short keyed hash of ``name`` for keys and log lines (see module docstring)."""
@@ -224,7 +264,8 @@ class LoginLimiter:
         return digest.hexdigest()[:16]
 
     def tracked(self) -> tuple[int, int]:
-        """How many names and addresses have counts (for tests and diagnostics)."""
+        """How many (name, address) pairs and addresses have counts (for tests and
+        diagnostics)."""
         with self._lock:
             return len(self._names), len(self._addresses)
 

@@ -37,6 +37,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query
 from fastapi.responses import StreamingResponse
 
 from alerts.auth import Principal
+from alerts.http_boundary import StrictRoute
 from alerts.http_types import PrincipalDependency
 from console.live import PREFIX, Change, ChangeFeed, Ended, FeedState, Subscription
 from eldercare.errors import EldercareError, StorageError
@@ -129,7 +130,7 @@ def stream_router(feed: ChangeFeed, principal: PrincipalDependency, *,
     session then stops receiving. Each end costs the page one reconnection delay (``retry``,
     2 s) during which new changes wait for the catch-up; None: streams never age out.
     """
-    router = APIRouter(prefix=PREFIX, lifespan=feed.lifespan)
+    router = APIRouter(prefix=PREFIX, lifespan=feed.lifespan, route_class=StrictRoute)
 
     @router.get("/stream", tags=["console"], response_class=StreamingResponse, responses={
         200: {"content": {"text/event-stream": {}},
@@ -137,7 +138,9 @@ def stream_router(feed: ChangeFeed, principal: PrincipalDependency, *,
         401: {"description": "not authenticated"}, 503: {"description": "shutting down"}})
     async def stream(
         caller: Annotated[Principal, Depends(principal)],
-        last_event_id: Annotated[str | None, Header(pattern=r"^\d{1,18}$")] = None,
+        # "" rather than None when absent: an optional header documented as nullable would
+        # invite clients (and fuzzers) to send the text "null".
+        last_event_id: Annotated[str, Header(pattern=r"^\d{1,18}$")] = "",
         since: Annotated[int | None, Query(ge=0, le=2**63 - 1,
                                            description="resume after this audit id")] = None,
     ) -> StreamingResponse:
@@ -146,7 +149,7 @@ def stream_router(feed: ChangeFeed, principal: PrincipalDependency, *,
             raise HTTPException(503, "the live feed is not running", headers={"Retry-After": "5"})
         # The header wins: the browser sends it on every reconnect, while ?since= stays
         # whatever the page first asked for.
-        resume = int(last_event_id) if last_event_id is not None else since
+        resume = int(last_event_id) if last_event_id else since
         return StreamingResponse(
             _frames(feed, caller, resume, heartbeat_s, max_age_s), media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

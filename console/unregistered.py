@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 
 from alerts import queries
 from alerts.auth import Principal
-from alerts.http_types import PrincipalDependency, UtcDatetime
+from alerts.http_types import PrincipalDependency, RegionCode, UtcDatetime
 from eldercare.clock import Clock, SystemClock
 from ingest.admission import REASON_SQL_PATTERN
 
@@ -109,7 +109,8 @@ def unregistered_router(database_url: str, principal: PrincipalDependency, *,
                                                    503: {"description": "database"}})
     def unregistered(
         caller: Annotated[Principal, Depends(principal)],
-        region: Annotated[list[str] | None, Query(description="narrow to these regions")] = None,
+        region: Annotated[list[RegionCode] | None,
+                          Query(description="narrow to these regions")] = None,
         hours: Annotated[int, Query(ge=1, le=MAX_HOURS, description="window")] = DEFAULT_HOURS,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     ) -> UnregisteredPage:

@@ -21,17 +21,24 @@ Why these choices:
   credential and need no CSRF token.
 - **Login** takes JSON only (``application/json``: an HTML form from another site cannot send
   it without a preflight, so nobody can log a victim into an attacker's account) and answers
-  one message, ``wrong username or password``, for every refusal; the request model is lenient
-  (any strings) so that no validation error echoes a password back. A successful login always
-  mints a new token (no session fixation) and ends the session the browser held before.
+  one message, ``wrong username or password``, for every refusal. The request model is lenient
+  (any text: a malformed name is refused like a wrong one); only a value that is not text at
+  all (a number, a NUL, a lone surrogate) is 422, and 422s never echo what was sent
+  (:mod:`alerts.http_boundary`). A successful login always mints a new token (no session
+  fixation) and ends the session the browser held before.
 - Responses carrying the CSRF token are ``Cache-Control: no-store``.
 - **Rate limiting** (issue #7, :mod:`console.ratelimit`): before the password is checked, the
-  attempt is counted per client address and per account name; over either limit the answer is
-  ``429 too many login attempts; try again later`` with ``Retry-After``, the same for every
-  name whether its account exists or not, and for the right password too. Each refusal is
-  logged at warning with the client address and a keyed hash of the name, never the name.
-  The client address is the peer's, or the ``X-Forwarded-For`` client when the peer is a
+  attempt is counted per client address and per account name *from that address*; over either
+  limit the answer is ``429 too many login attempts; try again later`` with ``Retry-After``,
+  the same for every name whether its account exists or not, and for the right password too.
+  Before refusing a name, the endpoint asks the database whether an admin lifted that name's
+  lockout since (``eldercare user unlock``, or the admin endpoint in :mod:`alerts.api`, which
+  may run in another process); if so the failures counted until then are forgiven. Each
+  refusal is logged at warning with the client address and a keyed hash of the name, never the
+  name. The client address is the peer's, or the ``X-Forwarded-For`` client when the peer is a
   proxy uvicorn trusts (``FORWARDED_ALLOW_IPS``, default 127.0.0.1).
+- The login body is at most :data:`LOGIN_BODY_LIMIT` bytes (413 before it is read whole;
+  :class:`alerts.http_boundary.BodyLimit`).
 
 Handlers are plain ``def``: argon2 and psycopg block, so FastAPI runs them in its thread pool.
 """
@@ -42,11 +49,14 @@ import hmac
 import logging
 from typing import Final
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.security import APIKeyCookie
 from pydantic import BaseModel, ConfigDict, Field
 
+from alerts.http_boundary import StrictRoute
+from alerts.http_types import Text
 from console.accounts import AccountStore, Language, Session
-from console.ratelimit import UNKNOWN_ADDRESS, LoginLimiter, LoginLimits, Refused
+from console.ratelimit import UNKNOWN_ADDRESS, Attempt, LoginLimiter, LoginLimits, Refused
 from eldercare.clock import Clock
 from eldercare.errors import StorageError
 
@@ -64,15 +74,24 @@ CSRF_REFUSED: Final = "missing or wrong CSRF token"
 NOT_LOGGED_IN: Final = "not logged in, or the session expired; log in again"
 TOO_MANY_ATTEMPTS: Final = "too many login attempts; try again later"
 _NO_STORE: Final = {"Cache-Control": "no-store"}
+#: The largest login body accepted: a 64-character name and a 1024-character password, each
+#: character escaped as a surrogate pair (12 bytes), fit with room to spare.
+LOGIN_BODY_LIMIT: Final = 16 * 1024
+
+#: The session cookie as an OpenAPI security scheme, for every route it authenticates.
+session_cookie = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, scheme_name="ConsoleSession",
+                              description="The duty console's session (POST /console/login);"
+                                          " POSTs must also send X-CSRF-Token")
 
 
 class LoginIn(BaseModel):
-    """Credentials. Lenient on purpose: a malformed value is refused like a wrong one, with
-    401, and never echoed back in a validation error."""
+    """Credentials. Lenient on purpose: any text is taken, and a malformed name is refused like
+    a wrong one, with 401. Only what is not text (a number, U+0000, a lone surrogate) is 422,
+    which names the field and never echoes the value."""
 
     model_config = ConfigDict(extra="forbid")
-    username: str = ""
-    password: str = Field(default="", json_schema_extra={"format": "password"})
+    username: Text = ""
+    password: Text = Field(default="", json_schema_extra={"format": "password"})
 
 
 class ConsoleUser(BaseModel):
@@ -129,22 +148,27 @@ def client_address(request: Request) -> str:
 
 
 def login_router(accounts: AccountStore, clock: Clock, *, secure_cookies: bool,
-                 limits: LoginLimits | None = None) -> APIRouter:
+                 limits: LoginLimits | None = None,
+                 limiter: LoginLimiter | None = None) -> APIRouter:
     """``/console/login``, ``/console/logout`` and ``/console/me`` on ``accounts``.
 
     ``secure_cookies`` marks the cookie ``Secure``; turn it off only for plain HTTP on a
-    trusted host (a browser would not send a Secure cookie over ``http://``). ``limits``
-    bounds login attempts (``[console.login_limits]``; the defaults when ``None``), counted in
-    this router's memory on ``clock``.
+    trusted host (a browser would not send a Secure cookie over ``http://``). ``limiter``
+    bounds login attempts; without one, a limiter of ``limits`` (``[console.login_limits]``;
+    the defaults when ``None``) is made, counting in this router's memory on ``clock``.
     """
-    router = APIRouter(prefix="/console", tags=["console"])
-    limiter = LoginLimiter(limits if limits is not None else LoginLimits(), clock=clock)
+    router = APIRouter(prefix="/console", tags=["console"], route_class=StrictRoute)
+    if limiter is None:
+        limiter = LoginLimiter(limits if limits is not None else LoginLimits(), clock=clock)
     problems: dict[int | str, dict[str, object]] = {
         401: {"model": ConsoleProblem}, 403: {"model": ConsoleProblem}}
-    login_problems: dict[int | str, dict[str, object]] = {**problems, 429: {
-        "model": ConsoleProblem, "description": "too many attempts; see Retry-After",
-        "headers": {"Retry-After": {"description": "seconds to wait",
-                                    "schema": {"type": "integer"}}}}}
+    login_problems: dict[int | str, dict[str, object]] = {
+        401: {"model": ConsoleProblem}, 413: {"model": ConsoleProblem}, 429: {
+            "model": ConsoleProblem, "description": "too many attempts; see Retry-After",
+            "headers": {"Retry-After": {"description": "seconds to wait",
+                                        "schema": {"type": "integer"}}}}}
+    # Declares the cookie in the OpenAPI document; the handlers read it themselves.
+    cookie_auth = [Depends(session_cookie)]
 
     def set_cookie(response: Response, session: Session, now_ms: int) -> None:
         assert session.token is not None   # a login result always carries it
@@ -158,12 +182,26 @@ def login_router(accounts: AccountStore, clock: Clock, *, secure_cookies: bool,
             raise HTTPException(401, NOT_LOGGED_IN)
         return session
 
+    def admit(name: str, address: str) -> Attempt | Refused:
+        attempt = limiter.admit(name, address)
+        if not (isinstance(attempt, Refused) and attempt.scope == "name"):
+            return attempt
+        # Refused for its name: unless an admin lifted the lockout since (perhaps from another
+        # process: the time is in the database). Only refusals pay for this query.
+        try:
+            unlocked_ms = accounts.unlocked_at_ms(name)
+        except StorageError:
+            return attempt          # the lockout ends by itself; a 429 is the safe answer
+        if unlocked_ms is None or not limiter.forgive(name, upto_ms=unlocked_ms):
+            return attempt
+        return limiter.admit(name, address, address_counted=True)
+
     @router.post("/login", responses=login_problems)
     def login(body: LoginIn, request: Request, response: Response) -> Me:
         """Log in; sets the ``ec_session`` cookie and returns the user and the CSRF token.
         429 with ``Retry-After`` after too many attempts (docs/console.md)."""
         address = client_address(request)
-        attempt = limiter.admit(body.username, address)
+        attempt = admit(body.username, address)
         if isinstance(attempt, Refused):
             log.warning("console login from %s refused unchecked for %d s: too many attempts"
                         " (per %s; name #%s)", address, attempt.retry_after_s, attempt.scope,
@@ -189,7 +227,8 @@ def login_router(accounts: AccountStore, clock: Clock, *, secure_cookies: bool,
         response.headers.update(_NO_STORE)
         return me_of(session)
 
-    @router.post("/logout", status_code=204, response_class=Response, responses=problems)
+    @router.post("/logout", status_code=204, response_class=Response, responses=problems,
+                 dependencies=cookie_auth)
     def logout(request: Request) -> Response:
         """End the session (needs its ``X-CSRF-Token``) and clear the cookie."""
         session = require_session(request)
@@ -200,7 +239,7 @@ def login_router(accounts: AccountStore, clock: Clock, *, secure_cookies: bool,
                                samesite="strict")
         return response
 
-    @router.get("/me", responses=problems)
+    @router.get("/me", responses={401: problems[401]}, dependencies=cookie_auth)
     def me(request: Request, response: Response) -> Me:
         """The logged-in user and the CSRF token (e.g. after a page reload), or 401."""
         session = require_session(request)

@@ -37,18 +37,55 @@ def _config(args: argparse.Namespace) -> Config:
     })
 
 
+#: Exit status when a worker died (EX_SOFTWARE): the process supervisor restarts the service.
+EXIT_WORKER_DIED = 70
+#: How long the orderly stop after a worker's death may take before the process exits anyway:
+#: a stalled process is what the exit is for, so the stop itself must not stall it.
+DEATH_STOP_LIMIT_S = 60.0
+#: How often the run loop polls the supervisor's liveness probes (HTTP server thread).
+_CHECK_S = 1.0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    from eldercare.supervisor import Supervisor
     from ingest.service import IngestService
 
     config = _config(args)
     stop = threading.Event()
+    supervisor = Supervisor(on_death=lambda _death: stop.set())
+    # An exception escaping any thread of the process (paho's network loop included) is a
+    # death too: the process must not stay up and deaf (eldercare/supervisor.py).
+    threading.excepthook = supervisor.excepthook
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with IngestService(config):
+    with IngestService(config, supervisor=supervisor):
         print("eldercare: ingest running; SIGTERM or Ctrl-C stops", file=sys.stderr, flush=True)
-        stop.wait()
-        log.info("stopping: draining and committing held messages")
+        while not stop.wait(_CHECK_S):
+            supervisor.check()
+        if supervisor.failed.is_set():
+            _exit_after(DEATH_STOP_LIMIT_S, EXIT_WORKER_DIED)
+            log.error("stopping after a worker died: committing and acknowledging what is held")
+        else:
+            log.info("stopping: draining and committing held messages")
+    if supervisor.deaths:
+        dead = ", ".join(f"{d.worker} ({d.reason})" for d in supervisor.deaths)
+        print(f"eldercare: error: worker died: {dead}; exiting {EXIT_WORKER_DIED} so that the"
+              " service is restarted", file=sys.stderr)
+        return EXIT_WORKER_DIED
     return 0
+
+
+def _exit_after(seconds: float, status: int) -> None:
+    """Arm a hard exit: if the orderly stop has not ended within ``seconds``, exit anyway
+    (what is unacknowledged is redelivered by the broker to the next run)."""
+    def hard_exit() -> None:
+        log.error("orderly stop took over %.0f s; exiting now", seconds)
+        logging.shutdown()
+        os._exit(status)
+
+    timer = threading.Timer(seconds, hard_exit)
+    timer.daemon = True
+    timer.start()
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -142,6 +179,11 @@ def _cmd_user(args: argparse.Namespace) -> int:
         elif args.action == "set-password":
             accounts.set_password(args.name, password)
             print(f"console user {args.name}: password set, sessions ended")
+        elif args.action == "unlock":
+            # Wall-clock time: the running service forgives the failures it counted before it.
+            accounts.unlock(args.name, now_ms=int(datetime.now(UTC).timestamp() * 1000))
+            print(f"console user {args.name}: login lockout lifted (the running service"
+                  " forgives the failed logins counted so far at the next attempt)")
         else:
             accounts.disable(args.name)
             print(f"console user {args.name} disabled, sessions ended")
@@ -163,7 +205,10 @@ def _add_user_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     s = actions.add_parser("set-password",
                            help="replace a user's password (stdin or prompted); ends sessions")
     s.add_argument("name")
-    for q in (a, d, s):
+    u = actions.add_parser("unlock", help="lift a user's login lockout (too many failed logins)"
+                                          " in the running service")
+    u.add_argument("name")
+    for q in (a, d, s, u):
         _common(q)
         q.set_defaults(func=_cmd_user)
 

@@ -54,6 +54,9 @@ class MqttConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     session_expiry_s: Positive = 7 * 24 * 3600
     keepalive_s: Annotated[int, Meta(ge=5, le=3600)] = 30
     connect_timeout_s: Annotated[float, Meta(gt=0)] = 30.0
+    #: Ceiling of the jittered reconnect backoff: after a broker restart an SOS waits at most
+    #: about this long for us to come back (paho's own ceiling, 30 s, cost one 11 s).
+    reconnect_max_s: Annotated[float, Meta(gt=0, le=60)] = 2.0
 
 
 class DatabaseConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -192,7 +195,8 @@ class ConsoleConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     secure_cookies: bool = True
     session_hours: Annotated[float, Meta(gt=0, le=24)] = 12.0
     idle_minutes: Annotated[float, Meta(gt=0, le=24 * 60)] = 30.0
-    #: ``[console.login_limits]``: failed logins per account name (5 in 15 min) and attempts
+    #: ``[console.login_limits]``: failed logins per account name and client address (5 in
+    #: 15 min; an admin lifts a lockout with ``eldercare user unlock``) and attempts
     #: per client address (30 a minute) before POST /console/login answers 429 (docs/console.md).
     login_limits: LoginLimits = LoginLimits()
 

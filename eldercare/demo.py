@@ -7,17 +7,25 @@ bracelet wearer walks out of the home zone, and each detection
 is printed as it is stored. Alerts go, signed, to a stand-in 12349 dispatch platform (a local
 HTTP server, ``alerts/webhook_receiver.py``) that prints what it receives; the duty console and
 the alerts API are served with a demo login and token printed at start. A few deliberately invalid readings show the
-dead-letter store at work. Counts per reading type are printed every few seconds until
-interrupted (or for ``--duration`` seconds). Exit status 0 means readings flowed end to end.
+dead-letter store at work: each is printed once, as it is stored. Counts per reading type are
+printed every ten seconds and at the end, until interrupted (or for ``--duration`` seconds).
+Exit status 0 means readings flowed end to end.
+
+The report is the demo's output: while it runs, the service's INFO lines (lifecycle, one per
+delivery, httpx's one per request) are held back unless ``-v`` asked for DEBUG, and so is the
+warning that SMS is not configured (the demo has no SMS gateway; such notifications are audited
+as undeliverable, as in production). Other warnings and errors still show.
 """
 
 from __future__ import annotations
 
 import heapq
 import json
+import logging
 import secrets
 import signal
 import tempfile
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -41,6 +49,7 @@ from device_sim.stream import build
 from device_sim.types import Publication
 from eldercare.config import load_config
 from eldercare.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
+from eldercare.supervisor import Supervisor
 from ingest.service import IngestService
 from schemas import device_topic
 
@@ -61,39 +70,102 @@ def _invalid(scenario: Scenario) -> Iterator[Publication]:
                       False)
 
 
-def _report(url: str, out: TextIO, elapsed: float, seen: set[tuple[str, str, int]]) -> tuple[int, int]:
-    with psycopg.connect(url) as conn:
-        per_type = conn.execute(
-            "SELECT type, count(*) FROM readings GROUP BY type ORDER BY type").fetchall()
-        accel = conn.execute("SELECT count(*) FROM accel_chunks").fetchone()
-        dead = conn.execute(
-            "SELECT count(*), (SELECT reason FROM dead_letters ORDER BY id DESC LIMIT 1)"
-            " FROM dead_letters").fetchone()
-        events = conn.execute(
-            "SELECT device_id, type, (extract(epoch FROM ts) * 1000)::bigint, severity"
-            " FROM detection_events ORDER BY ts").fetchall()
-    assert accel is not None and dead is not None
-    counts = dict(per_type)
-    counts["accel"] = accel[0]
-    total = sum(counts.values())
-    for device_id, kind, ts, severity in events:
-        if (device_id, kind, ts) not in seen:
-            seen.add((device_id, kind, ts))
-            when = datetime.fromtimestamp(ts / 1000, UTC).astimezone().strftime("%H:%M:%S")
-            print(f"[{elapsed:5.1f}s] DETECTED {kind} ({severity}) on {device_id} at {when}",
-                  file=out)
-    cells = "  ".join(f"{k}={v}" for k, v in sorted(counts.items()))
-    print(f"[{elapsed:5.1f}s] stored {total}: {cells} | dead letters {dead[0]}", file=out)
-    if events:
+POLL_S = 2.0  # detections and dead letters are printed within this long of being stored
+COUNTS_EVERY_S = 10.0
+WIDTH = 100  # dead-letter reasons are wrapped to this many columns
+MAX_DEAD_LETTERS_SHOWN = 5  # per poll; the rest are counted
+
+
+class _Report:
+    """What the demo prints from the database: each detection event and each dead letter once,
+    as it is stored, and the stored counts when asked. Each poll's lines go out in one write, so
+    the dispatch stand-in's lines (another thread) fall between polls, not inside one."""
+
+    def __init__(self, url: str, out: TextIO) -> None:
+        self.url = url
+        self.out = out
+        self.total = self.dead = 0
+        self._seen: set[tuple[str, str, int]] = set()
+        self._last_dead_id = 0
+
+    def poll(self, elapsed: float, *, counts: bool) -> None:
+        """Print what is new since the last poll, then the counts if ``counts``."""
+        at = f"[{elapsed:5.1f}s]"
+        with psycopg.connect(self.url) as conn:
+            events = conn.execute(
+                "SELECT device_id, type, (extract(epoch FROM ts) * 1000)::bigint, severity"
+                " FROM detection_events ORDER BY ts").fetchall()
+            dead = conn.execute("SELECT id, reason FROM dead_letters WHERE id > %s ORDER BY id",
+                                (self._last_dead_id,)).fetchall()
+            dead_total = conn.execute("SELECT count(*) FROM dead_letters").fetchone()
+            per_type = dict(conn.execute(
+                "SELECT type, count(*) FROM readings GROUP BY type ORDER BY type").fetchall())
+            accel = conn.execute("SELECT count(*) FROM accel_chunks").fetchone()
+        assert accel is not None and dead_total is not None
+        per_type["accel"] = accel[0]
+        self.total, self.dead = sum(per_type.values()), int(dead_total[0])
+        lines = self._new_events(at, events) + self._new_dead_letters(at, dead)
+        if counts:
+            lines += self._counts(at, per_type, events)
+        if lines:
+            self.out.write("\n".join(lines) + "\n")
+            self.out.flush()
+
+    def _new_events(self, at: str, events: list[tuple[str, str, int, str]]) -> list[str]:
+        lines = []
+        for device_id, kind, ts, severity in events:
+            if (device_id, kind, ts) not in self._seen:
+                self._seen.add((device_id, kind, ts))
+                when = datetime.fromtimestamp(ts / 1000, UTC).astimezone().strftime("%H:%M:%S")
+                lines.append(f"{at} DETECTED {kind} ({severity}) on {device_id} at {when}")
+        return lines
+
+    def _new_dead_letters(self, at: str, dead: list[tuple[int, str]]) -> list[str]:
+        """Each reason whole, wrapped (it ends with the JSON path of the bad field)."""
+        lines = [textwrap.fill(reason, WIDTH, initial_indent=f"{at} DEAD LETTER ",
+                               subsequent_indent=" " * (len(at) + 1), max_lines=4,
+                               break_long_words=False, break_on_hyphens=False)
+                 for _, reason in dead[:MAX_DEAD_LETTERS_SHOWN]]
+        if len(dead) > MAX_DEAD_LETTERS_SHOWN:
+            lines.append(f"{at} DEAD LETTER and {len(dead) - MAX_DEAD_LETTERS_SHOWN} more")
+        if dead:
+            self._last_dead_id = dead[-1][0]
+        return lines
+
+    def _counts(self, at: str, per_type: dict[str, int],
+                events: list[tuple[str, str, int, str]]) -> list[str]:
+        cells = "  ".join(f"{k}={v}" for k, v in sorted(per_type.items()))
+        lines = [f"{at} stored {self.total}: {cells} | dead letters {self.dead}"]
         by_type: dict[str, int] = {}
         for _, kind, _, _ in events:
             by_type[kind] = by_type.get(kind, 0) + 1
-        print("         detected: " + "  ".join(f"{k}={v}" for k, v in sorted(by_type.items())),
-              file=out)
-    if dead[1]:
-        print(f"         latest dead letter: {dead[1][:110]}", file=out)
-    out.flush()
-    return total, int(dead[0])
+        if by_type:
+            lines.append(" " * (len(at) + 1) + "detected: "
+                         + "  ".join(f"{k}={v}" for k, v in sorted(by_type.items())))
+        return lines
+
+
+@contextmanager
+def _report_only_logs() -> Iterator[None]:
+    """Hold back the service's INFO lines and the no-SMS warning while the demo reports (see the
+    module docstring); ``-v`` (DEBUG on the root logger) shows everything."""
+    root = logging.getLogger()
+    level = root.level
+    if level == logging.INFO:
+        root.setLevel(logging.WARNING)
+    alerts_log = logging.getLogger("alerts.service")
+
+    def no_sms_warning(record: logging.LogRecord) -> bool:
+        return not (str(record.msg).startswith("alert channels not configured")
+                    and record.args == ("sms",))
+
+    if level != logging.DEBUG:
+        alerts_log.addFilter(no_sms_warning)
+    try:
+        yield
+    finally:
+        alerts_log.removeFilter(no_sms_warning)
+        root.setLevel(level)
 
 
 @contextmanager
@@ -113,9 +185,10 @@ def _platform(secret: str, began: list[float], out: TextIO) -> Iterator[Receiver
         doc = json.loads(rec.body)
         a = doc["alert"]
         step = doc.get("escalation", {}).get("action", "")
-        print(f"[{time.monotonic() - began[0]:5.1f}s] DISPATCH {doc['event']} alert #{a['id']}"
-              f" {a['type']} priority {a['priority']} {a['subject']} {step} ({check})",
-              file=out, flush=True)
+        out.write(f"[{time.monotonic() - began[0]:5.1f}s] DISPATCH {doc['event']} alert"
+                  f" #{a['id']} {a['type']} priority {a['priority']} {a['subject']} {step}"
+                  f" ({check})\n")
+        out.flush()
 
     platform.on_request = show
     try:
@@ -137,7 +210,7 @@ def run_demo(*, duration_s: float | None, out: TextIO, metrics_port: int | None 
     sim = build(scenario)
     secret = secrets.token_hex(16)
     began = [time.monotonic()]  # the fleet's start, once known: one time base for all lines
-    with tempfile.TemporaryDirectory(prefix="eldercare-demo-") as tmp, \
+    with _report_only_logs(), tempfile.TemporaryDirectory(prefix="eldercare-demo-") as tmp, \
             EmbeddedBroker() as broker, EmbeddedPostgres(Path(tmp) / "pgdata") as pg, \
             _platform(secret, began, out) as platform:
         with psycopg.connect(pg.url, autocommit=True) as conn:
@@ -159,7 +232,9 @@ def run_demo(*, duration_s: float | None, out: TextIO, metrics_port: int | None 
             "console.secure_cookies": False,  # plain HTTP on localhost
             "spool.dir": str(Path(tmp) / "spool"),  # the demo's database lives in tmp too
         })
-        with IngestService(config) as service:
+        # A worker that dies ends the demo too, with a non-zero status (docs/supervision.md).
+        supervisor = Supervisor(on_death=lambda _death: stop.set())
+        with IngestService(config, supervisor=supervisor) as service:
             print(f"eldercare demo: broker {broker.url} (MQTT {service.source.negotiated}), "
                   f"metrics http://127.0.0.1:{service.metrics_port}/metrics; Ctrl-C stops",
                   file=out)
@@ -185,20 +260,26 @@ def run_demo(*, duration_s: float | None, out: TextIO, metrics_port: int | None 
                 name="eldercare-demo-fleet", daemon=True)
             fleet.start()
             started = began[0] = time.monotonic()
-            seen: set[tuple[str, str, int]] = set()
-            total = dead = 0
+            report = _Report(db_url, out)
+            next_counts = COUNTS_EVERY_S
             try:
-                while not stop.wait(2.0) and fleet.is_alive():
+                while not stop.wait(POLL_S) and fleet.is_alive():
                     elapsed = time.monotonic() - started
-                    total, dead = _report(db_url, out, elapsed, seen)
                     if duration_s is not None and elapsed >= duration_s:
-                        break
+                        break  # the final report below has the counts
+                    report.poll(elapsed, counts=elapsed >= next_counts)
+                    while next_counts <= elapsed:
+                        next_counts += COUNTS_EVERY_S
             finally:
                 fleet_stop.set()
                 fleet.join(30)
         # After the service's clean stop, which commits what it had received.
-        total, dead = _report(db_url, out, time.monotonic() - started, seen)
+        report.poll(time.monotonic() - started, counts=True)
         sent = published[0].messages if published else 0
-        print(f"eldercare demo: {sent} messages published, {total} readings stored, "
-              f"{dead} dead letters", file=out)
-    return 0 if total > 0 else 1
+        print(f"eldercare demo: {sent} messages published, {report.total} readings stored, "
+              f"{report.dead} dead letters", file=out)
+    if supervisor.deaths:
+        dead = ", ".join(f"{d.worker} ({d.reason})" for d in supervisor.deaths)
+        print(f"eldercare demo: error: worker died: {dead}", file=out)
+        return 70
+    return 0 if report.total > 0 else 1

@@ -12,6 +12,8 @@ have to know which library sits underneath::
     ├── StorageError           the database refused or is unreachable (retryable)
     │   └── MigrationError     a schema migration failed (fatal at start-up)
     ├── BrokerError            the MQTT broker refused us or is unreachable
+    ├── WorkerError            a long-lived worker stopped unexpectedly (``worker``): fatal,
+    │                          the process stops in order and exits non-zero
     ├── AlertConflict          (alerts.store) the alert's state forbids the action: claimed by
     │                          someone else (``owner``), resolved, or missing (HTTP 409/404)
     ├── DeliveryFailed         (alerts.channels.base) a channel could not deliver a message;
@@ -63,3 +65,12 @@ class MigrationError(StorageError):
 
 class BrokerError(EldercareError):
     """The MQTT broker refused the connection or could not be reached."""
+
+
+class WorkerError(EldercareError):
+    """A long-lived worker (``worker``) stopped unexpectedly; the service cannot go on."""
+
+    def __init__(self, worker: str, reason: str) -> None:
+        super().__init__(f"{worker}: {reason}")
+        self.worker = worker
+        self.reason = reason

@@ -90,6 +90,10 @@ class HttpServer:
         self._stop_thread(timeout_s=self.graceful_timeout_s + 5.0)
         log.info("HTTP server on %s:%d stopped", self.host, self.port)
 
+    def alive(self) -> bool:
+        """Whether the server thread still serves (a liveness probe for the supervisor)."""
+        return self.state is not State.RUNNING or self._thread.is_alive()
+
     def __enter__(self) -> Self:
         self.start()
         return self

@@ -1,15 +1,25 @@
-"""Where the broker is and as whom to log in: :class:`BrokerAddress`.
+"""How eldercare's MQTT clients reach the broker: where it is and as whom to log in
+(:class:`BrokerAddress`), and how soon to try again when it is gone (:class:`Backoff`,
+:class:`ReconnectPacer`).
 
 Shared by ingest, the alert channel and the simulator: ``mqtt://`` or ``mqtts://`` (TLS from
 :mod:`eldercare.tls`, always verified), the login from the URL or from the config section's
 ``username``/``password_file``.
+
+Reconnects: paho-mqtt reconnects by itself, but its backoff doubles without jitter up to a
+ceiling meant for fleets of devices (the service used 30 s): after a broker restart an SOS
+waited 11 s for the service to come back. The service's clients are a handful of connections,
+not a fleet, so their ceiling is a couple of seconds (``DEFAULT_RECONNECT_MAX_S``), jittered so
+that they do not return in lockstep.
 """
 
 from __future__ import annotations
 
+import random
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
@@ -22,6 +32,9 @@ if TYPE_CHECKING:
 
 #: URL scheme -> TLS. ``tcp`` and ``ssl`` are the spellings other MQTT tools accept.
 _SCHEMES = {"mqtt": False, "tcp": False, "mqtts": True, "ssl": True}
+#: Ceiling of the reconnect backoff: once the broker is back, the service is back within this
+#: (plus one connection set-up), and so is the SOS waiting in the broker.
+DEFAULT_RECONNECT_MAX_S: Final = 2.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -131,3 +144,85 @@ def _read_password(path: str, section: str) -> str:
     if not password or "\n" in password:
         raise ConfigError(f"[{section}] password_file {path} must hold the password on one line")
     return password
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Backoff:
+    """Jittered exponential backoff: attempt ``n`` (counted from 0) waits a uniformly random
+    50-100% of ``min(first_s * 2**n, max_s)`` seconds.
+
+    Half the delay is kept rather than drawn from zero ("full jitter"): a broker that is still
+    starting is not worth a burst of immediate retries, and the ceiling stays what it says.
+    Raises ConfigError (naming ``reconnect_max_s``) unless ``0 < first_s`` and ``0 < max_s``.
+    """
+
+    first_s: float = 0.1
+    max_s: float = DEFAULT_RECONNECT_MAX_S
+
+    def __post_init__(self) -> None:
+        if not (self.first_s > 0 and self.max_s > 0):  # also refuses NaN
+            raise ConfigError(f"reconnect_max_s must be a positive number of seconds, got"
+                              f" {self.max_s!r} (first delay {self.first_s!r})")
+
+    def delay_s(self, attempt: int) -> float:
+        """How long to wait before attempt ``attempt + 1``."""
+        ceiling = min(self.first_s * 2.0 ** min(attempt, 32), self.max_s)
+        return ceiling * random.uniform(0.5, 1.0)
+
+
+class ReconnectPacer:
+    """Paces one paho client's automatic reconnects with a :class:`Backoff`.
+
+    paho waits before each reconnect attempt by itself, and calls ``on_disconnect`` (a lost
+    connection) or ``on_connect_fail`` (a failed attempt) just before it waits. Those callbacks
+    call :meth:`next_wait`, which sets that wait through ``reconnect_delay_set`` with minimum =
+    maximum = our jittered delay (the call also restarts paho's own doubling, so ours is the
+    only one). The attempt count restarts only after a connection that stayed up ``stable_s``:
+    a broker that accepts us and drops us at once (another process taking over our session
+    with our client id) is retried ever more slowly, up to the ceiling, not ten times a second.
+    Every method runs on the client's network thread (or before it starts).
+    """
+
+    def __init__(self, backoff: Backoff, *, stable_s: float = 10.0) -> None:
+        self.backoff = backoff
+        self.stable_s = stable_s
+        self._attempt = 0
+        self._up_since: float | None = None
+
+    def attach(self, client: mqtt.Client) -> None:
+        """Set ``client``'s first wait (a later wait without a callback before it keeps the
+        last delay set: min = max stops paho's doubling)."""
+        self._set(client, self.backoff.delay_s(0))
+
+    def connected(self) -> None:
+        """A successful CONNACK: the connection counts as stable after ``stable_s``."""
+        self._up_since = time.monotonic()
+
+    def next_wait(self, client: mqtt.Client) -> float:
+        """Set and return the wait before ``client``'s next reconnect attempt."""
+        if self._up_since is not None and time.monotonic() - self._up_since >= self.stable_s:
+            self._attempt = 0
+        self._up_since = None
+        delay = self.backoff.delay_s(self._attempt)
+        self._attempt += 1
+        self._set(client, delay)
+        return delay
+
+    @staticmethod
+    def _set(client: mqtt.Client, delay_s: float) -> None:
+        # paho annotates the delays as int, but only adds, doubles and compares them and
+        # sleeps on the result: fractions of a second work (tests/test_broker_reconnect.py
+        # measures it against a real broker).
+        client.reconnect_delay_set(min_delay=delay_s, max_delay=delay_s)  # type: ignore[arg-type]
+
+
+def stop_client(client: mqtt.Client) -> None:
+    """Disconnect ``client``, stop its network thread and close the wake-up socket pair that
+    ``loop_start`` opened. paho (2.1) never closes that pair itself: each stopped client leaked
+    two sockets to the garbage collector (the MQTT alert channel's fall-back to 3.1.1 made one
+    per broker that speaks only 3.1.1)."""
+    client.disconnect()
+    client.loop_stop()
+    if getattr(client, "_thread", None) is None:  # not from its own thread: the loop is over
+        client._reset_sockets(sockpair_only=True)  # paho has no public way
+

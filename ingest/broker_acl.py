@@ -1,17 +1,28 @@
 """The Mosquitto ACL of an eldercare broker, generated from the device registry (issue #7).
 
 Every device and gateway logs in to Mosquitto as its own user (username = its id, password in
-Mosquitto's ``password_file``), and :func:`render_acl` grants each user exactly one topic:
+Mosquitto's ``password_file``), and :func:`render_acl` grants each of them exactly one topic,
+and the service's two accounts what they need:
 
 ==========================  =====  ==============================================
 user                        right  topic
 ==========================  =====  ==============================================
 device ``<device_id>``      write  ``eldercare/v1/<region>/dev/<device_id>``
 gateway ``<gateway_id>``    write  ``eldercare/v1/<region>/gw/<gateway_id>``
-``eldercare-ingest``        read   ``eldercare/v1/+/dev/+``, ``eldercare/v1/+/gw/+``
+``eldercare-ingest``        read   ``eldercare/v1/#`` except (deny) ``eldercare/v1/+/alerts/#``
+                                   and ``eldercare/v1/+/cmd/#``
 ``eldercare-alerts``        write  ``eldercare/v1/+/alerts/#``
 alert reader                read   ``eldercare/v1/<region>/alerts/#`` per region (``+``: all)
 ==========================  =====  ==============================================
+
+The ingest account reads all of contract v1, as it subscribes (schemas/topics.py): a message
+on a wrong topic, from a client some future grant lets write there, must reach ingest to be
+dead-lettered, where a narrower grant would have Mosquitto drop it unseen (2.0.11 grants the
+``eldercare/v1/#`` SUBSCRIBE whatever the ACL, then filters each delivery). Mosquitto handles
+``deny`` lines before any grant, so the ingest account never receives the alert states (every
+open alert's, retained, on each new session) or device commands it would only drop. When one
+account is both ingest and alerts, the alerts deny would deny its own publishing: that account
+reads the alert states, and ingest drops them on receipt.
 
 Nothing else is written: once ``acl_file`` is set Mosquitto denies every topic not granted, so a
 device reads nothing (not even its own topic), cannot forge another device's readings, a
@@ -51,7 +62,7 @@ import msgspec
 from eldercare.documents import load_document
 from eldercare.errors import RegistryError
 from schemas.registry import Registry
-from schemas.topics import TOPIC_ROOT, device_topic, gateway_topic
+from schemas.topics import SERVICE_NAMESPACES, TOPIC_ROOT, device_topic, gateway_topic
 
 #: Topic ids the wire contract allows (schemas/readings.py), minus ``:`` (see module docstring).
 _ID_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -144,11 +155,15 @@ def load_broker_clients(path: str | Path) -> BrokerClients:
 def _service_users(ingest: str, alerts: str) -> list[_User]:
     for name, option in ((ingest, "--ingest-user"), (alerts, "--alerts-user")):
         _check(name, what="service username", where=option, reserved_ok=True)
-    reads = tuple(("read", f"{TOPIC_ROOT}/+/{kind}/+") for kind in ("dev", "gw"))
+    # Denials first in the block, where Mosquitto applies them (see the module docstring).
+    denials = {ns: ("deny", f"{TOPIC_ROOT}/+/{ns}/#") for ns in SERVICE_NAMESPACES}
+    reads = (("read", f"{TOPIC_ROOT}/#"),)
     writes = (("write", f"{TOPIC_ROOT}/+/alerts/#"),)
     if ingest == alerts:  # one account (see render_acl): one block, or Mosquitto merges anyway
-        return [_User(ingest, "--ingest-user", reads + writes)]
-    return [_User(ingest, "--ingest-user", reads), _User(alerts, "--alerts-user", writes)]
+        kept = tuple(deny for ns, deny in denials.items() if ns != "alerts")
+        return [_User(ingest, "--ingest-user", kept + reads + writes)]
+    return [_User(ingest, "--ingest-user", tuple(denials.values()) + reads),
+            _User(alerts, "--alerts-user", writes)]
 
 
 def _reader(i: int, reader: AlertReader) -> _User:

@@ -32,6 +32,7 @@ from detectors.engine import DetectorEngine
 from detectors.events import Event, EventSink
 from eldercare.clock import Clock
 from eldercare.errors import StorageError
+from eldercare.supervisor import Spawn, plain_spawn
 from ingest.batch import Batch
 from ingest.event_store import EventStore
 from ingest.retry import StorageRetry
@@ -68,7 +69,9 @@ class DetectionStage:
                  clock: Clock, metrics: DetectionMetrics, tick_s: float = 5.0,
                  retry_max_s: float = 5.0, shutdown_retry_s: float = 10.0,
                  journal: SegmentLog | None = None,
-                 on_unstored: Callable[[Sequence[Event]], None] | None = None) -> None:
+                 on_unstored: Callable[[Sequence[Event]], None] | None = None,
+                 spawn: Spawn = plain_spawn) -> None:
+        self.spawn = spawn
         self.engine = engine
         self.journal = journal
         self.on_unstored = on_unstored
@@ -109,9 +112,7 @@ class DetectionStage:
         with self._lock:
             armed = self.engine.watch_registered(self.clock.now_ms())
         log.info("detection: offline supervision armed for %d registered devices", armed)
-        self._thread = threading.Thread(target=self._tick_loop, name="eldercare-detect-timer",
-                                        daemon=True)
-        self._thread.start()
+        self._thread = self.spawn("eldercare-detect-timer", self._tick_loop)
 
     def request_stop(self) -> None:
         """Shutdown: from now on a failing event store is retried for ``shutdown_retry_s`` only."""

@@ -49,6 +49,15 @@ class IngestMetrics:
             registry=r)
         self.connected = Gauge(
             "eldercare_mqtt_connected", "1 while connected to the broker", registry=r)
+        # Either is a warning sign rather than an error: what is counted here is survivable.
+        self.sessions_lost = Counter(
+            "eldercare_mqtt_sessions_lost",
+            "Reconnects on which the broker no longer held our persistent session (messages it"
+            " had queued for us while we were away are gone)", registry=r)
+        self.ignored_messages = Counter(
+            "eldercare_mqtt_ignored_messages",
+            "Messages on eldercare's own non-reading topics (alerts, cmd), acknowledged and"
+            " dropped before the buffer, by namespace", ["namespace"], registry=r)
         # The local spool (docs/spool.md): what was acknowledged without being stored yet.
         self.spooled = Counter(
             "eldercare_spooled_messages",

@@ -51,7 +51,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from eldercare.clock import Clock
-from eldercare.errors import StorageError
+from eldercare.errors import StorageError, WorkerError
+from eldercare.supervisor import Spawn, plain_spawn
 from ingest.batch import Batch
 from ingest.buffer import Message, MessageBuffer
 from ingest.metrics import IngestMetrics
@@ -114,8 +115,16 @@ class IngestPipeline:
         config: PipelineConfig = PipelineConfig(),
         sink: BatchSink | None = None,
         spool: SegmentLog | None = None,
+        spawn: Spawn = plain_spawn,
+        on_failure: Callable[[str], None] | None = None,
     ) -> None:
         self.buffer = buffer
+        self.spawn = spawn
+        #: Told at once when the pipeline halts on an unexpected error (the supervisor: the
+        #: service must not stay up and deaf; eldercare/supervisor.py).
+        self.on_failure = on_failure
+        #: Why the pipeline halted, if it did.
+        self.failure: str | None = None
         self.decoder = decoder
         if not stores:
             raise ValueError("the pipeline needs at least one store")
@@ -155,12 +164,15 @@ class IngestPipeline:
         meanwhile. At most one decoded batch waits for a writer (the hand-off queue holds one),
         so memory stays bounded by the buffer plus one batch per writer and one more. Returns after
         :meth:`request_stop` once the buffer is empty and the last batch is completed.
+
+        Raises
+        ------
+        WorkerError
+            The pipeline halted on an unexpected error before a stop was requested: nothing
+            after the failed batch is acknowledged, so the process must exit and restart.
         """
-        writers = [threading.Thread(target=self._write_loop, args=(store,),
-                                    name=f"eldercare-commit-{i}", daemon=True)
+        writers = [self.spawn(f"eldercare-commit-{i}", _bind(self._write_loop, store))
                    for i, store in enumerate(self.stores)]
-        for w in writers:
-            w.start()
         seq = 0
         try:
             while not self._failed.is_set():
@@ -176,6 +188,8 @@ class IngestPipeline:
                 self._ready.put(None)
             for w in writers:
                 w.join()
+        if self._failed.is_set() and not self._stop.is_set():
+            raise WorkerError("eldercare-pipeline", self.failure or "halted")
 
     def _write_loop(self, store: TelemetryStore) -> None:
         while (item := self._ready.get()) is not None:
@@ -186,14 +200,19 @@ class IngestPipeline:
             except StorageError:
                 self._fail(f"stopping with {len(messages)} messages uncommitted; "
                            "the broker redelivers them")
-            except Exception:  # a bug here must not leave the other writers waiting for a turn
+            except Exception as exc:  # a bug must not leave the other writers waiting a turn
                 log.exception("writer failed")
-                self._fail("stopping; unacknowledged messages are redelivered")
+                self._fail(f"writer failed ({type(exc).__name__}: {exc}); stopping,"
+                           " unacknowledged messages are redelivered")
             self.metrics.buffered.set(len(self.buffer))
 
     def _fail(self, message: str) -> None:
         log.error(message)
+        if self.failure is None:
+            self.failure = message
         self._halt()
+        if self.on_failure is not None and not self._stop.is_set():
+            self.on_failure(message)
 
     def _halt(self) -> None:
         """Stop: after a give-up, later batches stay unacknowledged too (order)."""
@@ -280,12 +299,15 @@ class IngestPipeline:
         return [m for m in chunk if id(m) not in taken]
 
     def _decode_into(self, batch: Batch, messages: list[Message]) -> bool:
-        """Decode messages into ``batch``; reads the clock once per chunk. Returns whether an
-        alarm reading (SOS, fall, wear, home alarm) was among them."""
-        now = self.clock.now_ms()
+        """Decode messages into ``batch``. Returns whether an alarm reading (SOS, fall, wear,
+        home alarm) was among them.
+
+        Each message is judged against its own receipt time, not the decoding moment: the
+        future-clock limit and the receipt stamp of a salvaged alarm (schemas/decode.py) are
+        then the same whether it is decoded at once or replayed from the spool hours later."""
         alarm = False
         for m in messages:
-            result = self.decoder.decode(m.topic, m.payload, now_ms=now,
+            result = self.decoder.decode(m.topic, m.payload, now_ms=m.received_ms,
                                          content_type=m.content_type)
             if result.readings:
                 assert result.topic is not None
@@ -412,3 +434,8 @@ class IngestPipeline:
             m.batch_latency.observe(max(0, self.clock.now_ms() - min(live)) / 1000)
         if result.dead_letters:
             log.debug("batch: %d stored, %d dead letters", result.stored, result.dead_letters)
+
+
+def _bind(loop: Callable[[TelemetryStore], None], store: TelemetryStore) -> Callable[[], None]:
+    """``loop`` bound to its writer's store (a thread target takes no arguments)."""
+    return lambda: loop(store)

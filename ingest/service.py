@@ -7,6 +7,11 @@ Lifecycle (explicit states, see :class:`State`)::
 ``stop()`` (SIGTERM in ``eldercare run``) closes intake, lets the pipeline commit and acknowledge
 everything it holds, then disconnects. Messages that arrive during the drain are not acknowledged,
 so the broker redelivers them to the next run (persistent session). Threads are named and joined.
+
+Every long-lived thread is started through the :class:`~eldercare.supervisor.Supervisor`: one
+that dies unexpectedly is recorded at once (``/api/v1/health`` answers 503,
+``eldercare_workers_failed`` counts it) and its ``on_death`` tells the owner (``eldercare run``)
+to stop in order and exit non-zero, so the process is restarted instead of staying up and deaf.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from types import TracebackType
 from typing import Self
 
 import psycopg
-from prometheus_client import start_http_server
+from prometheus_client import Gauge, start_http_server
 
 from alerts.service import AlertService
 from detectors.engine import DetectorEngine
@@ -30,6 +35,7 @@ from detectors.events import Event, EventSink
 from eldercare.clock import Clock, SystemClock
 from eldercare.config import Config
 from eldercare.errors import EldercareError, StorageError
+from eldercare.supervisor import Supervisor
 from ingest.admission import registry_admission
 from ingest.batch import Batch
 from ingest.broker import BrokerAddress
@@ -105,10 +111,18 @@ class IngestService:
         sink: BatchSink | None = None,
         store: TelemetryStore | None = None,
         event_sink: EventSink | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
+        #: Whoever must act on a dead worker passes its own (``eldercare run``); by default
+        #: deaths are only recorded (and reported by health and metrics).
+        self.supervisor = supervisor or Supervisor()
+        spawn = self.supervisor.spawn
         self.metrics = IngestMetrics()
+        Gauge("eldercare_workers_failed", "Worker threads that died unexpectedly (the process"
+              " then exits non-zero)", registry=self.metrics.registry,
+              ).set_function(lambda: len(self.supervisor.check()))
         self.state = State.NEW
         self.timescale = False
         cfg = config.ingest
@@ -122,6 +136,7 @@ class IngestService:
             subscriptions=SUBSCRIPTIONS, buffer=self.buffer, clock=self.clock,
             metrics=self.metrics, protocol=config.mqtt.protocol,
             session_expiry_s=config.mqtt.session_expiry_s, keepalive_s=config.mqtt.keepalive_s,
+            reconnect_max_s=config.mqtt.reconnect_max_s,
         )
         self.detection: DetectionStage | None = None
         self.alerts: AlertService | None = None
@@ -140,14 +155,16 @@ class IngestService:
         registry = load_registry(config.registry) if config.registry else None
         if config.detectors.enabled:
             if config.alerts.enabled:
-                self.alerts = AlertService(config, clock=self.clock)
+                self.alerts = AlertService(config, clock=self.clock, spawn=spawn,
+                                           liveness=self.supervisor.check)
             sinks = [s for s in (self.alerts, event_sink) if s is not None]
             self.detection = DetectionStage(
                 engine=DetectorEngine(params=config.detectors.params(), registry=registry),
                 store=PostgresEventStore(config.database.url), sink=_fan_out(sinks),
                 clock=self.clock, metrics=DetectionMetrics(self.metrics.registry),
                 tick_s=config.detectors.tick_s, journal=self.journal,
-                on_unstored=self.alerts.unstored if self.alerts is not None else None)
+                on_unstored=self.alerts.unstored if self.alerts is not None else None,
+                spawn=spawn)
         self.pipeline = IngestPipeline(
             buffer=self.buffer,
             decoder=MessageDecoder(max_payload_bytes=cfg.max_payload_bytes,
@@ -161,6 +178,8 @@ class IngestService:
                                   probe_s=sp.probe_ms / 1000),
             spool=self.spool,
             sink=_chain(self.detection, sink),
+            spawn=spawn,
+            on_failure=lambda reason: self.supervisor.fail("eldercare-pipeline", reason),
         )
         self._threads: list[threading.Thread] = []
         self._maintenance_stop = threading.Event()
@@ -182,6 +201,8 @@ class IngestService:
             log.info("metrics on http://%s:%d/metrics", self.config.metrics.host, self.metrics_port)
         if self.alerts is not None:
             self.alerts.start()
+            if self.alerts.api is not None:
+                self.supervisor.watch("eldercare-http", self.alerts.api.alive)
         if self.detection is not None:
             self.detection.start()
         self._spawn("eldercare-pipeline", self.pipeline.run)
@@ -196,9 +217,7 @@ class IngestService:
                  self.config.database.write_method)
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
-        t = threading.Thread(target=target, name=name, daemon=True)
-        t.start()
-        self._threads.append(t)
+        self._threads.append(self.supervisor.spawn(name, target))
 
     def _maintenance_loop(self) -> None:
         """Retention prune at start, then hourly (dead letters; everything on plain
@@ -220,6 +239,7 @@ class IngestService:
         if self.state is State.STOPPED:
             return
         self.state = State.DRAINING
+        self.supervisor.stopping()  # workers returning from here on are not deaths
         self.source.close_intake()
         self.pipeline.request_stop()
         if self.detection is not None:

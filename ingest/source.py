@@ -19,12 +19,26 @@ Where and as whom is :class:`ingest.broker.BrokerAddress`, shared with the alert
 the simulator. The first connection is dialled here rather
 than in paho's thread, so that a refused certificate fails :meth:`MqttSource.start` at once with
 its reason; the version probe logs in as no one, so it cannot take over our session.
+
+Reconnects are paho's, paced by :class:`ingest.broker.ReconnectPacer`: jittered, at most
+``reconnect_max_s`` (2 s) apart, so the service is back within about that once the broker is.
+A reconnect on which the broker no longer holds our session (CONNACK session present = 0:
+restarted without persistence, or the session expired) is logged as a warning and counted
+(``eldercare_mqtt_sessions_lost_total``): what the broker had queued for us is gone. On the
+first connection of a process that is normal (a new client id) and cannot be told apart.
+
+Subscriptions (schemas/topics.py): all of ``eldercare/v1/#``, so that a message on a wrong topic
+is dead-lettered rather than never seen. Messages on eldercare's own non-reading namespaces
+(``alerts``, ``cmd``) are acknowledged and counted here, before the buffer, never dead-lettered.
+With MQTT 5 the subscription asks for retained messages only when the broker creates it (retain
+handling 1), so resuming a session does not pull every retained alert state again; the
+subscriptions of earlier versions, which would deliver each reading twice, are unsubscribed.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
-import random
 import threading
 import time
 from typing import Any, Literal
@@ -34,13 +48,21 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from eldercare import tls
 from eldercare.clock import Clock
 from eldercare.errors import BrokerError
-from ingest.broker import BrokerAddress
+from ingest.broker import (
+    DEFAULT_RECONNECT_MAX_S,
+    Backoff,
+    BrokerAddress,
+    ReconnectPacer,
+    stop_client,
+)
 from ingest.buffer import Message, MessageBuffer, may_hold_alarm
 from ingest.metrics import IngestMetrics
+from schemas.topics import RETIRED_SUBSCRIPTIONS, service_namespace
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +73,14 @@ _UNSUPPORTED_PROTOCOL = 132
 _LOGIN_REFUSED = frozenset({134, 135})
 _CLOSED_UNANSWERED = ("the broker closed the connection without answering (over TLS: a client"
                       " certificate it requires or refuses? its log says)")
+
+
 class MqttSource:
-    """Receives messages into a :class:`MessageBuffer` and acknowledges them on request."""
+    """Receives messages into a :class:`MessageBuffer` and acknowledges them on request.
+
+    ``reconnect_max_s`` caps the jittered reconnect backoff (module docstring);
+    ``retired_subscriptions`` are unsubscribed whenever a session is resumed.
+    """
 
     def __init__(
         self,
@@ -66,6 +94,8 @@ class MqttSource:
         protocol: Protocol = "auto",
         session_expiry_s: int = 7 * 24 * 3600,
         keepalive_s: int = 30,
+        reconnect_max_s: float = DEFAULT_RECONNECT_MAX_S,
+        retired_subscriptions: tuple[str, ...] = RETIRED_SUBSCRIPTIONS,
     ) -> None:
         self.address = address
         self.client_id = client_id
@@ -76,9 +106,18 @@ class MqttSource:
         self.protocol = protocol
         self.session_expiry_s = session_expiry_s
         self.keepalive_s = keepalive_s
+        self.backoff = Backoff(max_s=reconnect_max_s)
+        self.retired_subscriptions = tuple(
+            t for t in retired_subscriptions if t not in subscriptions)
         self.negotiated: Literal["5", "3.1.1"] | None = None
         self._client: mqtt.Client | None = None
+        self._pacer = ReconnectPacer(self.backoff)
+        self._mqtt5 = False
         self._generation = 0
+        # Network thread only: whether this process had a session already (a fresh one then
+        # means it was lost), and when the connection went (for the log).
+        self._had_session = False
+        self._lost_at: float | None = None
         self._closing = threading.Event()
         self._first_connack = threading.Event()
         self._first_rc: ReasonCode | None = None
@@ -174,8 +213,7 @@ class MqttSource:
         thread would retry it forever; a broker that refuses or cannot be reached (it may be
         starting too) is tried again until ``timeout_s``. Later reconnects are paho's."""
         deadline = time.monotonic() + timeout_s
-        delay = 0.1
-        while True:
+        for attempt in itertools.count():
             try:
                 client.connect(self.address.host, self.address.port, self.keepalive_s, **kwargs)
                 return
@@ -183,10 +221,10 @@ class MqttSource:
                 final = tls.final_failure(exc, where=str(self.address))
                 if final is not None:
                     raise final from exc
+                delay = self.backoff.delay_s(attempt)  # jittered: a fleet of restarts
                 if time.monotonic() + delay > deadline:
                     raise BrokerError(f"cannot reach MQTT broker {self.address}: {exc}") from exc
-            time.sleep(delay * random.uniform(0.5, 1.0))  # jittered: a fleet of restarts
-            delay = min(2 * delay, 2.0)
+            time.sleep(delay)
 
     def _connect(self, version: Literal["5", "3.1.1"], timeout_s: float) -> ReasonCode | None:
         self._first_connack.clear()
@@ -196,8 +234,11 @@ class MqttSource:
         else:
             client = self._new_client(self.client_id, protocol=mqtt.MQTTv311,
                                       clean_session=False, manual_ack=True)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._pacer = ReconnectPacer(self.backoff)
+        self._pacer.attach(client)
+        self._mqtt5 = version == "5"
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
@@ -230,8 +271,7 @@ class MqttSource:
     def _shutdown_client(self) -> None:
         client, self._client = self._client, None
         if client is not None:
-            client.disconnect()
-            client.loop_stop()
+            stop_client(client)
 
     # -- acknowledgement -------------------------------------------------------------------
     def ack(self, messages: list[Message]) -> int:
@@ -254,10 +294,53 @@ class MqttSource:
         if rc.is_failure:
             log.warning("MQTT connection refused: %s", rc)
             return
+        self._pacer.connected()
         self.metrics.connected.set(1)
         session_present = bool(getattr(flags, "session_present", False))
-        log.info("MQTT session %s", "resumed" if session_present else "started")
-        client.subscribe([(t, 1) for t in self.subscriptions])
+        self._log_session(session_present)
+        self._had_session = True
+        self._subscribe(client, resumed=session_present)
+
+    def _log_session(self, session_present: bool) -> None:
+        """Say whether the broker kept our session; "MQTT session resumed|started" starts each
+        line (tests/faults wait for it)."""
+        away = ("" if self._lost_at is None
+                else f" after {time.monotonic() - self._lost_at:.1f} s away")
+        self._lost_at = None
+        if session_present:
+            log.info("MQTT session resumed%s", away)
+        elif self._had_session:
+            # The broker restarted without persistence, or kept our session for less than the
+            # outage: QoS 1 messages queued for us meanwhile are gone (what we had received
+            # and not yet acknowledged is still stored from the buffer).
+            self.metrics.sessions_lost.inc()
+            log.warning("MQTT session started anew%s: the broker no longer held our persistent"
+                        " session %r, so messages it had queued for us while we were away may"
+                        " be lost (was it restarted without persistence, or is session_expiry_s"
+                        " shorter than the outage?)", away, self.client_id)
+        else:
+            log.info("MQTT session started (the broker held no session for %r)", self.client_id)
+
+    def _subscribe(self, client: mqtt.Client, *, resumed: bool) -> None:
+        """(Re)subscribe on every connection: a new session has no subscriptions, and a resumed
+        one may be an older version's (which lacks ours and holds the retired ones)."""
+        if self._mqtt5:
+            # Retained messages only when the subscription is new (a fresh session): a resumed
+            # session had them already, and eldercare/v1/# holds every open alert's state.
+            # MQTT 3.1.1 has no such option: there each reconnect brings the retained alert
+            # states again (where the ACL lets them through), dropped and counted on receipt.
+            options = SubscribeOptions(
+                qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+            client.subscribe([(t, options) for t in self.subscriptions])
+        else:
+            client.subscribe([(t, 1) for t in self.subscriptions])
+        if resumed and self.retired_subscriptions:
+            # After the SUBSCRIBE, in the same stream: no moment without a subscription.
+            client.unsubscribe(list(self.retired_subscriptions))
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        delay = self._pacer.next_wait(client)
+        log.debug("MQTT reconnect to %s failed; next attempt in %.2f s", self.address, delay)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
                       reason_codes: list[ReasonCode], properties: Any = None) -> None:
@@ -274,17 +357,28 @@ class MqttSource:
         if not self._first_connack.is_set():  # cut before any CONNACK: start() says so now
             self._first_connack.set()
         if not self._closing.is_set():
-            log.warning("MQTT connection lost (%s); paho reconnects", rc)
+            delay = self._pacer.next_wait(client)
+            if self._lost_at is None:  # not for each failed attempt: once per outage
+                self._lost_at = time.monotonic()
+                log.warning("MQTT connection lost (%s); reconnecting in %.2f s", rc, delay)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if self._closing.is_set():
             return
-        props = msg.properties
-        content_type = getattr(props, "ContentType", None) if props is not None else None
         try:
             topic = msg.topic
         except UnicodeDecodeError:  # brokers should refuse these; keep the bytes readable anyway
             topic = bytes(msg._topic).decode("utf-8", "backslashreplace")
+        namespace = service_namespace(topic)
+        if namespace is not None:
+            # eldercare's own traffic (alert states, device commands), no reading: nothing will
+            # ever store it, so it is acknowledged now, or the broker would resend it for ever.
+            client.ack(msg.mid, msg.qos)
+            self.metrics.ignored_messages.labels(namespace=namespace).inc()
+            log.debug("ignored %s message on %s", namespace, topic)
+            return
+        props = msg.properties
+        content_type = getattr(props, "ContentType", None) if props is not None else None
         payload = bytes(msg.payload)
         m = Message(topic, payload, msg.mid, msg.qos, content_type, self.clock.now_ms(),
                     self._generation, urgent=may_hold_alarm(payload))

@@ -12,6 +12,12 @@ Registry admission (issue #7, ``docs/registry.md``): given an :class:`Admission`
 device is not registered in the topic's region is refused and counted, with one dict lookup per
 reading on the hot path. Alarms are the exception: never dropped, they are kept *and* recorded as
 a :class:`Reject` with ``admitted=True``, so the sighting is dead-lettered and shown all the same.
+
+Alarm salvage (``schemas/salvage.py``, ``docs/wire-contract.md``): an alarm (``ALARM_TYPES``)
+that breaks the contract but names its type and, through the payload or the topic, its device
+is kept as well, on the receipt time ``now_ms`` when its own is missing or implausible, and one
+admitted :class:`Reject` names every defect, with the raw bytes that keep the device's own
+values. This runs only after validation failed: the happy path does not pay for it.
 """
 
 from __future__ import annotations
@@ -23,7 +29,17 @@ from typing import Any, Final, Protocol
 import msgspec
 
 from eldercare.errors import ValidationError
-from schemas.readings import ALARM_TYPES, TYPE_NAMES, Reading
+from schemas.readings import TYPE_NAMES, Reading
+from schemas.salvage import (
+    ALARM_CLASSES,
+    DECODE_ERRORS,
+    STAMPED,
+    SalvageCodec,
+    future_reason,
+    receipt_ts,
+    salvage_alarm,
+    spoofed_reason,
+)
 from schemas.topics import Topic, parse_topic
 
 DEFAULT_MAX_PAYLOAD_BYTES: Final = 256 * 1024
@@ -32,8 +48,8 @@ MSGPACK_CONTENT_TYPES: Final = frozenset({"application/msgpack", "application/x-
 JSON_CONTENT_TYPES: Final = frozenset({"application/json", "text/json"})
 
 
-#: Reading classes that are alarms (``ALARM_TYPES``): admitted even from unregistered devices.
-_ALARM_CLASSES: Final = frozenset(cls for cls, name in TYPE_NAMES.items() if name in ALARM_TYPES)
+#: The verdicts on one reading that is not simply accepted: (dead-letter reason, admitted).
+_Verdicts = list[tuple[str, bool]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +59,9 @@ class Reject:
     raw: bytes
     reason: str
     #: True for an alarm kept despite the problem (a device not registered in the topic's
-    #: region, a device clock far ahead): the reading is in ``Decoded.readings`` too (alarms
-    #: are never dropped); this record of it is dead-lettered so the problem is seen.
+    #: region, an implausible clock, an invalid field): the reading is in ``Decoded.readings``
+    #: too (alarms are never dropped); this record of it, with the device's own bytes, is
+    #: dead-lettered so the problem is seen.
     admitted: bool = False
 
 
@@ -80,14 +97,13 @@ class _Codec:
         self.many = module.Decoder(list[Reading])
         self.raw_list = module.Decoder(list[msgspec.Raw])
         self.element = module.Decoder(Reading)
+        self.salvage = SalvageCodec(module)
 
 
 _JSON: Final = _Codec(msgspec.json, "JSON")
 _MSGPACK: Final = _Codec(msgspec.msgpack, "MessagePack")
 _JSON_WS: Final = b" \t\r\n"
-# msgspec reports bad UTF-8 inside a JSON string as a bare UnicodeDecodeError and over-deep
-# nesting as RecursionError, not as DecodeError: all three mean "malformed payload".
-_DECODE_ERRORS: Final = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+
 
 
 def _is_array(payload: bytes, codec: _Codec) -> bool:
@@ -118,7 +134,8 @@ class MessageDecoder:
         Larger payloads are rejected whole without being parsed.
     max_future_ms
         Readings whose ``ts`` lies further than this ahead of ``now_ms`` are rejected (device
-        clock wrong); old readings down to 2020 are accepted, because gateways buffer.
+        clock wrong), alarms excepted: they are stamped with ``now_ms`` (see the module
+        docstring); old readings down to 2020 are accepted, because gateways buffer.
     admission
         When given, readings of devices not registered in the topic's region are refused
         (alarms excepted, see the module docstring). None: every device id is accepted.
@@ -157,21 +174,26 @@ class MessageDecoder:
         else:
             out.rejects.append(Reject(payload, f"unsupported content type {content_type[:80]!r}"))
             return out
+        verdicts: _Verdicts | None
         if _is_array(payload, codec):
             self._decode_array(payload, codec, now_ms, out)
-        elif parsed.kind == "gw":
-            out.rejects.append(Reject(payload, "gateway payload must be an array of readings"))
+            return out
+        if parsed.kind == "gw":
+            # An alarm object with its device_id is kept all the same; anything else refused.
+            verdicts = self._salvage(payload, codec, now_ms, out,
+                                     "gateway payload must be an array of readings",
+                                     framing=True)
         else:
             try:
                 reading = codec.one.decode(payload)
             except msgspec.ValidationError as exc:
-                out.rejects.append(Reject(payload, f"invalid reading: {exc}"))
-            except _DECODE_ERRORS as exc:
-                out.rejects.append(Reject(payload, _malformed(payload, codec, exc)))
+                verdicts = self._salvage(payload, codec, now_ms, out, f"invalid reading: {exc}")
+            except DECODE_ERRORS as exc:
+                verdicts = [(_malformed(payload, codec, exc), False)]
             else:
-                verdict = self._accept(reading, now_ms, out)
-                if verdict is not None:
-                    out.rejects.append(Reject(payload, *verdict))
+                verdicts = self._accept(reading, now_ms, out)
+        if verdicts is not None:
+            out.rejects += [Reject(payload, reason, admitted) for reason, admitted in verdicts]
         return out
 
     def _decode_array(self, payload: bytes, codec: _Codec, now_ms: int, out: Decoded) -> None:
@@ -181,13 +203,13 @@ class MessageDecoder:
             readings = codec.many.decode(payload)
         except msgspec.ValidationError:
             readings = None  # some element is bad: split the array and decode one by one
-        except _DECODE_ERRORS as exc:
+        except DECODE_ERRORS as exc:
             out.rejects.append(Reject(payload, _malformed(payload, codec, exc)))
             return
         if readings is None:
             try:
                 raws = codec.raw_list.decode(payload)
-            except _DECODE_ERRORS as exc:
+            except DECODE_ERRORS as exc:
                 out.rejects.append(Reject(payload, _malformed(payload, codec, exc)))
                 return
         elif not readings:
@@ -195,30 +217,32 @@ class MessageDecoder:
             return
         count = len(raws) if raws is not None else len(readings or ())
         for i in range(count):
-            verdict: tuple[str, bool] | None
+            verdicts: _Verdicts | None
             if readings is not None:
-                verdict = self._accept(readings[i], now_ms, out)
+                verdicts = self._accept(readings[i], now_ms, out)
             else:
                 assert raws is not None
                 try:
-                    verdict = self._accept(codec.element.decode(raws[i]), now_ms, out)
+                    verdicts = self._accept(codec.element.decode(raws[i]), now_ms, out)
                 except msgspec.ValidationError as exc:
-                    verdict = f"invalid reading: {exc}", False
-                except _DECODE_ERRORS as exc:  # pragma: no cover - the element parsed once already
-                    verdict = _malformed(bytes(raws[i]), codec, exc), False
-            if verdict is not None:
+                    verdicts = self._salvage(bytes(raws[i]), codec, now_ms, out,
+                                             f"invalid reading: {exc}")
+                except DECODE_ERRORS as exc:  # pragma: no cover - the element parsed once already
+                    verdicts = [(_malformed(bytes(raws[i]), codec, exc), False)]
+            if verdicts is not None:
                 if raws is None:  # fast path hit an identity, clock or registry problem:
                     raws = codec.raw_list.decode(payload)  # find the bytes once
-                reason, admitted = verdict
-                out.rejects.append(Reject(bytes(raws[i]), f"reading [{i}]: {reason}", admitted))
+                raw = bytes(raws[i])
+                out.rejects += [Reject(raw, f"reading [{i}]: {reason}", admitted)
+                                for reason, admitted in verdicts]
 
-    def _accept(self, reading: Reading, now_ms: int, out: Decoded) -> tuple[str, bool] | None:
+    def _accept(self, reading: Reading, now_ms: int, out: Decoded) -> _Verdicts | None:
         """Check what the struct alone cannot (identity against the topic, clock skew, and the
         registry when admission is on).
 
         Appends the reading, with its device_id filled in, to ``out`` and returns None when it is
-        good; otherwise returns the reason and whether the reading was appended all the same
-        (an alarm of an unregistered device).
+        good; otherwise returns the reasons to dead-letter it with and whether the reading was
+        appended all the same (an alarm: from an unregistered device, or from a clock far ahead).
         """
         topic = out.topic
         assert topic is not None
@@ -227,30 +251,57 @@ class MessageDecoder:
             if reading.device_id is None:
                 reading = msgspec.structs.replace(reading, device_id=device_id)
             elif reading.device_id != device_id:
-                return (
-                    f"device_id {reading.device_id!r} does not match the topic's device "
-                    f"{device_id!r} (spoofed or misrouted reading) - at `$.device_id`"
-                ), False
+                return [(spoofed_reason(reading.device_id, device_id), False)]
         elif reading.device_id is None:
-            return "device_id is required in gateway batches - at `$.device_id`", False
+            return [("device_id is required in gateway batches - at `$.device_id`", False)]
         else:
             device_id = reading.device_id
         if reading.ts > now_ms + self.max_future_ms:
-            reason = (f"ts {reading.ts} is {(reading.ts - now_ms) / 1000:.0f} s in the future "
-                      f"(limit {self.max_future_ms / 1000:.0f} s) - at `$.ts`")
-            if type(reading) not in _ALARM_CLASSES:
-                return reason, False
+            reason = future_reason(reading.ts, now_ms, self.max_future_ms)
+            if type(reading) not in ALARM_CLASSES:
+                return [(reason, False)]
             # A watch whose clock runs hours ahead still has a wearer pressing SOS: the alarm
-            # is kept (with the device's ts, its identity for deduplication) and the bad clock
-            # dead-lettered beside it, so it is seen and counted.
-            out.readings.append(reading)
-            return (f"{reason}; {TYPE_NAMES[type(reading)]} alarm admitted anyway (alarms are"
-                    " never dropped)"), True
+            # is kept, on the receipt time (a press stamped 2099 would otherwise hold its
+            # episode and its alert in 2099), and the device's ts stays in the dead letter.
+            stamped = msgspec.structs.replace(reading, ts=receipt_ts(now_ms))
+            return self._admit_alarm(stamped, [f"{reason} {STAMPED}"], topic.region, out)
         regions = self._regions
         if regions is not None and regions.get(device_id) != topic.region:
-            return self._refuse(reading, device_id, topic.region, out)
+            return [self._refuse(reading, device_id, topic.region, out)]
         out.readings.append(reading)
         return None
+
+    def _admit_alarm(self, reading: Reading, defects: list[str], region: str,
+                     out: Decoded) -> _Verdicts:
+        """Keep an alarm that broke the contract: one admitted verdict naming its ``defects``,
+        and the registry's own when its device is not registered in ``region`` (a separate
+        dead letter: the console reads sightings by their reason, ``ingest/admission.py``)."""
+        name = TYPE_NAMES[type(reading)]
+        reason = f"{'; '.join(defects)}; {name} alarm admitted anyway (alarms are never dropped)"
+        verdicts = [(reason, True)]
+        device_id = reading.device_id
+        assert device_id is not None
+        regions = self._regions
+        if regions is not None and regions.get(device_id) != region:
+            verdicts.append(self._refuse(reading, device_id, region, out))
+        else:
+            out.readings.append(reading)
+        return verdicts
+
+    def _salvage(self, raw: bytes, codec: _Codec, now_ms: int, out: Decoded, error: str, *,
+                 framing: bool = False) -> _Verdicts:
+        """A reading that failed validation (``error``), or an object on a gateway topic
+        (``framing``): an alarm whose device can be read is rebuilt and kept
+        (``schemas/salvage.py``); anything else is refused with ``error``."""
+        topic = out.topic
+        assert topic is not None
+        result = salvage_alarm(raw, codec.salvage, topic=topic, now_ms=now_ms,
+                               max_future_ms=self.max_future_ms, error=error, framing=framing)
+        if result is None:
+            return [(error, False)]
+        if result.reading is None:
+            return [(result.refusal, False)]
+        return self._admit_alarm(result.reading, result.defects, topic.region, out)
 
     def _refuse(self, reading: Reading, device_id: str, region: str,
                 out: Decoded) -> tuple[str, bool]:
@@ -258,7 +309,7 @@ class MessageDecoder:
         that an alarm is kept all the same (an SOS from a bracelet nobody registered is still a
         person in trouble; the broker authenticated its publisher)."""
         assert self.admission is not None
-        alarm = type(reading) in _ALARM_CLASSES
+        alarm = type(reading) in ALARM_CLASSES
         reason = self.admission.refused(device_id=device_id, topic_region=region,
                                         type_name=TYPE_NAMES[type(reading)], alarm=alarm)
         if alarm:

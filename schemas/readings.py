@@ -16,7 +16,8 @@ from typing import Annotated, Final, Literal
 import msgspec
 from msgspec import Meta
 
-#: 2020-01-01T00:00:00Z in Unix milliseconds: readings older than this are rejected.
+#: 2020-01-01T00:00:00Z in Unix milliseconds: readings older than this are rejected (an alarm's
+#: time is replaced by the receipt time instead: ``schemas.decode``, alarm salvage).
 MIN_TS_MS: Final = 1_577_836_800_000
 #: Upper sanity bound (year 2100); the "not too far in the future" check is relative to now.
 MAX_TS_MS: Final = 4_102_444_800_000

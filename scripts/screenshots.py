@@ -3,7 +3,8 @@
 Runs ``eldercare demo`` (the embedded broker, PostgreSQL, service and demo fleet), logs in to its
 console with the printed demo login in headless Chromium at 1366x768, and saves the main views
 once the demo's SOS, fall and wandering alerts are in. Chinese text needs a CJK font
-(Debian: fonts-noto-cjk). Usage: .venv/bin/python scripts/screenshots.py [OUT_DIR]
+(scripts/test installs Debian's fonts-wqy-microhei). Usage: .venv/bin/python
+scripts/screenshots.py [OUT_DIR]
 """
 
 from __future__ import annotations

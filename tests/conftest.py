@@ -7,15 +7,18 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+import alerts.service
 from alerts.store import AlertStore
 from alerts.webhook_receiver import Receiver
 from eldercare.config import Config, load_config
+from eldercare.http_server import HttpServer
 from ingest.migrations import migrate
 from tests.aliyun_fake import FakeAliyun
 from tests.services import Mosquitto, Postgres
@@ -73,6 +76,30 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
 
 
 @pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A Mosquitto of this test alone, with persistence: free to be restarted (same port and
+    data) without disturbing the session broker."""
+    b = Mosquitto(tmp_path / "mosquitto")
+    b.start()
+    yield b
+    b.stop()
+
+
+def capture_apps(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Make every :class:`~alerts.service.AlertService` built from now on record the ASGI app
+    it serves (the list returned), so a test can drive exactly what the service builds."""
+    apps: list[Any] = []
+
+    class Capturing(HttpServer):
+        def __init__(self, app: Any, **kw: Any) -> None:
+            apps.append(app)
+            super().__init__(app, **kw)
+
+    monkeypatch.setattr(alerts.service, "HttpServer", Capturing)
+    return apps
+
+
+@pytest.fixture
 def region() -> str:
     """A unique region per test, so topics never collide between tests."""
     return "t" + uuid.uuid4().hex[:10]
@@ -111,8 +138,16 @@ class Publisher:
         assert info.is_published()
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_paho(self.client)
+
+
+def stop_paho(client: mqtt.Client) -> None:
+    """Disconnect and stop a paho client's network thread, and close the socket pair that
+    ``loop_start`` opened: paho (2.1) leaves it to the garbage collector, whose ResourceWarning
+    then lands, as an unraisable-exception warning (an error here), in whichever test runs."""
+    client.disconnect()
+    client.loop_stop()
+    client._reset_sockets(sockpair_only=True)
 
 
 @pytest.fixture

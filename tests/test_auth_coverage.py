@@ -6,9 +6,9 @@ from a list kept here: a route added later without ``require_principal`` fails
 :func:`test_every_route_but_the_open_ones_refuses_a_caller_without_credentials`. The few open
 routes are listed with the reason each may be open, and must still exist.
 
-Also here: the roles the API distinguishes (only ``resolve`` looks at the role: an officer may
-not take over someone else's claim), and the session cookie's attributes as the configuration
-sets them.
+Also here: the roles the API distinguishes (``resolve``: an officer may not take over someone
+else's claim; unlocking a console user's login: admins only), and the session cookie's
+attributes as the configuration sets them.
 """
 
 from __future__ import annotations
@@ -17,20 +17,18 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from starlette.routing import BaseRoute, Mount, Route
 
-import alerts.service
 from alerts.auth import TokenEntry, TokenTable, hash_token, new_token
 from alerts.service import AlertService
 from detectors.events import Event
 from eldercare.clock import ManualClock
 from eldercare.config import load_config
-from eldercare.http_server import HttpServer
+from tests.conftest import capture_apps
 
 A = "371002"
 DAY = int(datetime(2026, 3, 2, 2, 0, tzinfo=UTC).timestamp() * 1000)
@@ -41,7 +39,7 @@ OPEN: dict[str, str] = {
     "/api/v1/health": "liveness for load balancers; touches nothing",
     "/api/v1/openapi.json": "the API's description; no data",
     "/api/v1/docs": "the page that shows that description",
-    "/docs/oauth2-redirect": "part of that page (FastAPI puts it outside /api/v1)",
+    "/api/v1/docs/assets": "that page's script, style and icon (Swagger UI, from the package)",
     "/console/login": "the way in (rate limited: tests/test_login_ratelimit.py)",
     "/": "the console page's shell: static HTML, no data",
     "/static": "the page's scripts, styles and translations",
@@ -90,14 +88,7 @@ class Served:
 def serve(migrated_db: str,
           monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Served]]:
     """``serve(**config_overrides)``: the app AlertService builds for that configuration."""
-    apps: list[Any] = []
-
-    class Capturing(HttpServer):
-        def __init__(self, app: Any, **kw: Any) -> None:
-            apps.append(app)
-            super().__init__(app, **kw)
-
-    monkeypatch.setattr(alerts.service, "HttpServer", Capturing)
+    apps = capture_apps(monkeypatch)
     services: list[AlertService] = []
     served: list[Served] = []
 
@@ -214,7 +205,7 @@ def test_the_open_routes_exist_and_carry_no_data(serve: Callable[..., Served]) -
     present = {p for _, p, _ in routes(s.app)}
     assert set(OPEN) <= present, f"stale entries in OPEN: {set(OPEN) - present}"
     c = s.client()
-    assert c.get("/api/v1/health").json() == {"status": "ok"}
+    assert c.get("/api/v1/health").json() == {"status": "ok", "failed_workers": []}
     assert set(c.get("/console/config").json()) == {"tile_url", "language_default"}
     assert c.get("/").headers["content-type"].startswith("text/html")
     assert c.post("/console/login", json={}).status_code == 401
@@ -245,6 +236,19 @@ def test_only_supervisors_admins_and_dispatch_may_resolve_someone_elses_claim(
             own = s.open_alert(f"WT-own-{credentials}")
             assert caller.post(f"/api/v1/alerts/{own}/resolve",
                                json={"outcome": "false_alarm"}).status_code == 200
+
+
+def test_only_admins_may_unlock_a_console_user(serve: Callable[..., Served]) -> None:
+    s = serve()
+    path = "/api/v1/console-users/officer-2/unlock"
+    for role in ("officer", "supervisor"):
+        session, _ = s.login(f"{role}-1")
+        assert session.post(path).status_code == 403, role
+        assert s.bearer(role).post(path).status_code == 403, role
+    assert s.bearer("dispatch").post(path).status_code == 403
+    admin, _ = s.login("admin-1")
+    assert admin.post(path).status_code == 204
+    assert s.bearer("admin").post(path).status_code == 204
 
 
 def test_a_dispatch_token_may_resolve_someone_elses_claim(serve: Callable[..., Served]) -> None:

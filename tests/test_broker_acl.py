@@ -44,8 +44,9 @@ user eldercare-alerts
 topic write eldercare/v1/+/alerts/#
 
 user eldercare-ingest
-topic read eldercare/v1/+/dev/+
-topic read eldercare/v1/+/gw/+
+topic deny eldercare/v1/+/alerts/#
+topic deny eldercare/v1/+/cmd/#
+topic read eldercare/v1/#
 
 # read-only consumers of alerts
 user centre-371002
@@ -85,7 +86,8 @@ def test_nothing_precedes_the_first_user_line() -> None:
 def test_one_service_account_gets_one_block_with_both_grants() -> None:
     """Today's service connects ingest and alerts with one [mqtt] url, hence one username."""
     text = render_acl(SMALL, ingest_user="eldercare", alerts_user="eldercare")
-    assert ("user eldercare\ntopic read eldercare/v1/+/dev/+\ntopic read eldercare/v1/+/gw/+\n"
+    # No alerts deny here: Mosquitto applies denials first, to writes too.
+    assert ("user eldercare\ntopic deny eldercare/v1/+/cmd/#\ntopic read eldercare/v1/#\n"
             "topic write eldercare/v1/+/alerts/#\n") in text
     assert text.count("user eldercare\n") == 1
 

@@ -48,7 +48,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from ingest.broker_acl import AlertReader, BrokerClients, GatewayEntry, render_acl
 from schemas.registry import parse_registry
-from schemas.topics import device_topic, gateway_topic
+from schemas.topics import SUBSCRIPTIONS, device_topic, gateway_topic
 from tests.tls_broker import (
     PRODUCTION_CONF,
     TIMEOUT_S,
@@ -60,6 +60,8 @@ from tests.tls_broker import (
 
 NOT_AUTHORIZED = 135
 AUDITOR = "audit"
+#: Test-only: may write anywhere in eldercare/v1, as an over-broad grant some day might.
+TOOL = "tool"
 
 
 # -- certificates, credentials, ACL (tests/tls_broker.py makes them) ------------------------
@@ -89,7 +91,9 @@ def fleet_acl(r1: str, r2: str, *, devices: dict[str, str]) -> str:
         alert_readers=[AlertReader(username="centre-r1", regions=(r1,))])
     return render_acl(registry, clients=clients) + (
         f"\n# test only: reads every topic, to prove a refused message reached no one\n"
-        f"user {AUDITOR}\ntopic read #\n")
+        f"user {AUDITOR}\ntopic read #\n"
+        f"\n# test only: writes anywhere in contract v1 (wrong topics, commands)\n"
+        f"user {TOOL}\ntopic write eldercare/v1/#\n")
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +102,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
     ca, cert, key = make_pki(d)
     r1, r2 = "t" + uuid.uuid4().hex[:8], "u" + uuid.uuid4().hex[:8]
     users = ["D-A", "D-B", "D-C", "GW-A", "GW-B", "centre-r1", "eldercare-ingest",
-             "eldercare-alerts", AUDITOR]
+             "eldercare-alerts", AUDITOR, TOOL]
     passwords = {u: secrets.token_urlsafe(16) for u in users}
     write_passwords(d / "passwd", passwords)
     acl = fleet_acl(r1, r2, devices={"D-A": r1, "D-B": r1, "D-C": r2})
@@ -151,8 +155,9 @@ def connect(peers: Callable[..., Peer]) -> Connect:
     return make
 
 
-def ingest_topics() -> tuple[str, str]:
-    return ("eldercare/v1/+/dev/+", "eldercare/v1/+/gw/+")
+def ingest_topics() -> tuple[str, ...]:
+    """What the ingest service subscribes to."""
+    return SUBSCRIPTIONS
 
 
 def refused(peer: Peer, rc: ReasonCode | None) -> bool:
@@ -282,6 +287,29 @@ def test_alerts_user_publishes_alerts_and_the_ingest_user_cannot(
     alerts.send(a1, b"claimed " + nonce, retain=True)
     late = connect("centre-r1", subscribe=(a1,))
     late.wait_for(b"claimed " + nonce)
+
+
+def test_ingest_reads_all_of_v1_except_alert_states_and_commands(
+        connect: Connect, fleet: Fleet) -> None:
+    """The ingest account subscribes to eldercare/v1/#: what is published on a wrong topic
+    reaches it, to be dead-lettered, instead of being dropped by the broker unseen; alert
+    states (retained ones included) and device commands never reach it (the ACL denies them)."""
+    r1, nonce = fleet.r1, uuid.uuid4().hex.encode()
+    alerts = connect("eldercare-alerts", tls=False)
+    alerts.send(f"eldercare/v1/{r1}/alerts/R-1", b"retained " + nonce, retain=True)
+    ingest = connect("eldercare-ingest", tls=False, subscribe=ingest_topics())
+    tool = connect(TOOL)
+    wrong = [f"eldercare/v1/{r1}/foo/D-A", device_topic(r1, "D-A") + "/extra",
+             f"eldercare/v1/{r1}", f"eldercare/v1/{r1}/x/alerts"]
+    ours = [f"eldercare/v1/{r1}/cmd/D-A", f"eldercare/v1/{r1}/cmd/D-A/result",
+            f"eldercare/v1/{r1}/alerts/R-2", f"eldercare/v1/{r1}/alerts"]
+    for topic in wrong + ours:
+        tool.send(topic, b"sent " + nonce)
+    alerts.send(f"eldercare/v1/{r1}/alerts/R-1", b"live " + nonce)
+    tool.send(device_topic(r1, "D-A"), b"marker " + nonce)
+
+    ingest.wait_for(b"marker " + nonce)
+    assert [topic for topic, _ in ingest.messages] == [*wrong, device_topic(r1, "D-A")]
 
 
 def tls_handshake(port: int, ctx: ssl.SSLContext) -> str | None:

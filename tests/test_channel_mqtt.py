@@ -19,6 +19,7 @@ from alerts.channels.base import DeliveryFailed, Message
 from alerts.channels.mqtt import MqttAlertChannel, MqttEndpoint
 from eldercare.embedded import EmbeddedBroker, free_port
 from eldercare.errors import ConfigError
+from tests.conftest import stop_paho
 from tests.services import Mosquitto
 
 SENTINEL = "sentinel"
@@ -73,8 +74,7 @@ class Subscriber:
         return [m for m in self.messages() if SENTINEL not in m[0]]
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_paho(self.client)
 
 
 def body(event: str, alert_id: int, **extra: Any) -> dict[str, Any]:

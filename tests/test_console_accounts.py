@@ -131,6 +131,8 @@ def test_passwords_are_stored_as_argon2id_and_never_in_plaintext(migrated_db: st
     ("a", PASSWORD, {"regions": ["Upper"]}, "regions must be"),
     ("a", PASSWORD, {"language": "fr"}, "language must be one of"),
     ("a", PASSWORD, {"display_name": "x" * 101}, "display name"),
+    ("a", "ten chars \x00", {}, "valid text without NUL"),
+    ("a", "ten chars \ud800", {}, "valid text without NUL"),
 ])
 def test_account_rules_are_enforced(migrated_db: str, username: str, password: str,
                                     fields: dict[str, Any], message: str) -> None:
@@ -146,6 +148,22 @@ def test_account_rules_are_enforced(migrated_db: str, username: str, password: s
             accounts.disable("nobody")
         with pytest.raises(AccountError, match="no such user"):
             accounts.set_password("nobody", PASSWORD)
+        with pytest.raises(AccountError, match="no such user"):
+            accounts.unlock("nobody", now_ms=0)
+
+
+def test_a_password_that_is_not_text_is_a_wrong_password_not_a_crash(migrated_db: str) -> None:
+    # A JSON string may hold a lone surrogate; argon2 could not encode it (a 500 before).
+    with AccountStore(migrated_db, hasher=CHEAP) as accounts:
+        accounts.add_user("officer-s", PASSWORD, role="officer", regions=[A])
+        for password in ("\ud800", PASSWORD + "\udfff", "\x00"):
+            assert accounts.login("officer-s", password, now_ms=0) is None
+        assert accounts.login("officer-s", PASSWORD, now_ms=0) is not None
+        assert accounts.unlocked_at_ms("officer-s") is None
+        accounts.unlock("officer-s", now_ms=1_772_416_800_123)
+        assert accounts.unlocked_at_ms("officer-s") == 1_772_416_800_123
+        assert accounts.unlocked_at_ms("nobody") is None
+        assert accounts.unlocked_at_ms("not a name!") is None
 
 
 def test_every_login_costs_one_verification_and_hashes_are_upgraded(migrated_db: str) -> None:

@@ -44,7 +44,8 @@ def test_every_type_gateway_batches_and_bad_input(
             "spoofed": json.dumps({"type": "sos", "ts": now, "device_id": "BR-2"}).encode(),
             # (A future *alarm* is kept, its clock dead-lettered: tests/faults/test_clock.py.)
             "in the future": json.dumps({"type": "heartbeat", "ts": now + 3600_000}).encode(),
-            "`$.ts`": json.dumps({"type": "sos", "ts": 1_500_000_000_000}).encode(),
+            # (An *alarm* with a bad ts is kept on its receipt time: schemas/salvage.py.)
+            "`$.ts`": json.dumps({"type": "heartbeat", "ts": 1_500_000_000_000}).encode(),
             "exceeds the limit": b"[" + b" " * (256 * 1024) + b"]",
         }
         for payload in bad.values():
@@ -104,7 +105,7 @@ def test_readings_published_while_service_down_arrive_after_restart(
               "lon": 122.1} for i in range(50)]
     for j in range(40):
         publisher.publish(gateway_topic(region, "GW-1"),
-                          json.dumps([r | {"seq": j * 50 + r["seq"]} for r in batch]).encode())
+                          json.dumps([r | {"seq": j * 50 + i} for i, r in enumerate(batch)]).encode())
     publisher.publish(device_topic(region, "BR-1"), json.dumps({"type": "sos", "ts": now}).encode())
     with IngestService(make_config()):
         wait_for(lambda: _readings(db_url) == 2001, what="all 2001 queued readings")
@@ -170,3 +171,44 @@ def test_an_alarm_closes_its_batch_at_once_instead_of_lingering(
                           json.dumps({"type": "sos", "ts": now}).encode())
         wait_for(lambda: _readings(db_url) == 2, timeout_s=5.0,
                  what="the SOS and the heartbeat lingering before it, well before 10 s")
+
+
+def test_wrong_topics_are_dead_lettered_and_our_own_namespaces_are_not(
+    make_config: Callable[..., Config], publisher: Publisher, region: str, db_url: str
+) -> None:
+    """The service subscribes to eldercare/v1/#: a reading on a topic outside the two reading
+    forms is dead-lettered with its topic and reason (it used to vanish, unsubscribed), while
+    alert states (retained ones too) and device commands are dropped uncounted as dead letters."""
+    sos = json.dumps({"type": "sos", "ts": now_ms()}).encode()
+    alert = f"eldercare/v1/{region}/alerts/A-1"
+    publisher.publish(alert, b'{"event":"alert.opened"}', retain=True)  # before we subscribe
+    wrong = [f"eldercare/v1/{region}/foo/BR-1", f"eldercare/v1/{region}/dev/BR-1/extra",
+             f"eldercare/v1/{region}/gw/GW-1/x", f"eldercare/v1/{region}/dev",
+             f"eldercare/v1/{region}", f"eldercare/v1/{region}/x/alerts"]
+    ours = [alert, f"eldercare/v1/{region}/alerts", f"eldercare/v1/{region}/cmd/BR-1",
+            f"eldercare/v1/{region}/cmd/BR-1/result"]
+    try:
+        with IngestService(make_config()) as svc:
+            for topic in wrong + ours:
+                publisher.publish(topic, sos)
+            # Barrier: one publisher, QoS 1, so everything above was received before it.
+            publisher.publish(device_topic(region, "BR-1"), sos)
+            wait_for(lambda: count(db_url, "SELECT count(*) FROM readings") == 1, what="the SOS")
+            wait_for(lambda: count(db_url, "SELECT count(*) FROM dead_letters") == len(wrong),
+                     what="a dead letter per wrong topic")
+            ignored = {ns: svc.metrics.value("eldercare_mqtt_ignored_messages_total",
+                                             namespace=ns) for ns in ("alerts", "cmd")}
+    finally:
+        publisher.publish(alert, b"", retain=True)  # clears it: the broker is the session's
+    # The retained alert state on subscribing, then the two live ones; and the service's own
+    # alert for the SOS, published by its MQTT alert channel (and any retained state another
+    # test left on the shared broker: hence at least).
+    assert ignored["alerts"] >= 3 and ignored["cmd"] == 2, ignored
+    for topic in wrong:
+        assert count(db_url, "SELECT count(*) FROM dead_letters WHERE topic = %s AND payload = %s"
+                     " AND reason LIKE 'topic %%is not eldercare/v1/<region>/dev/<device_id>%%'",
+                     topic, sos) == 1, topic
+    assert count(db_url, "SELECT count(*) FROM dead_letters WHERE topic LIKE %s",
+                 f"eldercare/v1/{region}/alerts%") == 0
+    assert count(db_url, "SELECT count(*) FROM dead_letters WHERE topic LIKE %s",
+                 f"eldercare/v1/{region}/cmd%") == 0

@@ -1,17 +1,21 @@
 """Login rate limiting (issue #7): the limiter on a manual clock, then ``POST /console/login``
 against the real PostgreSQL through a real HttpServer.
 
-Per account name: 5 failures in 15 minutes, then 429 with Retry-After even for the right
-password, the same for names that exist and names that do not; a success forgives the
-failures. Per client address: 30 attempts a minute, whatever the names (spraying). Refusals are
-logged with the address and a keyed hash of the name, never the name. Addresses other than
-127.0.0.1 come through ``X-Forwarded-For``, which uvicorn believes from 127.0.0.1 only.
+Per account name and client address: 5 failures in 15 minutes, then 429 with Retry-After even
+for the right password, the same for names that exist and names that do not; a success
+forgives the failures; the same name from another address is not refused (nobody can lock an
+officer out from elsewhere). An admin lifts a lockout (the API endpoint, or ``eldercare user
+unlock`` in another process, through the database). Per client address: 30 attempts a minute,
+whatever the names (spraying). Refusals are logged with the address and a keyed hash of the
+name, never the name. Addresses other than 127.0.0.1 come through ``X-Forwarded-For``, which
+uvicorn believes from 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,11 +27,12 @@ from argon2 import PasswordHasher
 from fastapi import FastAPI
 
 from alerts.api import create_app
-from alerts.auth import TokenTable
+from alerts.auth import TokenEntry, TokenTable, hash_token, new_token
 from alerts.store import AlertStore
 from console.accounts import AccountStore
 from console.ratelimit import Attempt, LoginLimiter, LoginLimits, Refused, address_key
 from console.web import login_router
+from eldercare.cli import main as cli_main
 from eldercare.clock import ManualClock
 from eldercare.config import ConsoleConfig, load_config
 from eldercare.embedded import free_port
@@ -79,13 +84,14 @@ def test_bad_limits_are_config_errors_naming_the_option(option: str, value: obje
         load_config(path=None, env={}, overrides={f"console.login_limits.{option}": value})
 
 
-def test_five_failures_refuse_the_name_until_the_oldest_leaves_the_window() -> None:
+def test_five_failures_refuse_the_name_from_that_address_until_the_oldest_leaves() -> None:
     lim, clock = limiter()
     for _ in range(5):
         assert try_(lim, "officer-a", "198.51.100.1") is None     # each one then fails
         clock.advance(10)
-    # Refused from anywhere: the name is what is being guessed.
-    assert try_(lim, "officer-a", "203.0.113.9") == ("name", 900 - 50)
+    assert try_(lim, "officer-a", "198.51.100.1") == ("name", 900 - 50)
+    # Only from there: a guesser elsewhere cannot lock the officer out.
+    assert try_(lim, "officer-a", "203.0.113.9") is None
     assert try_(lim, "officer-b", "198.51.100.1") is None         # other names are not
     clock.advance(900 - 50 - 1)
     assert try_(lim, "officer-a", "198.51.100.1") == ("name", 1)
@@ -143,14 +149,46 @@ def test_one_address_may_try_30_times_a_minute_whatever_the_names() -> None:
 
 
 def test_an_address_refusal_does_not_count_against_the_name() -> None:
-    lim, _ = limiter(attempts_per_address=2)
+    lim, clock = limiter(attempts_per_address=2)
     assert try_(lim, "officer-a", "198.51.100.1") is None
     assert try_(lim, "officer-a", "198.51.100.1") is None
     for _ in range(10):
         assert try_(lim, "officer-a", "198.51.100.1") == ("address", 60)
-    for _ in range(3):                                            # 2 + 3 = 5 failures
-        assert try_(lim, "officer-a", f"198.51.100.{_ + 2}") is None
-    assert try_(lim, "officer-a", "198.51.100.9") == ("name", 900)
+    clock.advance(60)
+    for _ in range(2):                                            # 2 + 2 = 4 failures
+        assert try_(lim, "officer-a", "198.51.100.1") is None
+    clock.advance(60)
+    assert try_(lim, "officer-a", "198.51.100.1") is None         # the fifth
+    assert try_(lim, "officer-a", "198.51.100.1") == ("name", 900 - 120)
+
+
+def test_a_success_forgives_only_the_failures_from_its_own_address() -> None:
+    lim, _ = limiter()
+    for _ in range(4):
+        assert try_(lim, "officer-a", "203.0.113.66") is None     # someone guessing
+    attempt = lim.admit("officer-a", "198.51.100.1")              # the officer logs in
+    assert isinstance(attempt, Attempt)
+    lim.succeeded(attempt)
+    assert try_(lim, "officer-a", "203.0.113.66") is None         # the guesser's fifth...
+    assert try_(lim, "officer-a", "203.0.113.66") == ("name", 900)
+
+
+def test_forgive_lifts_a_names_lockout_from_every_address_but_later_failures_count() -> None:
+    lim, clock = limiter()
+    for address in ("198.51.100.1", "203.0.113.9"):
+        for _ in range(5):
+            try_(lim, "officer-a", address)
+    for _ in range(5):
+        try_(lim, "officer-b", "198.51.100.1")
+    clock.advance(30)
+    assert lim.forgive("officer-a", upto_ms=clock.now_ms()) == 10
+    assert lim.forgive("officer-a", upto_ms=clock.now_ms()) == 0   # nothing left to forgive
+    assert try_(lim, "officer-b", "198.51.100.1") == ("name", 900 - 30)   # others stay locked
+    for _ in range(5):
+        assert try_(lim, "officer-a", "198.51.100.1") is None
+    assert try_(lim, "officer-a", "198.51.100.1") == ("name", 900)  # failures after count again
+    # Forgiving up to an earlier time leaves the later failures alone.
+    assert lim.forgive("officer-a", upto_ms=clock.now_ms() - 1) == 0
 
 
 @pytest.mark.parametrize(("address", "key"), [
@@ -237,8 +275,8 @@ def login(store: AlertStore, migrated_db: str, accounts: AccountStore) -> Iterat
 
 def test_the_sixth_attempt_on_a_name_is_429_even_with_the_right_password(
         login: Login, caplog: pytest.LogCaptureFixture) -> None:
-    for i in range(5):
-        r = login.post("officer-a", "wrong password", address=f"198.51.100.{i + 1}")
+    for _ in range(5):
+        r = login.post("officer-a", "wrong password", address="203.0.113.50")
         assert (r.status_code, r.json()) == (401, WRONG)
         login.clock.advance(1)
     caplog.set_level(logging.INFO, logger="console")
@@ -250,16 +288,26 @@ def test_the_sixth_attempt_on_a_name_is_429_even_with_the_right_password(
     assert refusal.name == "console.web"
     assert "203.0.113.50" in refusal.getMessage() and "per name" in refusal.getMessage()
     assert all("officer-a" not in rec.getMessage() for rec in caplog.records)
-    assert login.post("officer-b").status_code == 200             # other accounts unaffected
+    assert login.post("officer-b", address="203.0.113.50").status_code == 200   # other names
     login.clock.advance(15 * 60 - 5)
-    assert login.post("officer-a").status_code == 200             # the window has passed
+    assert login.post("officer-a", address="203.0.113.50").status_code == 200  # window passed
+
+
+def test_a_guesser_elsewhere_cannot_lock_the_officer_out(login: Login) -> None:
+    for _ in range(20):          # an attacker who knows the name from an audit trail
+        login.post("officer-a", "wrong password", address="203.0.113.66")
+    assert login.post("officer-a", PASSWORD, address="203.0.113.66").status_code == 429
+    # The officer, at the duty room's address, logs in as usual, with a typo first.
+    assert login.post("officer-a", "typo", address="198.51.100.1").status_code == 401
+    assert login.post("officer-a", PASSWORD, address="198.51.100.1").status_code == 200
+    # ...which forgives the officer's own typo, not the attacker's failures.
+    assert login.post("officer-a", PASSWORD, address="203.0.113.66").status_code == 429
 
 
 def test_a_429_does_not_say_whether_the_account_exists(login: Login) -> None:
     answers: dict[str, list[httpx.Response]] = {}
     for name in ("officer-a", "nobody-here"):
-        answers[name] = [login.post(name, "wrong password", address=f"198.51.100.{i}")
-                         for i in range(6)]
+        answers[name] = [login.post(name, "wrong password") for _ in range(6)]
     real, ghost = answers["officer-a"], answers["nobody-here"]
     assert [r.status_code for r in real] == [r.status_code for r in ghost] == [401] * 5 + [429]
     assert real[-1].content == ghost[-1].content
@@ -327,3 +375,92 @@ def test_429_is_in_the_openapi_document(login: Login) -> None:
     doc = httpx.get(f"{login.base}/api/v1/openapi.json").json()
     answer = doc["paths"]["/console/login"]["post"]["responses"]["429"]
     assert "Retry-After" in answer["headers"]
+
+
+# --- Lifting a lockout ---------------------------------------------------------------------
+
+@dataclass
+class Unlocking:
+    """A served app with console accounts and a bearer token per role."""
+
+    login: Login
+    tokens: dict[str, str]
+    accounts: AccountStore
+
+    def unlock(self, name: str, role: str = "admin") -> httpx.Response:
+        return httpx.post(f"{self.login.base}/api/v1/console-users/{name}/unlock",
+                          headers={"Authorization": f"Bearer {self.tokens[role]}"}, timeout=10)
+
+    def lock_out(self, name: str, address: str = "198.51.100.1") -> None:
+        for _ in range(5):
+            assert self.login.post(name, "wrong password", address=address).status_code == 401
+        assert self.login.post(name, address=address).status_code == 429
+
+
+@pytest.fixture
+def unlocking(store: AlertStore, migrated_db: str,
+              accounts: AccountStore) -> Iterator[Unlocking]:
+    tokens = {role: new_token()[0] for role in ("officer", "supervisor", "admin", "dispatch")}
+    table = TokenTable([TokenEntry(name=f"token-{role}", token_sha256=hash_token(t),
+                                   role=role, regions=["*"])  # type: ignore[arg-type]
+                        for role, t in tokens.items()])
+    # Near the wall clock: `eldercare user unlock` stamps the unlock with the real time.
+    clock = ManualClock(int(time.time() * 1000) - 60_000)
+    app = create_app(store=store, database_url=migrated_db, tokens=table, clock=clock,
+                     accounts=accounts, secure_cookies=False)
+    with HttpServer(app, host="127.0.0.1", port=0) as server:
+        login = Login(f"http://127.0.0.1:{server.port}", clock)
+        yield Unlocking(login, tokens, accounts)
+        for c in login.clients:
+            c.close()
+
+
+def test_an_admin_lifts_a_lockout_from_every_address_at_once(unlocking: Unlocking) -> None:
+    u = unlocking
+    u.lock_out("officer-a", "198.51.100.1")
+    u.lock_out("officer-a", "198.51.100.2")
+    u.lock_out("officer-b")
+    r = u.unlock("officer-a")
+    assert r.status_code == 204, r.text
+    assert u.login.post("officer-a", address="198.51.100.1").status_code == 200
+    assert u.login.post("officer-a", address="198.51.100.2").status_code == 200
+    assert u.login.post("officer-b").status_code == 429           # only the name unlocked
+    # Failures after the unlock count again.
+    u.login.clock.advance(1)
+    u.lock_out("officer-a", "198.51.100.1")
+
+
+def test_only_admins_may_unlock_and_only_existing_users(unlocking: Unlocking) -> None:
+    u = unlocking
+    u.lock_out("officer-a")
+    for role in ("officer", "supervisor", "dispatch"):
+        r = u.unlock("officer-a", role)
+        assert (r.status_code, r.json()) == (403, {"detail": "only an admin may do this"}), role
+    assert u.login.post("officer-a").status_code == 429
+    assert u.unlock("nobody-here").status_code == 404
+    assert u.unlock("not a name!").status_code == 422
+    assert httpx.post(f"{u.login.base}/api/v1/console-users/officer-a/unlock").status_code == 401
+
+
+def test_an_unlock_from_another_process_reaches_the_running_service(
+        unlocking: Unlocking, migrated_db: str) -> None:
+    u = unlocking
+    u.lock_out("officer-a")
+    # `eldercare user unlock` runs in its own process, with its own AccountStore: the running
+    # service hears of it through the database, at the next attempt.
+    assert cli_main(["user", "unlock", "officer-a", "--database-url", migrated_db]) == 0
+    assert u.login.post("officer-a").status_code == 200
+    assert cli_main(["user", "unlock", "nobody-here", "--database-url", migrated_db]) == 2
+
+
+def test_an_unlock_forgives_only_what_was_counted_before_it(unlocking: Unlocking) -> None:
+    u = unlocking
+    u.lock_out("officer-a")
+    u.accounts.unlock("officer-a", now_ms=u.login.clock.now_ms())
+    u.login.clock.advance(1)
+    # The next attempt is let through (the unlock is newer than the failures)...
+    assert u.login.post("officer-a", "wrong password").status_code == 401
+    # ...and a stale unlock does not wipe the failures made after it.
+    for _ in range(4):
+        assert u.login.post("officer-a", "wrong password").status_code == 401
+    assert u.login.post("officer-a").status_code == 429

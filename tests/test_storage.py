@@ -37,7 +37,7 @@ def test_migrations_are_idempotent_and_detect_edits(db_url: str,
         again = migrate(conn, timescale="off")
         assert first.applied == ["0001_readings", "0002_registry", "0003_events",
                                  "0004_alerts", "0005_alert_folding", "0006_alert_routing",
-                                 "0007_console"]
+                                 "0007_console", "0008_console_login_unlock"]
         assert again.applied == []
         real_load = migrations._load
         monkeypatch.setattr(migrations, "_load", lambda sub, prefix: [

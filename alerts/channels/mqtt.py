@@ -49,7 +49,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from alerts.channels.base import DeliveryFailed, Message, Receipt
 from eldercare import tls
 from eldercare.errors import BrokerError, ConfigError
-from ingest.broker import BrokerAddress
+from ingest.broker import BrokerAddress, stop_client
 
 if TYPE_CHECKING:
     from eldercare.config import AlertsMqttConfig, MqttConfig
@@ -142,8 +142,7 @@ class MqttAlertChannel:
             if self._closing.is_set() or not self._mqtt5:
                 return
             self._mqtt5 = False
-            self._client.disconnect()
-            self._client.loop_stop()
+            stop_client(self._client)
             try:
                 self._client = self._start_client()
             except BrokerError as exc:  # TLS worked a moment ago; a person must look
@@ -253,6 +252,5 @@ class MqttAlertChannel:
         """Disconnect and stop the network thread; later sends fail retryable."""
         with self._client_lock:
             self._closing.set()
-            self._client.disconnect()
-            self._client.loop_stop()
+            stop_client(self._client)
         self._connected.clear()

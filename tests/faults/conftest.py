@@ -101,12 +101,9 @@ def fault_seed(request: pytest.FixtureRequest) -> int:
 
 
 @pytest.fixture
-def fault_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+def fault_broker(private_broker: Mosquitto) -> Mosquitto:
     """A private Mosquitto with persistence, restartable on the same port and data."""
-    broker = Mosquitto(tmp_path / "mosquitto")
-    broker.start()
-    yield broker
-    broker.stop()
+    return private_broker
 
 
 @pytest.fixture

@@ -147,8 +147,10 @@ class ServiceProcess:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
-    def start(self, *, wait: bool = True, timeout_s: float = 90.0) -> None:
-        """Start ``eldercare run``; with ``wait``, return once it prints that it is running."""
+    def start(self, *, wait: bool = True, timeout_s: float = 90.0,
+              inject: tuple[str, str] | None = None) -> None:
+        """Start ``eldercare run``; with ``wait``, return once it prints that it is running.
+        ``inject=(fault, device)`` runs it with one injected bug (tests/faults/inject.py)."""
         if self.running:
             raise ServiceError(f"{self!r} is already running")
         self.starts += 1
@@ -157,8 +159,10 @@ class ServiceProcess:
             log.write(f"\n===== fault harness: start #{self.starts} of {self.name} at"
                       f" {time.strftime('%H:%M:%S')} =====\n".encode())
             env = {k: v for k, v in os.environ.items() if not k.startswith("ELDERCARE_")}
+            launcher = ["eldercare.cli"] if inject is None else [
+                "tests.faults.inject", *inject, "--"]
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "eldercare.cli", "run", "--config", str(self.config_path)],
+                [sys.executable, "-m", *launcher, "run", "--config", str(self.config_path)],
                 cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         if wait:
             self.wait_ready(timeout_s=timeout_s)
@@ -216,6 +220,15 @@ class ServiceProcess:
         with self.log_path.open("ab") as log:
             log.write(f"===== fault harness: SIGKILL at {time.strftime('%H:%M:%S')} =====\n"
                       .encode())
+
+    def wait_exit(self, *, timeout_s: float) -> int:
+        """Wait for the process to exit by itself; returns its status."""
+        assert self.proc is not None
+        try:
+            return int(self.proc.wait(timeout_s))
+        except subprocess.TimeoutExpired:
+            raise ServiceError(f"{self!r} still running {timeout_s:.0f} s later\n"
+                               f"{self.log_tail()}") from None
 
     def terminate(self, *, timeout_s: float = 60.0) -> int:
         """SIGTERM and wait for the orderly stop; returns the exit status (SIGKILL after

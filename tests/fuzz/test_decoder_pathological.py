@@ -1,5 +1,5 @@
 """Hand-made pathological payloads for ``MessageDecoder``: each refused with its own reason (or
-accepted), in bounded time.
+accepted, or, an alarm, kept with its defect dead-lettered), in bounded time.
 
 10,000-deep nesting (JSON and MessagePack), numbers no double holds (1e400, 10**400, -0,
 1e-400), NaN and Infinity, duplicate keys, 10^6-element arrays under a raised limit, lengths
@@ -32,6 +32,9 @@ class Case:
     content_type: str | None = None
     decoder: MessageDecoder = DECODER
     count: int = 1  # readings (accepted) or rejects expected
+    #: An alarm kept despite ``reason`` (the alarm salvage): one reading, and ``count``
+    #: admitted rejects naming the defect.
+    salvaged: bool = False
 
 
 def _sos(**extra: object) -> bytes:
@@ -58,15 +61,23 @@ PATHOLOGICAL: Final = (
     Case("msgpack-deep-array", b"\x91" * N_DEEP + b"\xc0", "nested deeper", content_type=MSGPACK),
     Case("msgpack-deep-map", b"\x81\xa1a" * N_DEEP + b"\xc0", "nested deeper",
          content_type=MSGPACK),
-    Case("ts-1e400", _raw_field("ts", b"1e400"), "`$.ts`"),
-    Case("ts-10e400-int", b'{"type":"sos","ts":1' + b"0" * 400 + b"}", "`$.ts`"),
-    Case("ts-minus-0", b'{"type":"sos","ts":-0}', "`$.ts`"),
-    Case("ts-float", _sos(ts=float(NOW)), "`$.ts`"),
-    Case("lat-1e400", _raw_field("lat", b"1e400"), "`$.lat`"),
-    Case("lat-10e400-int", _raw_field("lat", b"1" + b"0" * 400), "`$.lat`"),
-    Case("seq-minus-10e400", _raw_field("seq", b"-1" + b"0" * 400), "`$.seq`"),
+    Case("ts-1e400", _raw_field("ts", b"1e400"), "`$.ts`", salvaged=True),
+    Case("ts-10e400-int", b'{"type":"sos","ts":1' + b"0" * 400 + b"}", "`$.ts`",
+         salvaged=True),
+    Case("ts-minus-0", b'{"type":"sos","ts":-0}', "`$.ts`", salvaged=True),
+    Case("ts-float", _sos(ts=float(NOW)), "`$.ts`", salvaged=True),
+    Case("lat-1e400", _raw_field("lat", b"1e400"), "`$.lat`", salvaged=True),
+    Case("lat-10e400-int", _raw_field("lat", b"1" + b"0" * 400), "`$.lat`", salvaged=True),
+    Case("seq-minus-10e400", _raw_field("seq", b"-1" + b"0" * 400), "`$.seq`", salvaged=True),
     Case("lat-minus-0", _raw_field("lat", b"-0"), None),
     Case("lat-1e-400", _raw_field("lat", b"1e-400"), None),
+    # The same numbers in a reading that is not an alarm: refused.
+    Case("location-ts-1e400", _raw_field("ts", b"1e400", "location"), "`$.ts`"),
+    Case("location-ts-10e400-int", b'{"type":"location","ts":1' + b"0" * 400 + b"}", "`$.ts`"),
+    Case("location-lat-1e400", b'{"type":"location","ts":%d,"lat":1e400,"lon":0}' % NOW,
+         "`$.lat`"),
+    Case("msgpack-location-lat-nan", packed({"type": "location", "ts": NOW, "lat": math.nan,
+                                             "lon": 0}), "`$.lat`", content_type=MSGPACK),
     Case("rate-1e-400", b'{"type":"accel","ts":%d,"rate_hz":1e-400,"x":[0],"y":[0],"z":[0]}' % NOW,
          "`$.rate_hz`"),
     Case("unknown-10e5000-int", _raw_field("zz", b"1" + b"0" * 5000), None),
@@ -75,13 +86,14 @@ PATHOLOGICAL: Final = (
     Case("lat-minus-Infinity", _raw_field("lat", b"-Infinity"), "malformed JSON"),
     Case("unknown-nan", _raw_field("zz", b"nan"), "malformed JSON"),
     Case("msgpack-lat-nan", packed({"type": "sos", "ts": NOW, "lat": math.nan}), "`$.lat`",
-         content_type=MSGPACK),
+         content_type=MSGPACK, salvaged=True),
     Case("msgpack-accuracy-inf", packed({"type": "sos", "ts": NOW, "accuracy_m": math.inf}),
-         "`$.accuracy_m`", content_type=MSGPACK),
+         "`$.accuracy_m`", content_type=MSGPACK, salvaged=True),
     Case("msgpack-accel-nan-sample", packed(_ACCEL_NAN), "`$.x[1]`", content_type=MSGPACK),
-    Case("dup-type-differs", b'{"type":"sos","ts":%d,"type":"fall"}' % NOW, "`$.type`"),
+    Case("dup-type-differs", b'{"type":"sos","ts":%d,"type":"fall"}' % NOW, "`$.type`",
+         salvaged=True),
     Case("dup-type-same", b'{"type":"sos","type":"sos","ts":%d}' % NOW, None),
-    Case("dup-ts-last-bad", b'{"type":"sos","ts":%d,"ts":"x"}' % NOW, "`$.ts`"),
+    Case("dup-ts-last-bad", b'{"type":"sos","ts":%d,"ts":"x"}' % NOW, "`$.ts`", salvaged=True),
     Case("dup-device-id-last-wins",
          b'{"type":"sos","ts":%d,"device_id":"BR-1","device_id":"X"}' % NOW, "spoofed"),
     Case("dup-device-id-last-good",
@@ -139,6 +151,9 @@ def test_decode_pathological(case: Case) -> None:
     assert spent < 30, f"{spent:.1f} s of CPU for one message"  # ~7 s for 10^6 rejects here
     if case.reason is None:
         assert out.rejects == [] and len(out.readings) == case.count
+    elif case.salvaged:
+        assert len(out.readings) == 1 and len(out.rejects) == case.count
+        assert all(r.admitted and case.reason in r.reason for r in out.rejects), out.rejects
     else:
         assert out.readings == [] and len(out.rejects) == case.count
         assert case.reason in out.rejects[0].reason and case.reason in out.rejects[-1].reason

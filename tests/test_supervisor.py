@@ -1,0 +1,137 @@
+"""The supervisor (eldercare/supervisor.py), and health reporting a dead worker at once.
+
+Unit tests drive real threads with events (no sleeps); the service test runs the ingest
+service against real Mosquitto and PostgreSQL with a store whose commit raises a
+``RuntimeError``, and reads ``/api/v1/health`` and the metrics while the process is still up.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+
+import httpx
+import pytest
+from prometheus_client import generate_latest
+
+from eldercare.config import Config
+from eldercare.errors import WorkerError
+from eldercare.supervisor import Death, Supervisor
+from ingest.batch import Batch
+from ingest.service import IngestService
+from ingest.storage import WriteResult
+from schemas import device_topic
+from tests.conftest import Publisher, now_ms, wait_for
+
+
+def test_a_worker_that_raises_is_a_death_reported_once() -> None:
+    told: list[Death] = []
+    sup = Supervisor(on_death=told.append)
+
+    def boom() -> None:
+        raise RuntimeError("driver bug")
+
+    sup.spawn("w-boom", boom).join(5)
+    sup.spawn("w-boom-2", boom).join(5)
+    assert [d.worker for d in sup.deaths] == ["w-boom", "w-boom-2"]
+    assert sup.deaths[0].reason == "RuntimeError: driver bug"
+    assert sup.failed.is_set()
+    assert [d.worker for d in told] == ["w-boom"]  # on_death runs for the first death only
+
+
+def test_a_worker_that_returns_while_running_is_a_death_but_not_during_a_stop() -> None:
+    sup = Supervisor()
+    sup.spawn("w-early", lambda: None).join(5)
+    assert [(d.worker, d.reason) for d in sup.deaths] == [
+        ("w-early", "returned while the service was running")]
+
+    quiet = Supervisor()
+    release = threading.Event()
+    thread = quiet.spawn("w-orderly", lambda: release.wait(5) and None)
+    quiet.stopping()
+    release.set()
+    thread.join(5)
+    quiet.fail("w-give-up", "commit retried past its grace period")  # at shutdown: not a death
+    assert quiet.deaths == ()
+    assert not quiet.failed.is_set()
+
+
+def test_probes_find_threads_that_stopped_and_excepthook_catches_foreign_threads() -> None:
+    sup = Supervisor()
+    alive = {"http": True}
+    sup.watch("eldercare-http", lambda: alive["http"])
+    assert sup.check() == ()
+    alive["http"] = False
+    assert [d.worker for d in sup.check()] == ["eldercare-http"]
+
+    previous = threading.excepthook
+    threading.excepthook = sup.excepthook
+    try:
+        def crash() -> None:
+            raise ValueError("in a library's thread")
+        foreign = threading.Thread(target=crash, name="paho-mqtt-client-x")
+        foreign.start()
+        foreign.join(5)
+    finally:
+        threading.excepthook = previous
+    assert [d.worker for d in sup.deaths] == ["eldercare-http", "paho-mqtt-client-x"]
+    assert sup.deaths[1].reason == "ValueError: in a library's thread"
+
+
+class _FailingStore:
+    """A TelemetryStore whose commit fails with something other than a database error."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def write(self, batch: Batch) -> WriteResult:
+        self.calls += 1
+        raise RuntimeError("injected driver bug")
+
+    def close(self) -> None:
+        pass
+
+
+def _metric(text: str, name: str) -> float:
+    (line,) = [ln for ln in text.splitlines() if ln.startswith(name + " ")]
+    return float(line.split()[1])
+
+
+def test_health_and_metrics_report_a_dead_pipeline_the_moment_it_dies(
+        make_config: Callable[..., Config], publisher: Publisher, region: str) -> None:
+    store = _FailingStore()
+    told: list[Death] = []
+    config = make_config(**{"spool.enabled": False})
+    service = IngestService(config, store=store, supervisor=Supervisor(on_death=told.append))
+    with service:
+        assert service.alerts is not None and service.alerts.api is not None
+        base = f"http://127.0.0.1:{service.alerts.api.port}"
+
+        def metrics() -> str:  # what a scrape of /metrics serves
+            return generate_latest(service.metrics.registry).decode()
+
+        ok = httpx.get(f"{base}/api/v1/health")
+        assert (ok.status_code, ok.json()) == (200, {"status": "ok", "failed_workers": []})
+        assert _metric(metrics(), "eldercare_workers_failed") == 0
+
+        publisher.publish(device_topic(region, "WT-DEAD"), json.dumps(
+            {"type": "sos", "ts": now_ms()}).encode())
+        wait_for(lambda: told, what="the pipeline's death")
+        health = httpx.get(f"{base}/api/v1/health")
+        assert health.status_code == 503
+        assert health.json() == {"status": "failed", "failed_workers": ["eldercare-pipeline"]}
+        assert _metric(metrics(), "eldercare_workers_failed") >= 1
+        assert "RuntimeError: injected driver bug" in told[0].reason
+    assert store.calls == 1  # nothing was acknowledged behind the failed batch
+
+
+def test_the_pipeline_thread_raises_worker_error_when_it_halts_unasked(
+        make_config: Callable[..., Config]) -> None:
+    """The pipeline's own thread body ends in WorkerError (not a quiet return), so any owner,
+    supervised or not, sees the halt."""
+    service = IngestService(make_config(), store=_FailingStore())
+    pipeline = service.pipeline
+    pipeline._fail("writer failed (RuntimeError: x)")  # what a writer does on a bug
+    with pytest.raises(WorkerError, match="eldercare-pipeline: writer failed"):
+        pipeline.run()
