@@ -27,7 +27,7 @@ resolve them.
   a body over its route's limit (checked before it is read: :mod:`alerts.http_boundary`), 422
   for anything that fails validation, malformed JSON included (``{detail: [{loc, msg,
   type}]}``, never echoing the value sent), 503 with ``Retry-After`` when the database fails
-  (:class:`~eldercare.errors.StorageError`). Text that cannot be stored (U+0000, a lone
+  (:class:`~foundation.errors.StorageError`). Text that cannot be stored (U+0000, a lone
   surrogate) is 422 where it is decoded (:data:`alerts.http_types.Text`), never a 503.
 - **Docs**: ``/api/v1/docs`` is Swagger UI served from the package (``alerts/static/swagger/``,
   from npm's ``swagger-ui-dist``), so it works offline and where public CDNs are blocked.
@@ -82,9 +82,9 @@ from alerts.store import AlertConflict, AlertStore
 from console.accounts import USERNAME_PATTERN, AccountError, AccountStore, Session
 from console.ratelimit import LoginLimiter, LoginLimits
 from console.web import LOGIN_BODY_LIMIT, check_csrf, login_router, session_cookie
-from eldercare.clock import Clock
-from eldercare.errors import StorageError
-from eldercare.supervisor import Death
+from foundation.clock import Clock
+from foundation.errors import StorageError
+from foundation.supervisor import Death
 
 log = logging.getLogger(__name__)
 
@@ -373,7 +373,7 @@ def create_app(*, store: AlertStore, database_url: str, tokens: TokenTable, cloc
     app = FastAPI(title="eldercare alerts API", version="1",
                   description="Alerts of the 12349 elderly-care platform (docs/api.md).",
                   openapi_url=f"{PREFIX}/openapi.json", docs_url=None, redoc_url=None)
-    app.state.liveness = liveness  # /health: the supervisor's deaths (eldercare/supervisor.py)
+    app.state.liveness = liveness  # /health: the supervisor's deaths (foundation/supervisor.py)
     limiter = None if accounts is None else LoginLimiter(
         login_limits if login_limits is not None else LoginLimits(), clock=clock)
     app.state.alerts_api = _Context(store=store, database_url=database_url, tokens=tokens,

@@ -2,7 +2,7 @@
 
 The tokens file (``[api] tokens_file``; YAML, or JSON by its ``.json`` suffix) is a list of
 entries, each ``{name, token_sha256, role, regions}`` (``docs/api.md``). It is decoded once, at
-start-up, into frozen structs; a bad entry raises :class:`~eldercare.errors.ConfigError` naming
+start-up, into frozen structs; a bad entry raises :class:`~foundation.errors.ConfigError` naming
 the file and the JSON path of the field (``$[2].token_sha256``).
 
 Why SHA-256 and not argon2: API tokens are minted by :func:`new_token` with 256 bits from
@@ -30,8 +30,8 @@ from typing import Annotated, Final, Literal
 import msgspec
 from msgspec import Meta
 
-from eldercare.documents import decode_document, format_of, read_document
-from eldercare.errors import ConfigError
+from foundation.documents import decode_document, format_of, read_document
+from foundation.errors import ConfigError
 
 Role = Literal["dispatch", "officer", "supervisor", "admin"]
 #: The region wildcard: the token sees every region.

@@ -26,9 +26,9 @@ from alerts import outbox
 from alerts.channels.base import Channel, DeliveryFailed, Message
 from alerts.policy import DeliveryPolicy, delivery_of
 from alerts.store import AlertStore
-from eldercare.clock import Clock
-from eldercare.errors import StorageError
-from eldercare.supervisor import Spawn, plain_spawn
+from foundation.clock import Clock
+from foundation.errors import StorageError
+from foundation.supervisor import Spawn, plain_spawn
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from typing import Final
 from alerts.channels.base import Channel, DeliveryFailed, Message
 from alerts.document import provisional_document, provisional_key
 from detectors.events import Event
-from eldercare.clock import Clock
-from eldercare.supervisor import Spawn, plain_spawn
+from foundation.clock import Clock
+from foundation.supervisor import Spawn, plain_spawn
 
 log = logging.getLogger(__name__)
 

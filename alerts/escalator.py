@@ -14,9 +14,9 @@ import logging
 import threading
 
 from alerts.store import AlertStore
-from eldercare.clock import Clock
-from eldercare.errors import StorageError
-from eldercare.supervisor import Spawn, plain_spawn
+from foundation.clock import Clock
+from foundation.errors import StorageError
+from foundation.supervisor import Spawn, plain_spawn
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 
 from alerts.store import AlertChange, AlertStore
 from detectors.events import Event
-from eldercare.clock import Clock
-from eldercare.errors import StorageError
-from eldercare.supervisor import Spawn, plain_spawn
+from foundation.clock import Clock
+from foundation.errors import StorageError
+from foundation.supervisor import Spawn, plain_spawn
 
 log = logging.getLogger(__name__)
 

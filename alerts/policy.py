@@ -28,8 +28,8 @@ import msgspec
 from msgspec import Meta
 
 from alerts.model import PRIORITY
-from eldercare.documents import decode_document, load_document
-from eldercare.errors import ConfigError
+from foundation.documents import decode_document, load_document
+from foundation.errors import ConfigError
 
 # \Z, not $: `$` also matches before a final newline.
 Target = Annotated[str, Meta(pattern=r"^(dispatch|community|family:([1-9][0-9]?|all))\Z")]

@@ -10,7 +10,7 @@ contact addresses) must not reach API clients by accident when a migration adds 
 
 Contact details leave the database masked (:func:`mask_address`, :func:`redact_text`): duty
 staff need to see *that* the daughter's phone was texted, not her number. Every psycopg error
-becomes :class:`~eldercare.errors.StorageError`.
+becomes :class:`~foundation.errors.StorageError`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from eldercare.errors import StorageError
+from foundation.errors import StorageError
 
 #: Page size bounds of :func:`list_alerts`.
 MAX_LIMIT: Final = 500

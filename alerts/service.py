@@ -45,10 +45,10 @@ from console.evidence import evidence_router
 from console.live import ChangeFeed
 from console.stream import stream_router
 from detectors.events import Event
-from eldercare.clock import Clock
 from eldercare.config import Config
-from eldercare.http_server import HttpServer
-from eldercare.supervisor import Death, Spawn, plain_spawn
+from foundation.clock import Clock
+from foundation.http_server import HttpServer
+from foundation.supervisor import Death, Spawn, plain_spawn
 
 log = logging.getLogger(__name__)
 

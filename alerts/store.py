@@ -46,8 +46,8 @@ from alerts.outbox import Queued, Routing
 from alerts.policy import Policy, ladder_of, load_policy
 from detectors.events import Event
 from detectors.localtime import minute_of_day
-from eldercare.errors import EldercareError, StorageError
-from eldercare.pool import LazyPool
+from foundation.errors import EldercareError, StorageError
+from foundation.pool import LazyPool
 
 _FOLD: Final = """
 INSERT INTO alerts AS a (subject, type, status, severity, priority, region, device_id, wearer_id,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from eldercare.embedded import free_port
+from foundation.ports import free_port
 
 
 class _Server(ThreadingHTTPServer):

@@ -33,9 +33,9 @@ Security choices, and why:
   and the login endpoint reads it when it is about to refuse that name
   (:meth:`AccountStore.unlocked_at_ms`).
 
-Errors: :class:`AccountError` (an :class:`~eldercare.errors.EldercareError`) for a request the
+Errors: :class:`AccountError` (an :class:`~foundation.errors.EldercareError`) for a request the
 rules refuse (bad username, short password, duplicate or unknown user); psycopg errors become
-:class:`~eldercare.errors.StorageError`. Nothing here logs passwords, tokens or usernames.
+:class:`~foundation.errors.StorageError`. Nothing here logs passwords, tokens or usernames.
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from alerts.auth import ALL_REGIONS, Principal
-from eldercare.errors import EldercareError, StorageError
-from eldercare.pool import LazyPool
+from foundation.errors import EldercareError, StorageError
+from foundation.pool import LazyPool
 
 log = logging.getLogger(__name__)
 

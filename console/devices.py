@@ -43,7 +43,7 @@ from alerts.http_boundary import StrictRoute
 from alerts.http_types import PrincipalDependency, RegionCode, Text, UtcDatetime
 from console.unregistered import unregistered_router
 from detectors.params import SupervisionParams
-from eldercare.clock import Clock, SystemClock
+from foundation.clock import Clock, SystemClock
 from schemas.readings import TYPE_NAMES, Accel
 
 PREFIX: Final = "/api/v1"

@@ -60,7 +60,7 @@ from psycopg.rows import dict_row
 
 from alerts import queries
 from console.gaps import GAP_TIMEOUT_S, GapTracker, Snapshot
-from eldercare.errors import EldercareError, StorageError
+from foundation.errors import EldercareError, StorageError
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ refused attempt costs no argon2 work and says nothing about the password:
 The windows are sliding logs (PyrateLimiter's ``InMemoryBucket``, one per key): the library
 does the window arithmetic and computes the wait for ``Retry-After``; this module only keys the
 buckets and bounds how many it keeps. Why that library and not ``limits``: its buckets take the
-timestamp from the caller, so the time comes from the injected :class:`~eldercare.clock.Clock`
+timestamp from the caller, so the time comes from the injected :class:`~foundation.clock.Clock`
 and the tests move it; ``limits`` reads ``time.time()`` itself and expires keys from a timer
 thread.
 
@@ -56,7 +56,7 @@ import msgspec
 from msgspec import Meta
 from pyrate_limiter import Decision, InMemoryBucket, Rate, RateItem
 
-from eldercare.clock import Clock
+from foundation.clock import Clock
 
 log = logging.getLogger(__name__)
 

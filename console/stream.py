@@ -40,7 +40,7 @@ from alerts.auth import Principal
 from alerts.http_boundary import StrictRoute
 from alerts.http_types import PrincipalDependency
 from console.live import PREFIX, Change, ChangeFeed, Ended, FeedState, Subscription
-from eldercare.errors import EldercareError, StorageError
+from foundation.errors import EldercareError, StorageError
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field
 from alerts import queries
 from alerts.auth import Principal
 from alerts.http_types import PrincipalDependency, RegionCode, UtcDatetime
-from eldercare.clock import Clock, SystemClock
+from foundation.clock import Clock, SystemClock
 from ingest.admission import REASON_SQL_PATTERN
 
 PATH: Final = "/unregistered-devices"

@@ -57,8 +57,8 @@ from alerts.http_boundary import StrictRoute
 from alerts.http_types import Text
 from console.accounts import AccountStore, Language, Session
 from console.ratelimit import UNKNOWN_ADDRESS, Attempt, LoginLimiter, LoginLimits, Refused
-from eldercare.clock import Clock
-from eldercare.errors import StorageError
+from foundation.clock import Clock
+from foundation.errors import StorageError
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from device_sim.scenario import (
     Scenario,
     incident_type,
 )
-from eldercare.errors import ConfigError
+from foundation.errors import ConfigError
 from schemas.registry import Contact, Device, Point, Registry, Wearer, Zone
 
 RegistryKind = Literal["bracelet", "watch", "fall_sensor", "home_sensor"]

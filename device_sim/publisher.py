@@ -34,9 +34,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from device_sim.types import Publication
-from eldercare import tls
-from eldercare.errors import BrokerError
-from ingest.broker import BrokerAddress
+from foundation import tls
+from foundation.broker import BrokerAddress
+from foundation.errors import BrokerError
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class MqttLink:
     speak 5 (amqtt, used by ``eldercare demo``). :attr:`mqtt5` says which one was negotiated
     (user properties need 5). Connection loss while publishing is retried for
     ``reconnect_timeout_s``; paho resends unacknowledged messages after the reconnect.
-    ``url`` may be a :class:`~ingest.broker.BrokerAddress`, for a login and TLS files beyond
+    ``url`` may be a :class:`~foundation.broker.BrokerAddress`, for a login and TLS files beyond
     what a URL says.
     """
 
@@ -236,7 +236,7 @@ def publish(pubs: Iterable[Publication], *, url: str | BrokerAddress, speed: flo
             drain_timeout_s: float = 60.0) -> PublishStats:
     """Publish ``pubs`` (in non-decreasing ``t_ms``) to the broker at ``url``, paced.
 
-    ``url`` is an ``mqtt[s]://`` URL or a :class:`~ingest.broker.BrokerAddress` (login and TLS
+    ``url`` is an ``mqtt[s]://`` URL or a :class:`~foundation.broker.BrokerAddress` (login and TLS
     files from a configuration: ``eldercare sim run --ca-file ...``).
 
     ``speed``: 1.0 is real time, N is N times faster, ``None`` as fast as possible. A message

@@ -35,7 +35,7 @@ from typing import IO, Any, Final
 import msgspec
 
 from device_sim.types import Publication
-from eldercare.errors import ValidationError
+from foundation.errors import ValidationError
 from schemas.topics import TOPIC_ROOT
 
 #: Keys the envelope adds to each reading object; a reading may not carry them itself.

@@ -1,6 +1,6 @@
 """The scenario file: what to simulate, for how long, and which incidents to script.
 
-YAML or JSON, decoded once by :mod:`eldercare.documents` (encoding, size, nesting and alias
+YAML or JSON, decoded once by :mod:`foundation.documents` (encoding, size, nesting and alias
 limits) into frozen msgspec structs (unknown keys are errors: a misspelt
 incident option must not silently fall back to its default). Incidents are a tagged union on
 ``type``, one struct per incident with its own options. Checks that need more than one field
@@ -21,8 +21,8 @@ from msgspec import Meta
 
 from detectors.params import AlarmParams
 from device_sim.types import DeliveryParams
-from eldercare.documents import decode_document, format_of, read_document
-from eldercare.errors import ConfigError
+from foundation.documents import decode_document, format_of, read_document
+from foundation.errors import ConfigError
 from schemas.readings import DEVICE_ID_PATTERN, REGION_PATTERN, Latitude, Longitude
 
 #: Fleet kinds an incident can name by index (``home`` is a home sensor kit behind a gateway).

@@ -34,7 +34,7 @@ import numpy as np
 
 from detectors.events import Event
 from device_sim.types import LABEL_DECODER, Label, LabelType
-from eldercare.errors import ValidationError
+from foundation.errors import ValidationError
 
 LABEL_TYPES: Final[tuple[str, ...]] = get_args(LabelType)
 T = TypeVar("T")

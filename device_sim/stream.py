@@ -59,7 +59,7 @@ from device_sim.scenario import (
 )
 from device_sim.types import Label, Publication, SimReading
 from device_sim.wearables import Bracelet, Watch
-from eldercare.errors import ConfigError
+from foundation.errors import ConfigError
 from schemas.registry import Registry
 
 #: Incidents that cannot share a device at overlapping times (a bracelet left on the table

@@ -1,8 +1,10 @@
 """eldercare: telemetry ingest, detection and alerting for elderly-care safety devices.
 
-The application shell (command line, configuration, embedded demo) lives here; the domain packages
-sit beside it as the design card asks: ``schemas`` (wire contract), ``ingest`` (MQTT to database),
-``detectors``, ``alerts`` and ``device_sim``.
+The application shell (command line, configuration, embedded demo) lives here; the components sit
+below it as the design card asks: ``schemas`` (wire contract), ``detectors``, ``ingest`` (MQTT to
+database), ``alerts``, ``console`` and ``device_sim``, all on ``foundation`` (docs/architecture.md).
 """
 
-__version__ = "0.1.0"
+from foundation import __version__
+
+__all__ = ["__version__"]

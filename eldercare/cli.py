@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from device_sim.cli import add_sim_commands
+from eldercare.sim_cli import add_sim_commands
 from eldercare.config import Config, load_config
-from eldercare.errors import EldercareError
+from foundation.errors import EldercareError
 
 log = logging.getLogger("eldercare")
 
@@ -47,14 +47,14 @@ _CHECK_S = 1.0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from eldercare.supervisor import Supervisor
+    from foundation.supervisor import Supervisor
     from ingest.service import IngestService
 
     config = _config(args)
     stop = threading.Event()
     supervisor = Supervisor(on_death=lambda _death: stop.set())
     # An exception escaping any thread of the process (paho's network loop included) is a
-    # death too: the process must not stay up and deaf (eldercare/supervisor.py).
+    # death too: the process must not stay up and deaf (foundation/supervisor.py).
     threading.excepthook = supervisor.excepthook
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

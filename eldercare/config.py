@@ -19,13 +19,14 @@ from msgspec import Meta
 
 from alerts.channels.aliyun import AliyunConfig
 from alerts.channels.email import SmtpConfig
+from alerts.channels.mqtt import AlertsMqttConfig
 from alerts.channels.webhook import WebhookConfig
 from alerts.document import DEFAULT_MAP_LINK
 from console.ratelimit import LoginLimits
 from detectors.fall import FallParams
 from detectors.params import AlarmParams, DetectorParams, GeofenceParams, SupervisionParams
-from eldercare.documents import parse_document, read_document
-from eldercare.errors import ConfigError
+from foundation.documents import parse_document, read_document
+from foundation.errors import ConfigError
 
 Positive = Annotated[int, Meta(ge=1)]
 NonNegative = Annotated[int, Meta(ge=0)]
@@ -34,7 +35,7 @@ NonNegative = Annotated[int, Meta(ge=0)]
 class MqttConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Broker connection. ``client_id`` must be stable: it names the persistent session.
 
-    The login and TLS files are checked by ``ingest.broker.BrokerAddress.from_config``
+    The login and TLS files are checked by ``foundation.broker.BrokerAddress.from_config``
     (deploy/mosquitto/README.md, "Connecting the service").
     """
 
@@ -123,24 +124,6 @@ class DetectorsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
                               supervision=self.supervision, fall=self.fall,
                               timezone=self.timezone, accel_fall_kinds=self.accel_fall_kinds,
                               accel_fall_unregistered=self.accel_fall_unregistered)
-
-
-class AlertsMqttConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The MQTT alert channel's own identity on the broker (``[alerts.mqtt]``).
-
-    The broker (``url``) and the CA are [mqtt]'s. Unset, the login and the client certificate
-    are [mqtt]'s too; but the broker ACL grants alerts to ``eldercare-alerts`` and readings to
-    ``eldercare-ingest`` (ingest/broker_acl.py), and a TLS listener that names sessions after
-    the login would let one login's two connections take each other's session, so production
-    sets its own ``username`` here (alerts/channels/mqtt.py).
-    """
-
-    username: str | None = None
-    password_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    #: Default: [mqtt] ``client_id`` + ``-alerts``.
-    client_id: str | None = None
 
 
 class AlertsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -48,8 +48,9 @@ from device_sim.scenario import Scenario, parse_scenario
 from device_sim.stream import build
 from device_sim.types import Publication
 from eldercare.config import load_config
-from eldercare.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
-from eldercare.supervisor import Supervisor
+from eldercare.embedded import EmbeddedBroker, EmbeddedPostgres
+from foundation.ports import free_port
+from foundation.supervisor import Supervisor
 from ingest.service import IngestService
 from schemas import device_topic
 

@@ -35,7 +35,7 @@ import msgspec
 from detectors.engine import DetectorEngine
 from detectors.events import EVENT_ENCODER, Event
 from detectors.params import DetectorParams
-from eldercare.errors import ValidationError
+from foundation.errors import ValidationError
 from schemas.readings import Reading
 from schemas.registry import Registry
 from schemas.topics import parse_topic

@@ -16,24 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import threading
 import warnings
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from eldercare.errors import BrokerError, StorageError
-from eldercare.loop_thread import LoopThread
+from foundation.errors import BrokerError, StorageError
+from foundation.loop_thread import LoopThread
+from foundation.ports import free_port
 
 log = logging.getLogger(__name__)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 class _Mqtt5ProbeFilter(logging.Filter):

@@ -45,7 +45,7 @@ the ``password_file`` separator (``mosquitto_passwd`` refuses it, although the w
 allows it in device ids), and the ``eldercare-`` prefix is reserved for the service's own users
 and client ids, so no device can be named like the session it would then take over. Two entries
 with one username are refused too: Mosquitto would merge their grants. Errors are
-:class:`~eldercare.errors.RegistryError` naming the entry by its path (``$.wearers[3].devices[0]``)
+:class:`~foundation.errors.RegistryError` naming the entry by its path (``$.wearers[3].devices[0]``)
 and id, never by a wearer's name.
 """
 
@@ -59,8 +59,8 @@ from typing import Final
 
 import msgspec
 
-from eldercare.documents import load_document
-from eldercare.errors import RegistryError
+from foundation.documents import load_document
+from foundation.errors import RegistryError
 from schemas.registry import Registry
 from schemas.topics import SERVICE_NAMESPACES, TOPIC_ROOT, device_topic, gateway_topic
 

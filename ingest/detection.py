@@ -30,9 +30,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from detectors.engine import DetectorEngine
 from detectors.events import Event, EventSink
-from eldercare.clock import Clock
-from eldercare.errors import StorageError
-from eldercare.supervisor import Spawn, plain_spawn
+from foundation.clock import Clock
+from foundation.errors import StorageError
+from foundation.supervisor import Spawn, plain_spawn
 from ingest.batch import Batch
 from ingest.event_store import EventStore
 from ingest.retry import StorageRetry

@@ -16,7 +16,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from detectors.events import EVENT_ENCODER, Event
-from eldercare.errors import StorageError
+from foundation.errors import StorageError
 from ingest.storage import close_quietly
 
 _INSERT: Final = (

@@ -20,7 +20,7 @@ from typing import Final, Literal
 
 import psycopg
 
-from eldercare.errors import MigrationError, StorageError
+from foundation.errors import MigrationError, StorageError
 
 log = logging.getLogger(__name__)
 

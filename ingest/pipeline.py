@@ -50,9 +50,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from eldercare.clock import Clock
-from eldercare.errors import StorageError, WorkerError
-from eldercare.supervisor import Spawn, plain_spawn
+from foundation.clock import Clock
+from foundation.errors import StorageError, WorkerError
+from foundation.supervisor import Spawn, plain_spawn
 from ingest.batch import Batch
 from ingest.buffer import Message, MessageBuffer
 from ingest.metrics import IngestMetrics
@@ -121,7 +121,7 @@ class IngestPipeline:
         self.buffer = buffer
         self.spawn = spawn
         #: Told at once when the pipeline halts on an unexpected error (the supervisor: the
-        #: service must not stay up and deaf; eldercare/supervisor.py).
+        #: service must not stay up and deaf; foundation/supervisor.py).
         self.on_failure = on_failure
         #: Why the pipeline halted, if it did.
         self.failure: str | None = None

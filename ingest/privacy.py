@@ -23,7 +23,7 @@ the same transaction (:func:`_materialized_device_hourly` says why). A wearer wi
 unresolved alert is not deleted: erasure must not pull the data out from under an emergency in
 progress.
 
-Errors (the tree of :mod:`eldercare.errors`)::
+Errors (the tree of :mod:`foundation.errors`)::
 
     EldercareError
     ├── UnknownWearer      no such wearer (``wearer_id``; ``deleted_at`` when a deletion is on
@@ -50,7 +50,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from eldercare.errors import EldercareError, StorageError
+from foundation.errors import EldercareError, StorageError
 
 log = logging.getLogger(__name__)
 

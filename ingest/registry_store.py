@@ -6,7 +6,7 @@ import json
 
 import psycopg
 
-from eldercare.errors import StorageError
+from foundation.errors import StorageError
 from schemas.registry import Registry
 
 

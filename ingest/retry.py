@@ -4,7 +4,7 @@ shutdown grace period has run out.
 Both writers of the service use it: the pipeline (one batch's readings) and the detection stage
 (that batch's events). Neither may give up while running, because giving up would mean dropping
 data; at shutdown each retries for ``shutdown_grace_s`` and then raises the last
-:class:`~eldercare.errors.StorageError`, so its messages stay unacknowledged and come back.
+:class:`~foundation.errors.StorageError`, so its messages stay unacknowledged and come back.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from eldercare.errors import StorageError
+from foundation.errors import StorageError
 
 log = logging.getLogger(__name__)
 

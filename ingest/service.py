@@ -8,7 +8,7 @@ Lifecycle (explicit states, see :class:`State`)::
 everything it holds, then disconnects. Messages that arrive during the drain are not acknowledged,
 so the broker redelivers them to the next run (persistent session). Threads are named and joined.
 
-Every long-lived thread is started through the :class:`~eldercare.supervisor.Supervisor`: one
+Every long-lived thread is started through the :class:`~foundation.supervisor.Supervisor`: one
 that dies unexpectedly is recorded at once (``/api/v1/health`` answers 503,
 ``eldercare_workers_failed`` counts it) and its ``on_death`` tells the owner (``eldercare run``)
 to stop in order and exit non-zero, so the process is restarted instead of staying up and deaf.
@@ -32,13 +32,13 @@ from prometheus_client import Gauge, start_http_server
 from alerts.service import AlertService
 from detectors.engine import DetectorEngine
 from detectors.events import Event, EventSink
-from eldercare.clock import Clock, SystemClock
 from eldercare.config import Config
-from eldercare.errors import EldercareError, StorageError
-from eldercare.supervisor import Supervisor
+from foundation.broker import BrokerAddress
+from foundation.clock import Clock, SystemClock
+from foundation.errors import EldercareError, StorageError
+from foundation.supervisor import Supervisor
 from ingest.admission import registry_admission
 from ingest.batch import Batch
-from ingest.broker import BrokerAddress
 from ingest.buffer import MessageBuffer
 from ingest.detection import DetectionMetrics, DetectionStage
 from ingest.event_store import PostgresEventStore

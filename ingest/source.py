@@ -15,12 +15,12 @@ A PUBACK only means something on the connection that received the PUBLISH: each 
 generation number, and acks of messages from an older generation are skipped (the broker will
 redeliver those; the store drops the duplicates).
 
-Where and as whom is :class:`ingest.broker.BrokerAddress`, shared with the alert channel and
+Where and as whom is :class:`foundation.broker.BrokerAddress`, shared with the alert channel and
 the simulator. The first connection is dialled here rather
 than in paho's thread, so that a refused certificate fails :meth:`MqttSource.start` at once with
 its reason; the version probe logs in as no one, so it cannot take over our session.
 
-Reconnects are paho's, paced by :class:`ingest.broker.ReconnectPacer`: jittered, at most
+Reconnects are paho's, paced by :class:`foundation.broker.ReconnectPacer`: jittered, at most
 ``reconnect_max_s`` (2 s) apart, so the service is back within about that once the broker is.
 A reconnect on which the broker no longer holds our session (CONNACK session present = 0:
 restarted without persistence, or the session expired) is logged as a warning and counted
@@ -50,16 +50,16 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from eldercare import tls
-from eldercare.clock import Clock
-from eldercare.errors import BrokerError
-from ingest.broker import (
+from foundation import tls
+from foundation.broker import (
     DEFAULT_RECONNECT_MAX_S,
     Backoff,
     BrokerAddress,
     ReconnectPacer,
     stop_client,
 )
+from foundation.clock import Clock
+from foundation.errors import BrokerError
 from ingest.buffer import Message, MessageBuffer, may_hold_alarm
 from ingest.metrics import IngestMetrics
 from schemas.topics import RETIRED_SUBSCRIPTIONS, service_namespace

@@ -31,7 +31,7 @@ from typing import Any, Final
 
 import msgspec
 
-from eldercare.errors import StorageError
+from foundation.errors import StorageError
 
 log = logging.getLogger(__name__)
 

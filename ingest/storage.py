@@ -22,7 +22,7 @@ Two write methods, chosen by configuration and compared in ``benchmarks/ingest.p
 
 Rows are built with ``operator.attrgetter`` over exactly the fields of each reading type, so no
 per-column Python loop runs per reading. psycopg errors never leave this module: they become
-:class:`~eldercare.errors.StorageError`.
+:class:`~foundation.errors.StorageError`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from typing import Any, Final, Literal, Protocol
 
 import psycopg
 
-from eldercare.errors import StorageError
+from foundation.errors import StorageError
 from ingest.batch import Batch
 from schemas import READING_TYPES, TYPE_NAMES, Accel, Reading
 

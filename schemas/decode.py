@@ -28,7 +28,7 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
-from eldercare.errors import ValidationError
+from foundation.errors import ValidationError
 from schemas.readings import TYPE_NAMES, Reading
 from schemas.salvage import (
     ALARM_CLASSES,

@@ -1,6 +1,6 @@
 """The device registry file: wearers, their devices, family contacts and safe zones.
 
-YAML or JSON, decoded by :mod:`eldercare.documents` (encoding, size, nesting and alias limits)
+YAML or JSON, decoded by :mod:`foundation.documents` (encoding, size, nesting and alias limits)
 and validated into frozen structs with errors that give the path of the bad entry
 (``$.wearers[3].zones[0].radius_m``). The format is documented in ``docs/registry.md``; an example
 ships as ``deploy/registry.example.yaml``.
@@ -16,8 +16,8 @@ from typing import Annotated, Final, Literal
 import msgspec
 from msgspec import Meta
 
-from eldercare.documents import DocumentLimits, decode_document, format_of, read_document
-from eldercare.errors import RegistryError
+from foundation.documents import DocumentLimits, decode_document, format_of, read_document
+from foundation.errors import RegistryError
 from schemas.readings import DEVICE_ID_PATTERN, REGION_PATTERN, Latitude, Longitude
 
 # Used with fullmatch: a `$` would also match before a final newline.

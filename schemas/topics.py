@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from eldercare.errors import ValidationError
+from foundation.errors import ValidationError
 from schemas.readings import DEVICE_ID_PATTERN, REGION_PATTERN
 
 TOPIC_ROOT: Final = "eldercare/v1"

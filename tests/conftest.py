@@ -18,7 +18,7 @@ import alerts.service
 from alerts.store import AlertStore
 from alerts.webhook_receiver import Receiver
 from eldercare.config import Config, load_config
-from eldercare.http_server import HttpServer
+from foundation.http_server import HttpServer
 from ingest.migrations import migrate
 from tests.aliyun_fake import FakeAliyun
 from tests.services import Mosquitto, Postgres

@@ -22,7 +22,8 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from eldercare.embedded import EmbeddedPostgres, free_port
+from eldercare.embedded import EmbeddedPostgres
+from foundation.ports import free_port
 
 
 def wait_port(port: int, timeout_s: float = 10.0) -> None:

@@ -24,7 +24,7 @@ from alerts.outbox import Queued, Routing
 from alerts.policy import Staff, load_policy
 from alerts.store import AlertStore
 from detectors.events import Event
-from eldercare.clock import ManualClock
+from foundation.clock import ManualClock
 from ingest.migrations import migrate
 from ingest.registry_store import store_registry
 from schemas.registry import parse_registry

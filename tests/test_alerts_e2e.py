@@ -22,9 +22,9 @@ from msgspec import structs
 from alerts.auth import new_token
 from alerts.channels.webhook import verify_signature
 from alerts.webhook_receiver import Receiver
-from eldercare.clock import ManualClock
 from eldercare.config import Config
-from eldercare.embedded import free_port
+from foundation.clock import ManualClock
+from foundation.ports import free_port
 from ingest.service import IngestService
 from schemas import device_topic
 from tests.conftest import Publisher, count, now_ms, wait_for

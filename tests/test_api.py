@@ -31,9 +31,9 @@ from alerts.auth import (
 from alerts.queries import mask_address, redact_text
 from alerts.store import AlertStore
 from detectors.events import Event
-from eldercare.embedded import free_port
-from eldercare.errors import ConfigError, EldercareError
-from eldercare.http_server import THREAD_NAME, HttpServer
+from foundation.errors import ConfigError, EldercareError
+from foundation.http_server import THREAD_NAME, HttpServer
+from foundation.ports import free_port
 
 A, B = "371002", "370102"                 # two districts
 DAY = int(datetime(2026, 3, 2, 2, 0, tzinfo=UTC).timestamp() * 1000)   # 10:00 in Shanghai

@@ -37,8 +37,8 @@ from console.app import mount_console
 from console.devices import devices_router
 from console.web import LOGIN_BODY_LIMIT
 from detectors.events import Event
-from eldercare.clock import ManualClock
-from eldercare.http_server import HttpServer
+from foundation.clock import ManualClock
+from foundation.http_server import HttpServer
 
 DAY = int(datetime(2026, 3, 2, 2, 0, tzinfo=UTC).timestamp() * 1000)
 PASSWORD = "correct horse battery"

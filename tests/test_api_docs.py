@@ -19,8 +19,8 @@ from playwright.sync_api import Route, sync_playwright
 from alerts.api import create_app
 from alerts.auth import TokenTable
 from alerts.store import AlertStore
-from eldercare.clock import ManualClock
-from eldercare.http_server import HttpServer
+from foundation.clock import ManualClock
+from foundation.http_server import HttpServer
 
 
 @pytest.fixture

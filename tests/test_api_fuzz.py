@@ -43,8 +43,8 @@ from alerts.auth import TokenEntry, TokenTable, hash_token, new_token
 from alerts.service import AlertService
 from console.stream import stream_router
 from detectors.events import Event
-from eldercare.clock import ManualClock
 from eldercare.config import load_config
+from foundation.clock import ManualClock
 
 ROOT = Path(__file__).resolve().parent.parent
 A, B = "371002", "370102"

@@ -26,8 +26,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from alerts.auth import TokenEntry, TokenTable, hash_token, new_token
 from alerts.service import AlertService
 from detectors.events import Event
-from eldercare.clock import ManualClock
 from eldercare.config import load_config
+from foundation.clock import ManualClock
 from tests.conftest import capture_apps
 
 A = "371002"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from eldercare.cli import main
-from eldercare.errors import RegistryError
+from foundation.errors import RegistryError
 from ingest.broker_acl import (
     AlertReader,
     BrokerClients,

@@ -20,9 +20,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from eldercare.clock import SystemClock
-from eldercare.errors import ConfigError
-from ingest.broker import DEFAULT_RECONNECT_MAX_S, Backoff, BrokerAddress, ReconnectPacer
+from foundation.broker import DEFAULT_RECONNECT_MAX_S, Backoff, BrokerAddress, ReconnectPacer
+from foundation.clock import SystemClock
+from foundation.errors import ConfigError
 from ingest.buffer import Message, MessageBuffer
 from ingest.metrics import IngestMetrics
 from ingest.source import MqttSource
@@ -185,7 +185,7 @@ def test_backoff_refuses_a_ceiling_that_is_not_a_positive_number(bad: float) -> 
 def test_pacer_restarts_the_count_only_after_a_stable_connection(
         monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]
-    monkeypatch.setattr("ingest.broker.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("foundation.broker.time.monotonic", lambda: now[0])
     pacer = ReconnectPacer(Backoff(first_s=0.1, max_s=2.0), stable_s=10.0)
     client = FakeClient()
     pacer.attach(client)  # type: ignore[arg-type]

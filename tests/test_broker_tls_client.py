@@ -32,10 +32,10 @@ from alerts.service import build_channels
 from device_sim.publisher import MqttLink
 from device_sim.recording import write_recording
 from device_sim.types import Publication
-from eldercare.clock import SystemClock
 from eldercare.config import Config, load_config
-from eldercare.errors import BrokerError, ConfigError
-from ingest.broker import BrokerAddress
+from foundation.broker import BrokerAddress
+from foundation.clock import SystemClock
+from foundation.errors import BrokerError, ConfigError
 from ingest.broker_acl import AlertReader, BrokerClients, render_acl
 from ingest.buffer import Message as BufferedMessage
 from ingest.buffer import MessageBuffer

@@ -25,7 +25,7 @@ from alerts.channels.aliyun import (
     string_to_sign,
 )
 from alerts.channels.base import Channel, DeliveryFailed, Message
-from eldercare.embedded import free_port
+from foundation.ports import free_port
 from tests.aliyun_fake import BEIJING, KEY_ID, SECRET, FakeAliyun, expected_signature
 
 # 2026-03-02 10:00 in Beijing.

@@ -19,7 +19,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from alerts.channels.base import Channel, DeliveryFailed, Message
 from alerts.channels.email import EmailChannel, SmtpConfig
-from eldercare.embedded import free_port
+from foundation.ports import free_port
 
 LINK = "https://uri.amap.com/marker?position=122.1,37.5"
 SENDER = "alerts@eldercare.example"

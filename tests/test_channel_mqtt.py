@@ -17,8 +17,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from alerts.channels.base import DeliveryFailed, Message
 from alerts.channels.mqtt import MqttAlertChannel, MqttEndpoint
-from eldercare.embedded import EmbeddedBroker, free_port
-from eldercare.errors import ConfigError
+from eldercare.embedded import EmbeddedBroker
+from foundation.errors import ConfigError
+from foundation.ports import free_port
 from tests.conftest import stop_paho
 from tests.services import Mosquitto
 

@@ -20,10 +20,10 @@ from alerts.channels.webhook import (
     verify_signature,
 )
 from alerts.webhook_receiver import Receiver
-from eldercare import __version__
-from eldercare.clock import ManualClock
-from eldercare.embedded import free_port
-from eldercare.errors import ConfigError
+from foundation import __version__
+from foundation.clock import ManualClock
+from foundation.errors import ConfigError
+from foundation.ports import free_port
 
 SECRET = "s3cret-for-tests"
 NOW_MS = 1_700_000_000_123

@@ -22,8 +22,8 @@ from alerts.auth import Principal, TokenEntry, TokenTable, hash_token, new_token
 from alerts.store import AlertStore
 from console.accounts import AccountError, AccountStore
 from detectors.events import Event
-from eldercare.clock import ManualClock
-from eldercare.http_server import HttpServer
+from foundation.clock import ManualClock
+from foundation.http_server import HttpServer
 
 A, B = "371002", "370102"
 DAY = int(datetime(2026, 3, 2, 2, 0, tzinfo=UTC).timestamp() * 1000)

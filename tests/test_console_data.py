@@ -21,8 +21,8 @@ from alerts.store import AlertStore
 from console.devices import devices_router
 from console.evidence import evidence_router, magnitude_trace
 from detectors.events import Event
-from eldercare.clock import ManualClock
-from eldercare.http_server import HttpServer
+from foundation.clock import ManualClock
+from foundation.http_server import HttpServer
 from ingest.event_store import PostgresEventStore
 from ingest.registry_store import store_registry
 from schemas.registry import Device, Point, Registry, Wearer, Zone

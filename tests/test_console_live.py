@@ -29,7 +29,7 @@ from console.gaps import GapTracker, Snapshot
 from console.live import ChangeFeed
 from console.stream import stream_router
 from detectors.events import Event
-from eldercare.http_server import HttpServer
+from foundation.http_server import HttpServer
 
 A, B = "371002", "370102"
 DAY = int(datetime(2026, 3, 2, 2, 0, tzinfo=UTC).timestamp() * 1000)

@@ -17,8 +17,8 @@ from fastapi import FastAPI
 
 from alerts.auth import new_token
 from console.devices import devices_router
-from eldercare.clock import ManualClock
-from eldercare.http_server import HttpServer
+from foundation.clock import ManualClock
+from foundation.http_server import HttpServer
 from ingest.admission import RegistryAdmission
 from ingest.batch import Batch
 from ingest.registry_store import store_registry

@@ -9,7 +9,7 @@ import re
 import msgspec
 import pytest
 
-from eldercare.errors import ValidationError
+from foundation.errors import ValidationError
 from ingest.admission import REASON_SQL_PATTERN, refusal_reason
 from schemas import (
     Accel,

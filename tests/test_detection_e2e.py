@@ -16,10 +16,10 @@ from prometheus_client import CollectorRegistry
 
 from detectors.engine import DetectorEngine
 from detectors.events import Event, ListSink
-from eldercare.clock import SystemClock
 from eldercare.config import Config
 from eldercare.detect import run_detect
-from eldercare.errors import StorageError
+from foundation.clock import SystemClock
+from foundation.errors import StorageError
 from ingest.batch import Batch
 from ingest.detection import DetectionMetrics, DetectionStage
 from ingest.event_store import PostgresEventStore

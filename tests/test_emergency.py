@@ -11,8 +11,8 @@ from alerts.channels.webhook import WebhookChannel, WebhookConfig, verify_signat
 from alerts.emergency import EmergencyDispatcher
 from alerts.webhook_receiver import Receiver
 from detectors.events import Event
-from eldercare.clock import SystemClock
-from eldercare.errors import StorageError
+from foundation.clock import SystemClock
+from foundation.errors import StorageError
 from ingest.spool import SegmentLog
 from tests.conftest import now_ms, wait_for
 

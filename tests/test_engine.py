@@ -21,7 +21,7 @@ from detectors.engine import DetectorEngine
 from detectors.events import Event
 from detectors.params import DetectorParams, GeofenceParams
 from eldercare.config import load_config
-from eldercare.errors import ConfigError
+from foundation.errors import ConfigError
 from schemas.readings import (
     Accel,
     Fall,

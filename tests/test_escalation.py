@@ -9,7 +9,7 @@ import pytest
 
 from alerts.escalation import on_claim, on_due, on_open
 from alerts.policy import Ladder, Step, ladder_of, load_policy
-from eldercare.errors import ConfigError
+from foundation.errors import ConfigError
 
 T0 = 1_700_000_000_000
 LADDER = Ladder(steps=[Step(notify=["dispatch", "family:1"], wait_s=60),

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from eldercare.config import Config
-from eldercare.errors import StorageError
+from foundation.errors import StorageError
 from ingest.batch import Batch
 from ingest.service import IngestService
 from ingest.storage import PostgresStore, WriteResult
@@ -142,7 +142,7 @@ def test_storage_outage_is_retried_and_loses_nothing(
 
 def test_metrics_endpoint(make_config: Callable[..., Config], publisher: Publisher, region: str,
                           db_url: str) -> None:
-    from eldercare.embedded import free_port
+    from foundation.ports import free_port
 
     with IngestService(make_config(**{"metrics.port": free_port()})) as svc:
         publisher.publish(device_topic(region, "BR-1"),

@@ -17,8 +17,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from eldercare.clock import SystemClock
-from ingest.broker import BrokerAddress
+from foundation.broker import BrokerAddress
+from foundation.clock import SystemClock
 from ingest.buffer import Message, MessageBuffer
 from ingest.metrics import IngestMetrics
 from ingest.source import MqttSource

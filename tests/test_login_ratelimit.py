@@ -33,11 +33,11 @@ from console.accounts import AccountStore
 from console.ratelimit import Attempt, LoginLimiter, LoginLimits, Refused, address_key
 from console.web import login_router
 from eldercare.cli import main as cli_main
-from eldercare.clock import ManualClock
 from eldercare.config import ConsoleConfig, load_config
-from eldercare.embedded import free_port
-from eldercare.errors import ConfigError, StorageError
-from eldercare.http_server import HttpServer
+from foundation.clock import ManualClock
+from foundation.errors import ConfigError, StorageError
+from foundation.http_server import HttpServer
+from foundation.ports import free_port
 
 T0 = int(datetime(2026, 3, 2, 2, 0, tzinfo=UTC).timestamp() * 1000)
 PASSWORD = "correct horse battery"

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 
-from eldercare.clock import SystemClock
-from eldercare.errors import StorageError
+from foundation.clock import SystemClock
+from foundation.errors import StorageError
 from ingest.batch import Batch
 from ingest.buffer import Message, MessageBuffer
 from ingest.metrics import IngestMetrics

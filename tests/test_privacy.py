@@ -30,7 +30,7 @@ from alerts.webhook_receiver import Receiver
 from detectors.events import Event
 from eldercare import cli
 from eldercare.config import Config, load_config
-from eldercare.embedded import free_port
+from foundation.ports import free_port
 from ingest.batch import Batch
 from ingest.event_store import PostgresEventStore
 from ingest.migrations import RetentionPolicy, migrate, prune
@@ -602,7 +602,7 @@ def test_logs_and_metrics_carry_ids_never_names_numbers_or_positions(
     assert "eldercare_readings_stored" in metrics
 
     # caplog sees what reaches the root logger. uvicorn switches its access log off by making
-    # it a dead end (no handlers, no propagation: eldercare/http_server.py, access_log=False);
+    # it a dead end (no handlers, no propagation: foundation/http_server.py, access_log=False);
     # any other logger that does not propagate would escape this test.
     assert _silent_loggers() <= {"uvicorn.access"}
     assert logging.getLogger("uvicorn.access").handlers == []

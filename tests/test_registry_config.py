@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from eldercare.config import load_config
-from eldercare.errors import ConfigError, RegistryError
+from foundation.errors import ConfigError, RegistryError
 from ingest.migrations import migrate
 from ingest.registry_store import store_registry
 from schemas.registry import load_registry, parse_registry

@@ -34,7 +34,7 @@ from device_sim.scenario import (
 )
 from device_sim.stream import Simulation, build
 from device_sim.types import Label, SimReading
-from eldercare.errors import ConfigError
+from foundation.errors import ConfigError
 from schemas.readings import Reading
 from schemas.registry import parse_registry
 

@@ -31,7 +31,7 @@ from device_sim.publisher import encode_payload, publish
 from device_sim.recording import read_recording, write_recording
 from device_sim.types import DeliveryParams, Publication, SimReading
 from eldercare.detect import run_detect
-from eldercare.errors import ValidationError
+from foundation.errors import ValidationError
 from schemas import MessageDecoder, Reading, device_topic, gateway_topic
 from tests.conftest import wait_for
 from tests.services import Mosquitto
@@ -392,8 +392,8 @@ def test_publishing_survives_a_broker_restart(tmp_path: Path) -> None:
 
 
 def test_an_unreachable_broker_is_a_broker_error() -> None:
-    from eldercare.embedded import free_port
-    from eldercare.errors import BrokerError
+    from foundation.errors import BrokerError
+    from foundation.ports import free_port
 
     with pytest.raises(BrokerError, match="cannot reach"):
         publish([], url=f"mqtt://127.0.0.1:{free_port()}")

@@ -24,7 +24,7 @@ from device_sim.score import (
     score_files,
 )
 from device_sim.types import LABEL_ENCODER, Label
-from eldercare.errors import ValidationError
+from foundation.errors import ValidationError
 
 T0 = 1_700_000_000_000  # device time of the first incident, ms
 S = 1000

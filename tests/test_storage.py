@@ -7,7 +7,7 @@ import json
 import psycopg
 import pytest
 
-from eldercare.errors import MigrationError, StorageError
+from foundation.errors import MigrationError, StorageError
 from ingest import migrations
 from ingest.batch import Batch
 from ingest.migrations import migrate

@@ -1,4 +1,4 @@
-"""The supervisor (eldercare/supervisor.py), and health reporting a dead worker at once.
+"""The supervisor (foundation/supervisor.py), and health reporting a dead worker at once.
 
 Unit tests drive real threads with events (no sleeps); the service test runs the ingest
 service against real Mosquitto and PostgreSQL with a store whose commit raises a
@@ -16,8 +16,8 @@ import pytest
 from prometheus_client import generate_latest
 
 from eldercare.config import Config
-from eldercare.errors import WorkerError
-from eldercare.supervisor import Death, Supervisor
+from foundation.errors import WorkerError
+from foundation.supervisor import Death, Supervisor
 from ingest.batch import Batch
 from ingest.service import IngestService
 from ingest.storage import WriteResult

@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from eldercare.embedded import free_port
+from foundation.ports import free_port
 from ingest.batch import Batch
 from ingest.migrations import RetentionPolicy, migrate
 from ingest.storage import PostgresStore

@@ -24,7 +24,7 @@ from alerts.channels.webhook import (
     verify_signature,
 )
 from alerts.webhook_receiver import Receiver
-from eldercare.clock import ManualClock
+from foundation.clock import ManualClock
 
 SECRET = b"replay-window-secret"
 NOW_S = 1_772_416_800            # 2026-03-02 02:00:00 UTC

@@ -27,7 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from eldercare.embedded import free_port
+from foundation.ports import free_port
 from tests.services import Mosquitto, wait_port
 
 ROOT = Path(__file__).parent.parent

@@ -60,7 +60,7 @@ import phonenumbers
 
 from alerts.channels.base import DeliveryFailed, Message, Receipt
 from alerts.templates import render
-from eldercare.clock import Clock, SystemClock
+from foundation.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from eldercare.errors import EldercareError
+from foundation.errors import EldercareError
 
 
 @dataclass(frozen=True, slots=True)

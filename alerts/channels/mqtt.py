@@ -19,7 +19,7 @@ the connection drops is re-sent by paho on reconnect, in order: at worst a dupli
 state, which retained state tolerates. The outbox worker orders sends of one alert, so a
 retry of an old state never follows a newer one.
 
-The broker is [mqtt]'s, reached as :class:`ingest.broker.BrokerAddress` says (``mqtts://``:
+The broker is [mqtt]'s, reached as :class:`foundation.broker.BrokerAddress` says (``mqtts://``:
 TLS, always verified); the login is the channel's own, ``[alerts.mqtt]`` (the broker ACL grants
 alerts to ``eldercare-alerts``, readings to ``eldercare-ingest``), see :func:`channel_address`.
 The first dial happens in the constructor: a refused certificate stops the start with its
@@ -47,12 +47,12 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from alerts.channels.base import DeliveryFailed, Message, Receipt
-from eldercare import tls
-from eldercare.errors import BrokerError, ConfigError
-from ingest.broker import BrokerAddress, stop_client
+from foundation import tls
+from foundation.broker import BrokerAddress, stop_client
+from foundation.errors import BrokerError, ConfigError
 
 if TYPE_CHECKING:
-    from eldercare.config import AlertsMqttConfig, MqttConfig
+    from foundation.broker import BrokerSettings
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +63,30 @@ _UNSUPPORTED_PROTOCOL = 132  # CONNACK: unsupported protocol version
 _PERMANENT_REFUSALS = frozenset({135, 144, 153})
 
 
-#: The name this module used for :class:`ingest.broker.BrokerAddress`, which parses the same
+#: The name this module used for :class:`foundation.broker.BrokerAddress`, which parses the same
 #: URLs and also carries the TLS files.
 MqttEndpoint = BrokerAddress
 
 
-def channel_address(ingest: MqttConfig, own: AlertsMqttConfig) -> BrokerAddress:
+class AlertsMqttConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The MQTT alert channel's own identity on the broker (``[alerts.mqtt]``).
+
+    The broker (``url``) and the CA are [mqtt]'s. Unset, the login and the client certificate
+    are [mqtt]'s too; but the broker ACL grants alerts to ``eldercare-alerts`` and readings to
+    ``eldercare-ingest`` (ingest/broker_acl.py), and a TLS listener that names sessions after
+    the login would let one login's two connections take each other's session, so production
+    sets its own ``username`` here (alerts/channels/mqtt.py).
+    """
+
+    username: str | None = None
+    password_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    #: Default: [mqtt] ``client_id`` + ``-alerts``.
+    client_id: str | None = None
+
+
+def channel_address(ingest: BrokerSettings, own: AlertsMqttConfig) -> BrokerAddress:
     """[mqtt]'s broker and CA under the channel's own login and client certificate from
     [alerts.mqtt], each falling back to [mqtt]'s when unset; raises ConfigError.
 

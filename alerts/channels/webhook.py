@@ -15,7 +15,7 @@ Wire format, which the 12349 platform implements on its side::
 The signature covers the exact bytes sent plus the timestamp, so a receiver verifies the body
 before parsing it and refuses captured requests replayed later (:func:`verify_signature`, which
 our tests and the callback endpoint use too). The timestamp comes from the injected
-:class:`~eldercare.clock.Clock`, so tests pin it.
+:class:`~foundation.clock.Clock`, so tests pin it.
 
 Outcome mapping: 2xx is delivered; 408, 429, 5xx, timeouts and network errors may succeed when
 tried again (``DeliveryFailed(retryable=True)``); any other status means the platform rejected
@@ -37,9 +37,9 @@ import httpx
 import msgspec
 
 from alerts.channels.base import DeliveryFailed, Message, Receipt
-from eldercare import __version__
-from eldercare.clock import Clock
-from eldercare.errors import ConfigError, EldercareError
+from foundation import __version__
+from foundation.clock import Clock
+from foundation.errors import ConfigError, EldercareError
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from eldercare.embedded import free_port
+from foundation.ports import free_port
 from tests.faults.dispatch import DispatchPlatform
 from tests.faults.harness import AckedPublisher, Ledger, StreamPlan, fault_scale
 from tests.faults.pgserver import PrivatePostgres

@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from alerts.channels.webhook import SignatureError, verify_signature
-from eldercare.embedded import free_port
+from foundation.ports import free_port
 from tests.faults.process import WEBHOOK_SECRET
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import pytest
 
-from ingest.broker import DEFAULT_RECONNECT_MAX_S
+from foundation.broker import DEFAULT_RECONNECT_MAX_S
 from tests.conftest import now_ms
 from tests.faults.conftest import FaultReport
 from tests.faults.dispatch import DispatchPlatform
@@ -35,7 +35,7 @@ from tests.faults.harness import (
 from tests.faults.process import SESSION_LINE
 from tests.services import Mosquitto
 
-#: The service's reconnect backoff tops out at DEFAULT_RECONNECT_MAX_S (ingest/broker.py); a
+#: The service's reconnect backoff tops out at DEFAULT_RECONNECT_MAX_S (foundation/broker.py); a
 #: reconnect must come within that plus a connection's worth of slack on a loaded machine (the
 #: broker reloading its persistence, the publisher's backlog arriving at the same moment).
 RECONNECT_LIMIT_S = DEFAULT_RECONNECT_MAX_S + 4.0

@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from eldercare.embedded import free_port
+from foundation.ports import free_port
 from tests.aliyun_fake import FakeAliyun
 from tests.faults.conftest import FaultReport
 from tests.faults.dispatch import DispatchPlatform

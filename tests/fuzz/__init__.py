@@ -11,7 +11,7 @@ Whatever arrives must be accepted or refused with a reason: never a crash, never
   something always comes out; reject reasons are non-empty text a dead-letter row can store;
   accepted readings carry the topic's device id, hold no NaN/inf, re-validate against the schema
   and lie in the clock window; decoding is deterministic.
-* ``test_file_parsers``: the documents read through ``eldercare.documents``, fed structural and
+* ``test_file_parsers``: the documents read through ``foundation.documents``, fed structural and
   textual mutations of the shipped examples, random documents and random bytes: only the
   documented error may escape ``parse_registry`` (RegistryError), ``parse_tokens``,
   ``parse_scenario``, ``load_policy`` and ``load_config`` (ConfigError); plus one regression

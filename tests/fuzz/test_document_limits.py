@@ -1,4 +1,4 @@
-"""The limits ``eldercare.documents`` enforces on every file it decodes, at and past each edge.
+"""The limits ``foundation.documents`` enforces on every file it decodes, at and past each edge.
 
 Size, nesting depth, YAML aliases (count, expansion, recursion), strict UTF-8, and messages that
 name the file and the place. The parsers' fuzz tests feed these paths at random; here each edge
@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from eldercare.documents import (
+from foundation.documents import (
     DEFAULT_LIMITS,
     DocumentLimits,
     Format,
@@ -26,7 +26,7 @@ from eldercare.documents import (
     parse_document,
     read_document,
 )
-from eldercare.errors import ConfigError, RegistryError
+from foundation.errors import ConfigError, RegistryError
 from schemas.registry import parse_registry
 
 

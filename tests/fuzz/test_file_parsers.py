@@ -1,4 +1,4 @@
-"""Fuzzing the file parsers, which all decode through ``eldercare.documents``.
+"""Fuzzing the file parsers, which all decode through ``foundation.documents``.
 
 Registry, tokens, scenario, policy and configuration files, fed structural and textual mutants
 of the shipped examples, random documents and random bytes: only the documented error may
@@ -24,7 +24,7 @@ from alerts.auth import TokenTable, parse_tokens
 from alerts.policy import Policy, load_policy
 from device_sim.scenario import Scenario, parse_scenario
 from eldercare.config import Config, load_config
-from eldercare.errors import ConfigError, RegistryError
+from foundation.errors import ConfigError, RegistryError
 from schemas.registry import Registry, parse_registry
 from tests.fuzz.budget import fuzz, randoms
 from tests.fuzz.documents import builtins, dump, mutate_text, mutate_tree

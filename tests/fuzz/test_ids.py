@@ -22,7 +22,7 @@ from alerts.auth import parse_tokens
 from alerts.policy import Staff, Step
 from console.accounts import USERNAME_PATTERN, AccountError, AccountStore
 from device_sim.scenario import parse_scenario
-from eldercare.errors import ConfigError, RegistryError
+from foundation.errors import ConfigError, RegistryError
 from schemas.registry import parse_registry
 from tests.fuzz.wire import DECODER, GW, NOW, REGION
 

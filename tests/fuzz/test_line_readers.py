@@ -13,7 +13,7 @@ import pytest
 
 from device_sim.recording import read_recording
 from device_sim.score import load_events, load_labels
-from eldercare.errors import ValidationError
+from foundation.errors import ValidationError
 from tests.fuzz.budget import fuzz, randoms
 from tests.fuzz.documents import JSON_TOKENS, mutate_tree
 from tests.fuzz.known_bugs import accept_or_refuse

@@ -17,7 +17,7 @@ from typing import Any, Final
 import msgspec
 import msgspec.inspect as mi
 
-from eldercare.errors import ValidationError
+from foundation.errors import ValidationError
 from schemas.decode import DEFAULT_MAX_FUTURE_MS, Decoded, MessageDecoder
 from schemas.readings import (
     ALARM_TYPES,

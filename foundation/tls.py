@@ -1,7 +1,7 @@
 """TLS for eldercare's own MQTT connections: the one place an :class:`ssl.SSLContext` is made.
 
 The ingest source, the MQTT alert channel and the device simulator all get their context from
-:func:`client_context` (through ``ingest.broker.BrokerAddress``), so they trust and present the
+:func:`client_context` (through ``foundation.broker.BrokerAddress``), so they trust and present the
 same things. Verification is always on: the broker's certificate must chain to ``ca_file`` (the
 system's CA certificates when unset) and name the host dialled in its subjectAltName. There is
 deliberately no switch to turn either off: a service that accepts any certificate would hand the
@@ -10,7 +10,7 @@ floor, as on the broker (deploy/mosquitto/production.conf).
 
 A client certificate (``cert_file`` with ``key_file``) is optional; both or neither. The key must
 not be encrypted: a service cannot answer OpenSSL's passphrase prompt, which would otherwise wait
-on the terminal forever. Every problem with the files is a :class:`~eldercare.errors.ConfigError`
+on the terminal forever. Every problem with the files is a :class:`~foundation.errors.ConfigError`
 naming the option and the file, raised when the configuration is read, not at the first
 reconnect. When dialling, :func:`final_failure` tells a refused certificate, which no retry cures
 and which must be reported with its reason, from a network failure worth retrying.
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ssl
 
-from eldercare.errors import BrokerError, ConfigError
+from foundation.errors import BrokerError, ConfigError
 
 
 class _ClosingSSLSocket(ssl.SSLSocket):

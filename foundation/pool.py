@@ -4,7 +4,7 @@ between threads (alerts, console accounts).
 Opening lazily lets a store be built before the database is migrated or even reachable (the
 service builds its components, then migrates, then starts them); the first transaction opens
 the pool once, under a lock, for every thread. psycopg errors pass through unchanged: each
-store translates them into :class:`~eldercare.errors.StorageError` with its own wording.
+store translates them into :class:`~foundation.errors.StorageError` with its own wording.
 """
 
 from __future__ import annotations

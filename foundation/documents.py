@@ -13,7 +13,7 @@ all decoded here (issue #7, "Bad input"), so each gets the same guarantees:
   ``msgspec.convert`` then walks its 10^9 expanded nodes;
 * every failure (encoding, size, syntax, limits, PyYAML's constructor raising ``ValueError``,
   ``KeyError`` or ``AttributeError`` for values such as ``0000-01-01`` or ``!!bool x``, and the
-  schema) is raised as the caller's :class:`~eldercare.errors.EldercareError` subclass, its
+  schema) is raised as the caller's :class:`~foundation.errors.EldercareError` subclass, its
   message the caller's ``label`` (which names the file) and the problem, with the line and
   column or the ``$.path`` of the bad value. Nothing of the document's text is quoted: a registry
   holds the names and phone numbers of the people we protect, and these messages reach logs.
@@ -34,7 +34,7 @@ from typing import Any, Final, Literal, TypeVar
 import msgspec
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
-from eldercare.errors import EldercareError
+from foundation.errors import EldercareError
 
 Format = Literal["yaml", "json", "toml"]
 #: The format each file suffix names (lower case).

@@ -3,7 +3,7 @@
 :class:`ReconnectPacer`).
 
 Shared by ingest, the alert channel and the simulator: ``mqtt://`` or ``mqtts://`` (TLS from
-:mod:`eldercare.tls`, always verified), the login from the URL or from the config section's
+:mod:`foundation.tls`, always verified), the login from the URL or from the config section's
 ``username``/``password_file``.
 
 Reconnects: paho-mqtt reconnects by itself, but its backoff doubles without jitter up to a
@@ -19,16 +19,30 @@ import random
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 
-from eldercare import tls
-from eldercare.errors import ConfigError
+from foundation import tls
+from foundation.errors import ConfigError
 
-if TYPE_CHECKING:
-    from eldercare.config import MqttConfig
+
+class BrokerSettings(Protocol):
+    """The broker options of a configuration section (the shell's ``[mqtt]``, read-only)."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def username(self) -> str | None: ...
+    @property
+    def password_file(self) -> str | None: ...
+    @property
+    def ca_file(self) -> str | None: ...
+    @property
+    def cert_file(self) -> str | None: ...
+    @property
+    def key_file(self) -> str | None: ...
 
 #: URL scheme -> TLS. ``tcp`` and ``ssl`` are the spellings other MQTT tools accept.
 _SCHEMES = {"mqtt": False, "tcp": False, "mqtts": True, "ssl": True}
@@ -43,7 +57,7 @@ class BrokerAddress:
     eldercare (ingest, the alert channel, the simulator), so all connect the same way.
 
     ``tls`` comes from the URL scheme: ``mqtts://`` (default port 8883) or ``mqtt://`` (1883).
-    ``ca_file``, ``cert_file`` and ``key_file`` go to :func:`eldercare.tls.client_context`; the
+    ``ca_file``, ``cert_file`` and ``key_file`` go to :func:`foundation.tls.client_context`; the
     broker's certificate is always verified, against ``ca_file`` or the system's CAs.
     """
 
@@ -75,7 +89,7 @@ class BrokerAddress:
         )
 
     @classmethod
-    def from_config(cls, config: MqttConfig, *, section: str = "mqtt") -> BrokerAddress:
+    def from_config(cls, config: BrokerSettings, *, section: str = "mqtt") -> BrokerAddress:
         """The [mqtt] section, checked: the password file is read and the TLS files are loaded
         now, so a mistake stops the start with a ConfigError naming the option."""
         address = cls.from_url(config.url)

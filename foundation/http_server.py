@@ -5,7 +5,7 @@ workers); the HTTP API, and later the duty console, are ASGI apps. :class:`HttpS
 app on its own event loop in the ``eldercare-http`` thread:
 
 - the listening socket is bound here, before the thread starts, so a port taken or a bad host
-  fails :meth:`HttpServer.start` at once as :class:`~eldercare.errors.ConfigError`, and port 0
+  fails :meth:`HttpServer.start` at once as :class:`~foundation.errors.ConfigError`, and port 0
   gives a free port whose number is known (``port``) before the first request;
 - :meth:`HttpServer.start` returns once uvicorn accepts connections (or raises if it failed to
   start, e.g. the app's lifespan startup failed);
@@ -29,7 +29,7 @@ from typing import Final, Self
 import uvicorn
 from starlette.types import ASGIApp
 
-from eldercare.errors import ConfigError, EldercareError
+from foundation.errors import ConfigError, EldercareError
 
 log = logging.getLogger(__name__)
 

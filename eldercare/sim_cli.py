@@ -30,10 +30,10 @@ from typing import IO, TYPE_CHECKING, Any
 from device_sim.recording import RecordingWriter
 from device_sim.types import Publication
 from eldercare.config import load_config
-from eldercare.errors import ConfigError, ValidationError
+from foundation.errors import ConfigError, ValidationError
 
 if TYPE_CHECKING:
-    from ingest.broker import BrokerAddress
+    from foundation.broker import BrokerAddress
 
 
 def add_sim_commands(subparsers: Any) -> None:
@@ -118,7 +118,7 @@ def _rate(text: str) -> float | None:
 def _broker(args: argparse.Namespace) -> BrokerAddress:
     """The broker, login and TLS files from the options and ``ELDERCARE_MQTT_URL``, checked as
     ``eldercare run`` checks [mqtt] (a missing file is a ConfigError naming the option)."""
-    from ingest.broker import BrokerAddress
+    from foundation.broker import BrokerAddress
 
     options = {"url": args.mqtt_url, "username": args.username,
                "password_file": args.password_file, "ca_file": args.ca_file,

@@ -1,0 +1,91 @@
+"""The plan of the house stays true: packages import downward only (docs/architecture.md).
+
+Every import of every module of the project's packages is parsed (``ast``, nothing is run),
+including imports inside functions and ``TYPE_CHECKING`` blocks, and mapped to an edge
+package -> package. An edge is allowed only downward (:data:`ALLOWED`)::
+
+    eldercare           the application shell: CLI, configuration, demo, composition
+        |
+    ingest     console      device_sim    (console on alerts; the three beside each other)
+        |       alerts          |
+        +------ detectors ------+
+                schemas
+                foundation       imports none of the others
+
+``KNOWN_WRONG`` lists the wrong-way edges that remain while the layering of issue #9 is under
+way, each with the modules that make it. The test fails on any edge outside the rules and the
+list, and also when a listed edge has gone, so the list only ever shrinks.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+_BASE = {"foundation", "schemas", "detectors"}
+#: What each package may import: only what lies below it.
+ALLOWED: dict[str, set[str]] = {
+    "foundation": set(), "schemas": {"foundation"}, "detectors": {"foundation", "schemas"},
+    "ingest": _BASE, "alerts": _BASE, "device_sim": _BASE, "console": _BASE | {"alerts"},
+    "eldercare": _BASE | {"ingest", "alerts", "console", "device_sim"},
+}
+#: Wrong-way edges still to remove (issue #9), and the modules that make them.
+KNOWN_WRONG: dict[tuple[str, str], set[str]] = {
+    ("alerts", "console"): {"alerts.api", "alerts.service"},
+    ("alerts", "eldercare"): {"alerts.service"},
+    ("console", "ingest"): {"console.unregistered"},
+    ("device_sim", "eldercare"): {"device_sim.evaluate"},
+    ("ingest", "alerts"): {"ingest.service"},
+    ("ingest", "eldercare"): {"ingest.service"},
+}
+
+
+def package_edges(root: Path = ROOT) -> dict[tuple[str, str], set[str]]:
+    """(importing package, imported package) -> importing modules, across packages."""
+    edges: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for package in ALLOWED:
+        for path in sorted((root / package).rglob("*.py")):
+            module = ".".join(path.relative_to(root).with_suffix("").parts)
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    target = name.split(".")[0]
+                    if target in ALLOWED and target != package:
+                        edges[(package, target)].add(module.removesuffix(".__init__"))
+    return edges
+
+
+def test_packages_import_downward_only() -> None:
+    edges = package_edges()
+    wrong = {edge: modules for edge, modules in edges.items()
+             if edge[1] not in ALLOWED[edge[0]]}
+    new = {f"{a} -> {b}: {sorted(m - KNOWN_WRONG.get((a, b), set()))}"
+           for (a, b), m in wrong.items() if m - KNOWN_WRONG.get((a, b), set())}
+    assert not new, f"imports pointing the wrong way (docs/architecture.md): {sorted(new)}"
+    gone = {f"{a} -> {b}: {sorted(m - wrong.get((a, b), set()))}"
+            for (a, b), m in KNOWN_WRONG.items() if m - wrong.get((a, b), set())}
+    assert not gone, f"fixed: remove from KNOWN_WRONG: {sorted(gone)}"
+
+
+def test_the_foundation_imports_nothing_of_ours_and_nothing_imports_the_shell() -> None:
+    edges = package_edges()
+    assert not [e for e in edges if e[0] == "foundation"]
+    shell_users = {e[0] for e in edges if e[1] == "eldercare"}
+    assert shell_users <= {a for a, b in KNOWN_WRONG if b == "eldercare"}
+
+
+def test_the_parser_sees_imports_in_functions_and_type_checking_blocks(tmp_path: Path) -> None:
+    (tmp_path / "schemas").mkdir()
+    (tmp_path / "schemas" / "leak.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+        "    from ingest.batch import Batch\ndef f():\n    import alerts.store\n"
+        "from . import readings\n", encoding="utf-8")
+    assert package_edges(tmp_path) == {("schemas", "ingest"): {"schemas.leak"},
+                                       ("schemas", "alerts"): {"schemas.leak"}}
