@@ -38,7 +38,7 @@ Timestamps are ISO 8601 in UTC (``2026-03-02T02:00:00Z``) whatever the database 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Annotated, Any, Final
@@ -61,7 +61,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from alerts import queries
+from alerts import probes, queries
 from alerts.api_models import (
     AcknowledgeIn,
     Alert,
@@ -78,13 +78,13 @@ from alerts.api_models import (
 from alerts.auth import Principal, TokenTable
 from alerts.http_boundary import BodyLimit, StrictRoute, on_validation_error
 from alerts.http_types import RegionCode, ZonedDatetime
+from alerts.probes import Liveness, ReadinessChecks, liveness_answer
 from alerts.store import AlertConflict, AlertStore
 from console.accounts import USERNAME_PATTERN, AccountError, AccountStore, Session
 from console.ratelimit import LoginLimiter, LoginLimits
 from console.web import LOGIN_BODY_LIMIT, check_csrf, login_router, session_cookie
 from foundation.clock import Clock
 from foundation.errors import StorageError
-from foundation.supervisor import Death
 
 log = logging.getLogger(__name__)
 
@@ -202,13 +202,9 @@ router = APIRouter(prefix=PREFIX, route_class=StrictRoute)
 @router.get("/health", tags=["service"], responses={503: {"model": Health}})
 async def health(request: Request, response: Response) -> Health:
     """Liveness: answers without a token and without touching the database; 503 naming the
-    dead workers once any long-lived worker thread of the service has died."""
-    liveness: Callable[[], Sequence[Death]] | None = request.app.state.liveness
-    dead = [d.worker for d in liveness()] if liveness is not None else []
-    if dead:
-        response.status_code = 503
-        return Health(status="failed", failed_workers=dead)
-    return Health(status="ok")
+    dead workers once any long-lived worker thread of the service has died (as ``/healthz``;
+    ``/readyz`` also checks the broker and the database: alerts/probes.py)."""
+    return liveness_answer(request, response)
 
 
 # HEAD answers like GET without a body (uptime checkers use HEAD): the same function serves
@@ -361,7 +357,8 @@ def create_app(*, store: AlertStore, database_url: str, tokens: TokenTable, cloc
                on_change: Callable[[int], None] | None = None,
                accounts: AccountStore | None = None, secure_cookies: bool = True,
                login_limits: LoginLimits | None = None,
-               liveness: Callable[[], Sequence[Death]] | None = None) -> FastAPI:
+               liveness: Liveness | None = None,
+               readiness: ReadinessChecks | None = None) -> FastAPI:
     """The alerts API app. ``on_change(alert_id)`` runs after every successful write (in a
     request thread: it must be quick, e.g. set an event).
 
@@ -374,12 +371,14 @@ def create_app(*, store: AlertStore, database_url: str, tokens: TokenTable, cloc
                   description="Alerts of the 12349 elderly-care platform (docs/api.md).",
                   openapi_url=f"{PREFIX}/openapi.json", docs_url=None, redoc_url=None)
     app.state.liveness = liveness  # /health: the supervisor's deaths (foundation/supervisor.py)
+    app.state.readiness = readiness  # /readyz: the service's checks (alerts/probes.py)
     limiter = None if accounts is None else LoginLimiter(
         login_limits if login_limits is not None else LoginLimits(), clock=clock)
     app.state.alerts_api = _Context(store=store, database_url=database_url, tokens=tokens,
                                     clock=clock, on_change=on_change, accounts=accounts,
                                     limiter=limiter)
     app.include_router(router)
+    app.include_router(probes.router)
     if accounts is not None:
         app.include_router(login_router(accounts, clock, secure_cookies=secure_cookies,
                                         limiter=limiter))

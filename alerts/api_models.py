@@ -178,3 +178,12 @@ class Health(BaseModel):
 
     status: Literal["ok", "failed"]
     failed_workers: list[str] = []
+
+
+class Readiness(BaseModel):
+    """Whether the service can do its job now (``/readyz``): each check by name (``mqtt``,
+    ``database``, ``workers``) and whether all pass."""
+
+    ready: bool
+    checks: dict[str, bool]
+    failed_workers: list[str] = []

@@ -37,6 +37,7 @@ from alerts.escalator import Escalator
 from alerts.folder import AlertFolder
 from alerts.outbox import Queued, Routing
 from alerts.policy import load_policy
+from alerts.probes import ReadinessChecks
 from alerts.store import AlertStore
 from console.accounts import AccountStore
 from console.app import mount_console
@@ -83,9 +84,11 @@ class AlertService:
     def __init__(self, config: Config, *, clock: Clock,
                  channels: Sequence[Channel] | None = None,
                  tokens: TokenTable | None = None, spawn: Spawn = plain_spawn,
-                 liveness: Callable[[], Sequence[Death]] | None = None) -> None:
+                 liveness: Callable[[], Sequence[Death]] | None = None,
+                 readiness: ReadinessChecks | None = None) -> None:
         a = config.alerts
         self.liveness = liveness
+        self.readiness = readiness
         policy = load_policy(a.policy_file)
         self.channels = list(channels) if channels is not None else build_channels(
             config, clock=clock)
@@ -131,7 +134,7 @@ class AlertService:
         app = create_app(store=self.store, database_url=url, tokens=table, clock=clock,
                          on_change=lambda _id: self.escalator.wake(), accounts=self.accounts,
                          secure_cookies=c.secure_cookies, login_limits=c.login_limits,
-                         liveness=self.liveness)
+                         liveness=self.liveness, readiness=self.readiness)
         if c.enabled:
             self.feed = ChangeFeed(url)
             app.include_router(stream_router(self.feed, require_principal))

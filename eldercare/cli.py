@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from eldercare.sim_cli import add_sim_commands
 from eldercare.config import Config, load_config
+from eldercare.sim_cli import add_sim_commands
 from foundation.errors import EldercareError
 
 log = logging.getLogger("eldercare")

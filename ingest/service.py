@@ -54,6 +54,9 @@ from schemas.registry import load_registry
 
 log = logging.getLogger(__name__)
 
+#: How long ``/readyz`` waits for the database before calling it unavailable.
+READY_DB_TIMEOUT_S = 2
+
 
 class State(enum.Enum):
     """Lifecycle state of the service."""
@@ -156,7 +159,8 @@ class IngestService:
         if config.detectors.enabled:
             if config.alerts.enabled:
                 self.alerts = AlertService(config, clock=self.clock, spawn=spawn,
-                                           liveness=self.supervisor.check)
+                                           liveness=self.supervisor.check,
+                                           readiness=self.readiness)
             sinks = [s for s in (self.alerts, event_sink) if s is not None]
             self.detection = DetectionStage(
                 engine=DetectorEngine(params=config.detectors.params(), registry=registry),
@@ -215,6 +219,25 @@ class IngestService:
         self.state = State.RUNNING
         log.info("ingest running (timescale=%s, write method %s)", self.timescale,
                  self.config.database.write_method)
+
+    def readiness(self) -> dict[str, bool]:
+        """The checks of ``/readyz`` (alerts/probes.py): running, connected to the broker, and
+        the database answering a query within ``READY_DB_TIMEOUT_S``. Worker liveness is added
+        by the probe itself."""
+        return {"running": self.state is State.RUNNING,
+                "mqtt": self.metrics.value("eldercare_mqtt_connected") == 1,
+                "database": self._database_answers()}
+
+    def _database_answers(self) -> bool:
+        try:
+            with psycopg.connect(self.config.database.url, autocommit=True,
+                                 connect_timeout=READY_DB_TIMEOUT_S,
+                                 options=f"-c statement_timeout={READY_DB_TIMEOUT_S * 1000}",
+                                 ) as conn:
+                conn.execute("SELECT 1")
+            return True
+        except psycopg.Error:
+            return False
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         self._threads.append(self.supervisor.spawn(name, target))

@@ -382,7 +382,8 @@ def test_the_track_is_the_latest_200_fixes(api: Api, db_url: str) -> None:
 def test_openapi_documents_every_endpoint_outcome_and_error(api: Api) -> None:
     doc = api.client.get("/openapi.json").json()
     assert {(p, m) for p, ops in doc["paths"].items() for m in ops} == {
-        ("/api/v1/health", "get"), ("/api/v1/alerts", "get"),
+        ("/api/v1/health", "get"), ("/healthz", "get"), ("/readyz", "get"),
+        ("/api/v1/alerts", "get"),
         ("/api/v1/alerts/{alert_id}", "get"), ("/api/v1/alerts/{alert_id}/acknowledge", "post"),
         ("/api/v1/alerts/{alert_id}/resolve", "post"), ("/api/v1/alerts/{alert_id}/notes", "post")}
     schemas = doc["components"]["schemas"]

@@ -37,6 +37,8 @@ PASSWORD = "correct horse battery"
 #: Routes that answer without credentials, and why they may. Everything else must refuse.
 OPEN: dict[str, str] = {
     "/api/v1/health": "liveness for load balancers; touches nothing",
+    "/healthz": "the same liveness, where Kubernetes probes look",
+    "/readyz": "readiness: names of checks and pass/fail, no data",
     "/api/v1/openapi.json": "the API's description; no data",
     "/api/v1/docs": "the page that shows that description",
     "/api/v1/docs/assets": "that page's script, style and icon (Swagger UI, from the package)",

@@ -113,6 +113,10 @@ def test_health_and_metrics_report_a_dead_pipeline_the_moment_it_dies(
 
         ok = httpx.get(f"{base}/api/v1/health")
         assert (ok.status_code, ok.json()) == (200, {"status": "ok", "failed_workers": []})
+        assert httpx.get(f"{base}/healthz").json() == ok.json()
+        ready = httpx.get(f"{base}/readyz")
+        assert (ready.status_code, ready.json()) == (200, {"ready": True, "failed_workers": [],
+            "checks": {"running": True, "mqtt": True, "database": True, "workers": True}})
         assert _metric(metrics(), "eldercare_workers_failed") == 0
 
         publisher.publish(device_topic(region, "WT-DEAD"), json.dumps(
@@ -121,6 +125,11 @@ def test_health_and_metrics_report_a_dead_pipeline_the_moment_it_dies(
         health = httpx.get(f"{base}/api/v1/health")
         assert health.status_code == 503
         assert health.json() == {"status": "failed", "failed_workers": ["eldercare-pipeline"]}
+        assert httpx.get(f"{base}/healthz").status_code == 503
+        ready = httpx.get(f"{base}/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["workers"] is False
+        assert ready.json()["failed_workers"] == ["eldercare-pipeline"]
         assert _metric(metrics(), "eldercare_workers_failed") >= 1
         assert "RuntimeError: injected driver bug" in told[0].reason
     assert store.calls == 1  # nothing was acknowledged behind the failed batch
@@ -135,3 +144,32 @@ def test_the_pipeline_thread_raises_worker_error_when_it_halts_unasked(
     pipeline._fail("writer failed (RuntimeError: x)")  # what a writer does on a bug
     with pytest.raises(WorkerError, match="eldercare-pipeline: writer failed"):
         pipeline.run()
+
+
+def test_readyz_fails_on_any_check_and_answers_head(migrated_db: str) -> None:
+    """The probe's shape, on the app alone: a failing check (the database, say) is 503 with the
+    check named; HEAD answers like GET without a body."""
+    from alerts.api import create_app
+    from alerts.auth import TokenTable
+    from alerts.store import AlertStore
+    from foundation.clock import ManualClock
+    from foundation.http_server import HttpServer
+
+    checks = {"mqtt": True, "database": False}
+    store = AlertStore(migrated_db)
+    app = create_app(store=store, database_url=migrated_db, tokens=TokenTable(),
+                     clock=ManualClock(0), liveness=lambda: (), readiness=lambda: checks)
+    try:
+        with HttpServer(app, host="127.0.0.1", port=0) as server, \
+                httpx.Client(base_url=f"http://127.0.0.1:{server.port}") as client:
+            down = client.get("/readyz")
+            assert (down.status_code, down.json()) == (503, {
+                "ready": False, "failed_workers": [],
+                "checks": {"mqtt": True, "database": False, "workers": True}})
+            checks["database"] = True
+            assert client.get("/readyz").status_code == 200
+            head = client.head("/readyz")
+            assert (head.status_code, head.content) == (200, b"")
+            assert client.head("/healthz").status_code == 200
+    finally:
+        store.close()
