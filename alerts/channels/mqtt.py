@@ -258,7 +258,14 @@ class MqttAlertChannel:
         self._connected.clear()
         # A stale client (closed, or the MQTT 5 one being replaced) is no news worth a warning.
         stale = self._closing.is_set() or (client.protocol == mqtt.MQTTv5) != self._mqtt5
-        if not stale:
+        if stale:
+            return
+        if self._may_fall_back and client.protocol == mqtt.MQTTv5:
+            # Never connected yet: a broker that speaks only 3.1.1 (amqtt) may drop an MQTT 5
+            # CONNECT instead of refusing it; the retry gets the refusal and falls back.
+            log.info("MQTT alert channel: MQTT 5 connection dropped before CONNACK (%s);"
+                     " retrying", rc)
+        else:
             log.warning("MQTT alert channel: connection lost (%s); paho reconnects", rc)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: ReasonCode,
