@@ -37,8 +37,6 @@ def _config(args: argparse.Namespace) -> Config:
     })
 
 
-#: Exit status when a worker died (EX_SOFTWARE): the process supervisor restarts the service.
-EXIT_WORKER_DIED = 70
 #: How long the orderly stop after a worker's death may take before the process exits anyway:
 #: a stalled process is what the exit is for, so the stop itself must not stall it.
 DEATH_STOP_LIMIT_S = 60.0
@@ -47,7 +45,7 @@ _CHECK_S = 1.0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from foundation.supervisor import Supervisor
+    from foundation.supervisor import EXIT_WORKER_DIED, Supervisor
     from ingest.service import IngestService
 
     config = _config(args)
@@ -68,8 +66,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         else:
             log.info("stopping: draining and committing held messages")
     if supervisor.deaths:
-        dead = ", ".join(f"{d.worker} ({d.reason})" for d in supervisor.deaths)
-        print(f"eldercare: error: worker died: {dead}; exiting {EXIT_WORKER_DIED} so that the"
+        print(f"eldercare: error: worker died: {supervisor.describe_deaths()};"
+              f" exiting {EXIT_WORKER_DIED} so that the"
               " service is restarted", file=sys.stderr)
         return EXIT_WORKER_DIED
     return 0

@@ -50,7 +50,7 @@ from device_sim.types import Publication
 from eldercare.config import load_config
 from eldercare.embedded import EmbeddedBroker, EmbeddedPostgres
 from foundation.ports import free_port
-from foundation.supervisor import Supervisor
+from foundation.supervisor import EXIT_WORKER_DIED, Supervisor
 from ingest.service import IngestService
 from schemas import device_topic
 
@@ -280,7 +280,6 @@ def run_demo(*, duration_s: float | None, out: TextIO, metrics_port: int | None 
         print(f"eldercare demo: {sent} messages published, {report.total} readings stored, "
               f"{report.dead} dead letters", file=out)
     if supervisor.deaths:
-        dead = ", ".join(f"{d.worker} ({d.reason})" for d in supervisor.deaths)
-        print(f"eldercare demo: error: worker died: {dead}", file=out)
-        return 70
+        print(f"eldercare demo: error: worker died: {supervisor.describe_deaths()}", file=out)
+        return EXIT_WORKER_DIED
     return 0 if report.total > 0 else 1

@@ -32,6 +32,9 @@ from typing import Protocol
 
 log = logging.getLogger(__name__)
 
+#: Exit status of a process whose worker died (EX_SOFTWARE): its supervisor restarts it.
+EXIT_WORKER_DIED = 70
+
 
 class Spawn(Protocol):
     """Start ``target`` in a new named thread and return it."""
@@ -74,6 +77,10 @@ class Supervisor:
         """Every death recorded so far, first first."""
         with self._lock:
             return tuple(self._deaths)
+
+    def describe_deaths(self) -> str:
+        """The deaths so far, for a person: ``worker (reason), ...``."""
+        return ", ".join(f"{d.worker} ({d.reason})" for d in self.deaths)
 
     @property
     def is_stopping(self) -> bool:

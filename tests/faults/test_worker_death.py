@@ -39,7 +39,7 @@ from tests.faults.stream import periodic_reading
 from tests.services import Mosquitto
 
 BOOM, CALM = "WD-BOOM", "WD-CALM"
-#: eldercare/cli.py EXIT_WORKER_DIED
+#: foundation/supervisor.py EXIT_WORKER_DIED, as documented (docs/supervision.md)
 EXIT_WORKER_DIED = 70
 
 
