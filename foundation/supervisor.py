@@ -39,11 +39,14 @@ EXIT_WORKER_DIED = 70
 class Spawn(Protocol):
     """Start ``target`` in a new named thread and return it."""
 
-    def __call__(self, name: str, target: Callable[[], None]) -> threading.Thread: ...
+    def __call__(self, name: str, target: Callable[[], None], *,
+                 child: bool = False) -> threading.Thread: ...
 
 
-def plain_spawn(name: str, target: Callable[[], None]) -> threading.Thread:
+def plain_spawn(name: str, target: Callable[[], None], *,
+                child: bool = False) -> threading.Thread:
     """A :data:`Spawn` without supervision: a daemon thread (unit tests, tools)."""
+    del child  # nothing watches the thread, so there is nothing to tell apart
     thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
     return thread
@@ -91,15 +94,23 @@ class Supervisor:
         """The owner begins an orderly stop: from now on workers that return are not deaths."""
         self._stopping.set()
 
-    def spawn(self, name: str, target: Callable[[], None]) -> threading.Thread:
-        """Start ``target`` as the supervised worker ``name`` (a :data:`Spawn`)."""
+    def spawn(self, name: str, target: Callable[[], None], *,
+              child: bool = False) -> threading.Thread:
+        """Start ``target`` as the supervised worker ``name`` (a :data:`Spawn`).
+
+        A ``child`` is a worker that another supervised worker starts, ends (by handing it an
+        end mark) and joins, such as the pipeline's commit writers: its return is its parent's
+        doing, not a death, while an exception escaping it still is one. Without this, a parent
+        that died would end its children first and the death would be blamed on a child that
+        merely returned (the log would name the wrong worker and hide the exception).
+        """
         def body() -> None:
             try:
                 target()
             except BaseException as exc:  # noqa: BLE001 - every way out of a worker is reported
                 self.fail(name, f"{type(exc).__name__}: {exc}", exc=exc)
                 return
-            if not self._stopping.is_set():
+            if not child and not self._stopping.is_set():
                 self.fail(name, "returned while the service was running")
 
         thread = threading.Thread(target=body, name=name, daemon=True)

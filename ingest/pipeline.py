@@ -171,7 +171,8 @@ class IngestPipeline:
             The pipeline halted on an unexpected error before a stop was requested: nothing
             after the failed batch is acknowledged, so the process must exit and restart.
         """
-        writers = [self.spawn(f"eldercare-commit-{i}", _bind(self._write_loop, store))
+        writers = [self.spawn(f"eldercare-commit-{i}", _bind(self._write_loop, store),
+                              child=True)
                    for i, store in enumerate(self.stores)]
         seq = 0
         try:
@@ -183,6 +184,13 @@ class IngestPipeline:
                     continue
                 self._ready.put((seq, messages, batch))
                 seq += 1
+        except Exception as exc:
+            # Reported before the writers are ended and joined below: a writer may be retrying a
+            # commit for a while, and the supervisor must hear of this death at once.
+            log.exception("pipeline failed")
+            self._fail(f"pipeline failed ({type(exc).__name__}: {exc}); stopping,"
+                       " unacknowledged messages are redelivered")
+            raise
         finally:
             for _ in writers:
                 self._ready.put(None)

@@ -16,12 +16,17 @@ import pytest
 from prometheus_client import generate_latest
 
 from eldercare.config import Config
+from foundation.clock import SystemClock
 from foundation.errors import WorkerError
 from foundation.supervisor import Death, Supervisor
 from ingest.batch import Batch
+from ingest.buffer import Message, MessageBuffer
+from ingest.metrics import IngestMetrics
+from ingest.pipeline import IngestPipeline
 from ingest.service import IngestService
 from ingest.storage import WriteResult
-from schemas import device_topic
+from schemas import MessageDecoder, device_topic
+from schemas.decode import Decoded
 from tests.conftest import Publisher, now_ms, wait_for
 
 
@@ -55,6 +60,21 @@ def test_a_worker_that_returns_while_running_is_a_death_but_not_during_a_stop() 
     quiet.fail("w-give-up", "commit retried past its grace period")  # at shutdown: not a death
     assert quiet.deaths == ()
     assert not quiet.failed.is_set()
+
+
+def test_a_child_worker_may_return_but_not_raise() -> None:
+    """The pipeline's commit writers end when the pipeline hands them an end mark: a return is
+    their parent's doing (else a dying pipeline's death is blamed on a writer that returned)."""
+    sup = Supervisor()
+    sup.spawn("w-child", lambda: None, child=True).join(5)
+    assert sup.deaths == ()
+
+    def boom() -> None:
+        raise RuntimeError("driver bug")
+
+    sup.spawn("w-child-boom", boom, child=True).join(5)
+    assert [(d.worker, d.reason) for d in sup.deaths] == [
+        ("w-child-boom", "RuntimeError: driver bug")]
 
 
 def test_probes_find_threads_that_stopped_and_excepthook_catches_foreign_threads() -> None:
@@ -144,6 +164,32 @@ def test_the_pipeline_thread_raises_worker_error_when_it_halts_unasked(
     pipeline._fail("writer failed (RuntimeError: x)")  # what a writer does on a bug
     with pytest.raises(WorkerError, match="eldercare-pipeline: writer failed"):
         pipeline.run()
+
+
+class _BrokenDecoder(MessageDecoder):
+    def decode(self, topic: str, payload: bytes, *, now_ms: int,
+               content_type: str | None = None) -> Decoded:
+        raise RuntimeError("decoder bug")
+
+
+def test_a_pipeline_that_raises_is_the_death_reported_not_the_writers_it_ends() -> None:
+    """The CI run that failed once: the decoder raised in the pipeline thread, whose cleanup
+    ended its commit writers, and the supervisor blamed ``eldercare-commit-0`` ("returned")
+    and logged the real exception as a shutdown warning."""
+    sup = Supervisor()
+    buffer = MessageBuffer(max_messages=10, max_bytes=10**6)
+    pipeline = IngestPipeline(
+        buffer=buffer, decoder=_BrokenDecoder(), stores=[_FailingStore(), _FailingStore()],
+        ack=lambda messages: len(messages), clock=SystemClock(), metrics=IngestMetrics(),
+        spawn=sup.spawn, on_failure=lambda reason: sup.fail("eldercare-pipeline", reason))
+    assert buffer.put(Message(topic=device_topic("r1", "WT-1"), payload=b"{}", mid=1, qos=1,
+                              content_type=None, received_ms=now_ms(), generation=1),
+                      abort=threading.Event())
+    thread = sup.spawn("eldercare-pipeline", pipeline.run)
+    thread.join(10)
+    assert not thread.is_alive()  # and its writers were joined before it ended
+    assert [d.worker for d in sup.deaths] == ["eldercare-pipeline"]
+    assert "RuntimeError: decoder bug" in sup.deaths[0].reason
 
 
 def test_readyz_fails_on_any_check_and_answers_head(migrated_db: str) -> None:
