@@ -7,10 +7,11 @@ resolve them.
 
 - **Who**: every endpoint but ``GET /api/v1/health`` needs a caller, resolved by
   :func:`require_principal`: either ``Authorization: Bearer <token>`` (:mod:`alerts.auth`;
-  programs such as the dispatch platform) or, when ``create_app`` is given an
-  :class:`~console.accounts.AccountStore`, the duty console's ``ec_session`` cookie
-  (:mod:`console.web`, which also serves ``/console/login``, ``/logout`` and ``/me``). The
-  token's name or the console username is the actor in the audit trail. A cookie is an
+  programs such as the dispatch platform) or, when ``create_app`` is given a
+  :class:`SessionAuth`, a browser session in the ``ec_session`` cookie (the duty console's:
+  :mod:`console.web` implements it and serves ``/console/login``, ``/logout`` and ``/me``;
+  the API defines the seam and the console plugs into it, so alerts never import the
+  console). The token's name or the console username is the actor in the audit trail. A cookie is an
   ambient credential, so a POST authenticated by it must also send ``X-CSRF-Token``
   (403 otherwise); a bearer token is not ambient and needs none. A caller only ever
   sees alerts of its regions: an alert elsewhere answers 404 exactly like a missing one, so ids
@@ -38,10 +39,10 @@ Timestamps are ISO 8601 in UTC (``2026-03-02T02:00:00Z``) whatever the database 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Protocol
 
 from fastapi import (
     APIRouter,
@@ -57,7 +58,7 @@ from fastapi import (
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
@@ -80,9 +81,6 @@ from alerts.http_boundary import BodyLimit, StrictRoute, on_validation_error
 from alerts.http_types import RegionCode, ZonedDatetime
 from alerts.probes import Liveness, ReadinessChecks, liveness_answer
 from alerts.store import AlertConflict, AlertStore
-from console.accounts import USERNAME_PATTERN, AccountError, AccountStore, Session
-from console.ratelimit import LoginLimiter, LoginLimits
-from console.web import LOGIN_BODY_LIMIT, check_csrf, login_router, session_cookie
 from foundation.clock import Clock
 from foundation.errors import StorageError
 
@@ -97,12 +95,33 @@ API_BODY_LIMIT: Final = 64 * 1024
 #: Swagger UI's files (swagger-ui-dist from npm; alerts/static/swagger/README.md).
 SWAGGER_ASSETS: Final = f"{PREFIX}/docs/assets"
 _SWAGGER_DIR: Final = str(resources.files("alerts").joinpath("static", "swagger"))
-ADMIN_ONLY: Final = "only an admin may do this"
 
 
 
 
 # --- Context and authentication ------------------------------------------------------------
+
+#: The cookie holding a browser session's token, when the app has a :class:`SessionAuth`.
+SESSION_COOKIE: Final = "ec_session"
+#: Reads the session cookie (and declares it in the OpenAPI document); never refuses itself.
+session_cookie = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, scheme_name="ConsoleSession",
+                              description="The duty console's session (POST /console/login);"
+                                          " POSTs must also send X-CSRF-Token")
+
+
+class SessionAuth(Protocol):
+    """Browser sessions, as the API accepts them beside bearer tokens (the duty console's:
+    ``console.web.ConsoleSessions``).
+
+    :meth:`resolve` is blocking (a database lookup): the API calls it in its thread pool.
+    """
+
+    def resolve(self, request: Request, token: str, *, now_ms: int) -> Principal | None:
+        """The caller of the live session ``token`` names (refreshing its idle timer), or
+        ``None`` when there is none. Raises ``HTTPException(403)`` when the request is not
+        safe (GET, HEAD, OPTIONS) and lacks the session's CSRF token, before anything runs."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class _Context:
@@ -111,8 +130,7 @@ class _Context:
     tokens: TokenTable
     clock: Clock
     on_change: Callable[[int], None] | None
-    accounts: AccountStore | None
-    limiter: LoginLimiter | None
+    sessions: SessionAuth | None
 
 
 async def _context(request: Request) -> _Context:
@@ -145,12 +163,12 @@ async def require_principal(
     1. ``Authorization: Bearer <token>``: if present it decides alone; a wrong token is 401
        even beside a valid cookie (a program's explicit credential must not silently turn
        into whatever the browser holds);
-    2. the ``ec_session`` cookie, when the app has an account store: the session must be live
-       (absolute and idle expiry; its last-seen time is refreshed), else 401. On any method
-       but GET, HEAD and OPTIONS the request must also carry ``X-CSRF-Token`` equal to the
-       session's CSRF token, else 403 ``missing or wrong CSRF token``, raised before the
-       endpoint runs, so nothing is written. The :class:`~console.accounts.Session` is then
-       also available from :func:`console_session` (language, expiry).
+    2. the ``ec_session`` cookie, when the app has a :class:`SessionAuth`: the session must
+       be live (the console's: absolute and idle expiry; its last-seen time is refreshed),
+       else 401. On any method but GET, HEAD and OPTIONS the request must also carry the
+       session's CSRF token (``X-CSRF-Token``), else 403, raised before the endpoint runs, so
+       nothing is written. The console's session is then also available from
+       ``console.web.console_session`` (language, expiry).
 
     Anything else is 401 ``missing or invalid bearer token``. Every 401 carries
     ``WWW-Authenticate: Bearer``. ``Principal.name`` is the actor to record in audit trails,
@@ -164,33 +182,25 @@ async def require_principal(
         if principal is None:
             raise _unauthorized(BEARER_REFUSED)
         return principal
-    if session_token and ctx.accounts is not None:
+    if session_token and ctx.sessions is not None:
         # The session lookup is a blocking database call: keep it off the event loop.
-        session = await run_in_threadpool(ctx.accounts.session, session_token,
-                                          now_ms=ctx.clock.now_ms())
-        if session is None:
+        principal = await run_in_threadpool(ctx.sessions.resolve, request, session_token,
+                                            now_ms=ctx.clock.now_ms())
+        if principal is None:
             raise _unauthorized(SESSION_REFUSED)
-        check_csrf(request, session)
-        request.state.console_session = session
-        return session.principal
+        return principal
     raise _unauthorized(BEARER_REFUSED)
-
-
-def console_session(request: Request) -> Session | None:
-    """The console session :func:`require_principal` resolved for this request, or ``None``
-    (a bearer caller, or the dependency has not run)."""
-    session: Session | None = getattr(request.state, "console_session", None)
-    return session
 
 
 Ctx = Annotated[_Context, Depends(_context)]
 #: The authenticated caller (:func:`require_principal`), as an endpoint parameter type.
 Caller = Annotated[Principal, Depends(require_principal)]
 
-_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+#: Error responses of an authenticated route, for the OpenAPI document.
+ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": Problem},
     503: {"model": Problem}}
-_BODY_ERRORS: Final[dict[int | str, dict[str, Any]]] = {**_ERRORS, 413: {"model": Problem}}
+_BODY_ERRORS: Final[dict[int | str, dict[str, Any]]] = {**ERRORS, 413: {"model": Problem}}
 _WRITE_ERRORS: Final[dict[int | str, dict[str, Any]]] = {**_BODY_ERRORS,
                                                          409: {"model": Conflict}}
 
@@ -212,7 +222,7 @@ async def health(request: Request, response: Response) -> Health:
 router.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
 
 
-@router.get("/alerts", tags=["alerts"], responses=_ERRORS)
+@router.get("/alerts", tags=["alerts"], responses=ERRORS)
 def list_alerts(
     ctx: Ctx, caller: Caller,
     status: Annotated[list[Status] | None, Query(description="repeat for several")] = None,
@@ -239,7 +249,7 @@ def list_alerts(
                      next_before_id=rows[-1]["id"] if len(rows) == limit else None)
 
 
-@router.get("/alerts/{alert_id}", tags=["alerts"], responses=_ERRORS)
+@router.get("/alerts/{alert_id}", tags=["alerts"], responses=ERRORS)
 def get_alert(ctx: Ctx, caller: Caller, alert_id: AlertId) -> AlertDetail:
     """One alert with its wearer, audit trail, deliveries and the device's recent track."""
     with queries.reading(ctx.database_url) as conn:
@@ -281,33 +291,6 @@ def add_note(ctx: Ctx, caller: Caller, alert_id: AlertId, body: NoteIn) -> Alert
     _require_visible(ctx, caller, alert_id)
     ctx.store.add_note(alert_id, by=caller.name, note=body.note, now_ms=ctx.clock.now_ms())
     return _after_write(ctx, alert_id)
-
-
-#: Routes of console accounts, mounted when the app has them.
-accounts_router = APIRouter(prefix=PREFIX, route_class=StrictRoute)
-
-
-@accounts_router.post(
-    "/console-users/{username}/unlock", tags=["console"], status_code=204,
-    response_class=Response, responses=_ERRORS)
-def unlock_console_user(
-    ctx: Ctx, caller: Caller,
-    username: Annotated[str, Path(pattern=rf"^{USERNAME_PATTERN.pattern}$")],
-) -> Response:
-    """Admins only: lift the login lockout of a console user at once, from every address
-    (docs/console.md). Later failures count again. 404 if there is no such user."""
-    if caller.role != "admin":
-        raise HTTPException(403, ADMIN_ONLY)
-    assert ctx.accounts is not None and ctx.limiter is not None   # mounted only with them
-    now_ms = ctx.clock.now_ms()
-    try:
-        ctx.accounts.unlock(username, now_ms=now_ms)   # for every process (and a restart)
-    except AccountError:
-        raise HTTPException(404, "no such console user") from None
-    forgiven = ctx.limiter.forgive(username, upto_ms=now_ms)
-    log.info("console login lockout of name #%s lifted by an admin (%d failures forgiven)",
-             ctx.limiter.tag(username), forgiven)
-    return Response(status_code=204)
 
 
 def _not_found(alert_id: int) -> HTTPException:
@@ -355,37 +338,29 @@ async def _on_storage_error(request: Request, exc: Exception) -> JSONResponse:
 
 def create_app(*, store: AlertStore, database_url: str, tokens: TokenTable, clock: Clock,
                on_change: Callable[[int], None] | None = None,
-               accounts: AccountStore | None = None, secure_cookies: bool = True,
-               login_limits: LoginLimits | None = None,
+               sessions: SessionAuth | None = None,
+               body_limits: Mapping[str, int] | None = None,
                liveness: Liveness | None = None,
                readiness: ReadinessChecks | None = None) -> FastAPI:
     """The alerts API app. ``on_change(alert_id)`` runs after every successful write (in a
     request thread: it must be quick, e.g. set an event).
 
-    With ``accounts``, duty console sessions are accepted beside bearer tokens and the login
-    endpoints (:func:`console.web.login_router`) are mounted under ``/console``;
-    ``secure_cookies=False`` only for plain HTTP on a trusted host (demo, tests). The caller
-    owns ``accounts`` (and closes it). Every request body is limited before it is read
-    (:class:`~alerts.http_boundary.BodyLimit`), and validation errors never echo input."""
+    With ``sessions``, browser sessions are accepted beside bearer tokens (the console's; its
+    own routes are added by whoever composes the app: ``console.app``). Every request body is
+    limited before it is read (:class:`~alerts.http_boundary.BodyLimit`): to
+    :data:`API_BODY_LIMIT`, or to ``body_limits[path]`` for the paths it names (routes added
+    later, such as the console's login); validation errors never echo input."""
     app = FastAPI(title="eldercare alerts API", version="1",
                   description="Alerts of the 12349 elderly-care platform (docs/api.md).",
                   openapi_url=f"{PREFIX}/openapi.json", docs_url=None, redoc_url=None)
     app.state.liveness = liveness  # /health: the supervisor's deaths (foundation/supervisor.py)
     app.state.readiness = readiness  # /readyz: the service's checks (alerts/probes.py)
-    limiter = None if accounts is None else LoginLimiter(
-        login_limits if login_limits is not None else LoginLimits(), clock=clock)
     app.state.alerts_api = _Context(store=store, database_url=database_url, tokens=tokens,
-                                    clock=clock, on_change=on_change, accounts=accounts,
-                                    limiter=limiter)
+                                    clock=clock, on_change=on_change, sessions=sessions)
     app.include_router(router)
     app.include_router(probes.router)
-    if accounts is not None:
-        app.include_router(login_router(accounts, clock, secure_cookies=secure_cookies,
-                                        limiter=limiter))
-        app.include_router(accounts_router)
     _mount_docs(app)
-    app.add_middleware(BodyLimit, default=API_BODY_LIMIT,
-                       paths={"/console/login": LOGIN_BODY_LIMIT})
+    app.add_middleware(BodyLimit, default=API_BODY_LIMIT, paths=dict(body_limits or {}))
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(AlertConflict, _on_conflict)
     app.add_exception_handler(StorageError, _on_storage_error)

@@ -2,7 +2,7 @@
 
 Every change to an alert, every queued, sent, failed or suppressed message and every escalation
 writes a row here in the same transaction as the change itself, so the trail can neither miss
-a step nor show one that did not happen. A trigger (``ingest/sql/0004_alerts.sql``) refuses
+a step nor show one that did not happen. A trigger (``alerts/sql/0004_alerts.sql``) refuses
 UPDATE and DELETE on the table.
 """
 

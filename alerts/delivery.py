@@ -9,7 +9,8 @@ policy's attempts, given up, audited and escalated.
 
 It sleeps until the earliest due row, at most ``poll_s`` (rows queued by another process), and
 is woken at once by :meth:`wake` when this process queues work, which keeps an SOS's path from
-the alert's commit to the webhook free of polling delays.
+the alert's commit to the webhook free of polling delays. The claiming thread is a
+:class:`foundation.worker.Worker`; a sender that finishes wakes it (a sender came free).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from alerts.store import AlertStore
 from foundation.clock import Clock
 from foundation.errors import StorageError
 from foundation.supervisor import Spawn, plain_spawn
+from foundation.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +56,14 @@ class DeliveryWorker:
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self._busy = 0  # messages with the senders
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = Worker(f"eldercare-delivery-{channel.name}", self._round, spawn=spawn,
+                              on_error=self._round_failed)
         self._pool = ThreadPoolExecutor(concurrency,
                                         thread_name_prefix=f"eldercare-send-{channel.name}")
 
     def wake(self) -> None:
         """New rows are queued for this channel: look now."""
-        self._wake.set()
+        self._worker.wake()
 
     def submit(self, messages: list[Message]) -> None:
         """Send messages already leased to this worker (written leased in the transaction that
@@ -73,15 +74,13 @@ class DeliveryWorker:
             self._pool.submit(self._deliver, m)
 
     def start(self) -> None:
-        self._thread = self.spawn(f"eldercare-delivery-{self.channel.name}", self._run)
+        """Start the claiming thread; it claims at once what is due."""
+        self._worker.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop claiming; sends in flight finish (each bounded by its channel's timeout).
         Rows still leased are retried by the next run when the lease runs out."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        self._worker.stop(timeout_s)
         # Messages already handed over are sent (each bounded by the channel timeout) rather
         # than left leased until the next run picks them up.
         self._pool.shutdown(wait=True, cancel_futures=False)
@@ -131,7 +130,7 @@ class DeliveryWorker:
         finally:
             with self._lock:
                 self._busy -= 1
-            self._wake.set()
+            self._worker.wake()
 
     def _failed(self, m: Message, reason: str, *, retryable: bool) -> None:
         with self.store.transaction() as (conn, _):
@@ -161,21 +160,18 @@ class DeliveryWorker:
             return self.poll_s
         return min(self.poll_s, max(0.0, (due - self._now()).total_seconds()))
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self.run_once():
-                    continue  # more may be due
-                timeout = self._sleep_s()
-            except StorageError as exc:
-                log.warning("delivery worker %s: %s; retrying in %.1f s", self.channel.name,
-                            exc, self.poll_s)
-                timeout = self.poll_s
-            except Exception:
-                log.exception("delivery worker %s failed", self.channel.name)
-                timeout = self.poll_s
-            self._wake.wait(timeout)
-            self._wake.clear()
+    def _round(self) -> float:
+        if self.run_once():
+            return 0.0  # more may be due
+        return self._sleep_s()
+
+    def _round_failed(self, exc: Exception) -> float:
+        if isinstance(exc, StorageError):
+            log.warning("delivery worker %s: %s; retrying in %.1f s", self.channel.name,
+                        exc, self.poll_s)
+        else:
+            log.exception("delivery worker %s failed", self.channel.name, exc_info=exc)
+        return self.poll_s
 
 
 def _relaxed(conn: psycopg.Connection) -> None:

@@ -12,6 +12,11 @@ centre matches by device, type and time; docs/alerts.md, "Provisional alerts").
 
 The pending set is bounded; if it is ever full, further events wait for the ordinary path (they
 are journaled) and the refusal is logged and counted, not hidden.
+
+The thread is a :class:`foundation.worker.Worker` whose round sends what is due and sleeps until
+the next retry; :meth:`EmergencyDispatcher.submit` wakes it. A failed send is handled per event
+(backoff), so the worker has no error handler: anything escaping a round is a bug, and the
+supervisor's death (the process restarts, the journal still holds the events) says so.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from alerts.document import provisional_document, provisional_key
 from detectors.events import Event
 from foundation.clock import Clock
 from foundation.supervisor import Spawn, plain_spawn
+from foundation.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +69,13 @@ class EmergencyDispatcher:
         self.refused = 0  # not taken: the pending set was full (the journal still has them)
         self._pending: dict[str, _Pending] = {}
         self._done: set[str] = set()
-        self._cond = threading.Condition()
-        self._stop = False
-        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # the pending set: taken by submit, sent by the worker
+        self._worker = Worker("eldercare-provisional", self._round, spawn=spawn)
 
     def submit(self, events: Sequence[Event]) -> int:
         """Send the life-safety ``events`` provisionally; returns how many were taken."""
         taken = 0
-        with self._cond:
+        with self._lock:
             for e in events:
                 if e.type not in LIFE_SAFETY:
                     continue
@@ -84,41 +89,38 @@ class EmergencyDispatcher:
                     continue
                 self._pending[key] = _Pending(e)
                 taken += 1
-            if taken:
-                self._cond.notify_all()
+        if taken:
+            self._worker.wake()
         return taken
 
     def pending(self) -> int:
-        with self._cond:
+        """How many provisional alerts are waiting to be sent (or retried)."""
+        with self._lock:
             return len(self._pending)
 
     def start(self) -> None:
-        self._thread = self.spawn("eldercare-provisional", self._run)
+        """Start the ``eldercare-provisional`` thread."""
+        self._worker.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-        if self._pending:
+        """Stop after the sends in progress; what is unsent stays journaled."""
+        self._worker.stop(timeout_s)
+        if unsent := self.pending():
             log.warning("%d provisional alerts unsent at stop (journaled: they become alerts "
-                        "when the database is back)", len(self._pending))
+                        "when the database is back)", unsent)
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._stop:
-                    now = time.monotonic()
-                    due = [(k, p) for k, p in self._pending.items() if p.due <= now]
-                    if due:
-                        break
-                    wait = min((p.due for p in self._pending.values()), default=now + 60) - now
-                    self._cond.wait(max(0.01, wait))
-                if self._stop:
-                    return
-            for key, p in due:  # sent outside the lock: submit never waits for the network
-                self._send(key, p)
+    def _round(self) -> float | None:
+        """Send what is due; sleep until the next retry is due (or until a submit)."""
+        now = time.monotonic()
+        with self._lock:
+            due = [(k, p) for k, p in self._pending.items() if p.due <= now]
+        for key, p in due:  # sent outside the lock: submit never waits for the network
+            self._send(key, p)
+        with self._lock:
+            if not self._pending:
+                return None
+            wait = min(p.due for p in self._pending.values()) - time.monotonic()
+        return 0.0 if wait <= 0 else max(0.01, wait)  # due already: go again at once
 
     def _send(self, key: str, p: _Pending) -> None:
         p.attempt += 1
@@ -131,7 +133,7 @@ class EmergencyDispatcher:
         try:
             self.channel.send(message)
         except DeliveryFailed as exc:
-            with self._cond:
+            with self._lock:
                 if not exc.retryable:
                     log.error("provisional %s %s refused by the dispatch webhook (%s); it "
                               "becomes an alert when the database is back", p.event.type,
@@ -145,10 +147,10 @@ class EmergencyDispatcher:
             return
         except Exception:  # a channel bug must not end the thread that sends SOS alerts
             log.exception("provisional alert send failed")
-            with self._cond:
+            with self._lock:
                 p.due = time.monotonic() + self.backoff_max_s
             return
-        with self._cond:
+        with self._lock:
             self.sent += 1
             self._finish(key)
         log.warning("provisional %s alert for device %s sent to the dispatch centre "

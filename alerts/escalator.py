@@ -5,18 +5,19 @@ restart neither loses a pending escalation nor repeats one: each climb and its d
 commit in one transaction (:meth:`AlertStore.escalate_due`), rows locked ``FOR UPDATE SKIP
 LOCKED`` so two service instances never climb the same rung twice. The thread sleeps until the
 earliest timer, at most ``poll_s`` (timers set by another process), and is woken early by
-:meth:`wake` (a claim, a resolution, a delivery given up).
+:meth:`wake` (a claim, a resolution, a delivery given up). The thread is a
+:class:`foundation.worker.Worker`; after a failed round it retries in ``poll_s``.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 
 from alerts.store import AlertStore
 from foundation.clock import Clock
 from foundation.errors import StorageError
 from foundation.supervisor import Spawn, plain_spawn
+from foundation.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -31,22 +32,23 @@ class Escalator:
         self.clock = clock
         self.poll_s = poll_s
         self.climbed = 0
-        self.wakeup = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = Worker("eldercare-alert-escalator", self._round, spawn=spawn,
+                              on_error=self._failed)
+        #: Set it to look at the timers now; a delivery worker sets it when it gives up on a
+        #: ladder message (``on_given_up``).
+        self.wakeup = self._worker.wakeup
 
     def wake(self) -> None:
         """Look at the timers now (one may have been moved earlier)."""
-        self.wakeup.set()
+        self._worker.wake()
 
     def start(self) -> None:
-        self._thread = self.spawn("eldercare-alert-escalator", self._run)
+        """Start the thread; it climbs at once what fell due while the service was down."""
+        self._worker.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        self._stop.set()
-        self.wakeup.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        """Stop after the climb in progress, if any."""
+        self._worker.stop(timeout_s)
 
     def run_due(self) -> int:
         """Climb every due rung now; returns how many. Raises StorageError."""
@@ -56,17 +58,17 @@ class Escalator:
         self.climbed += total
         return total
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            timeout = self.poll_s
-            try:
-                self.run_due()
-                due = self.store.next_timer_ms()
-                if due is not None:
-                    timeout = min(self.poll_s, max(0.0, (due - self.clock.now_ms()) / 1000))
-            except StorageError as exc:
-                log.warning("escalation failed, retrying in %.1f s: %s", self.poll_s, exc)
-            except Exception:
-                log.exception("escalator failed")
-            self.wakeup.wait(timeout)
-            self.wakeup.clear()
+    def _round(self) -> float:
+        """Climb what is due; sleep until the earliest timer, at most ``poll_s``."""
+        self.run_due()
+        due = self.store.next_timer_ms()
+        if due is None:
+            return self.poll_s
+        return min(self.poll_s, max(0.0, (due - self.clock.now_ms()) / 1000))
+
+    def _failed(self, exc: Exception) -> float:
+        if isinstance(exc, StorageError):
+            log.warning("escalation failed, retrying in %.1f s: %s", self.poll_s, exc)
+        else:
+            log.exception("escalator failed", exc_info=exc)
+        return self.poll_s

@@ -1,14 +1,21 @@
 """The service's alert folder: a named thread that turns stored detection events into alerts.
 
-It reads unfolded events from the ``detection_events`` table (:meth:`AlertStore.fold_pending`),
-not from memory: an event is stored before the batch that raised it is acknowledged, so
-whatever happens afterwards (the fold fails, the service dies), the event is still there and
-is folded later, exactly once. The folder is also the detection stage's
-:class:`~detectors.events.EventSink`: new events wake it at once, so an SOS becomes an alert
-without waiting. It also folds once at start (events a previous run left unfolded) and at stop.
-After a failed fold it retries every ``poll_s``; while nothing fails and nothing new comes, it
-sleeps without touching the database. Folding runs beside ingest, never in its path: a slow or
-failing alert store does not hold back PUBACKs.
+The folder is the detection stage's :class:`~detectors.events.EventSink`. Events cross from
+detection to alerts once, in memory: the stage stores them in ``detection_events`` before the
+batch that raised them is acknowledged, then hands the new ones here, and the folder folds
+exactly those (:meth:`AlertStore.fold_stored`: claim each by its identity where not folded
+yet, fold, one transaction), without reading them back. The table stays the durable record
+and the recovery queue: whatever happens after the hand-off (the fold fails, the service dies,
+the hand-off queue overflows), the event is still there unfolded, and the folder reads it back
+(:meth:`AlertStore.fold_pending`) exactly then, and only then: at start (what a previous run
+left), after a failed fold, and when its queue overflowed. Until that backlog is folded no
+hand-off is folded ahead of it, so a subject's events keep their order.
+
+New events wake it at once, so an SOS becomes an alert without waiting; it folds once more at
+stop. After a failed fold it retries every ``poll_s``; while nothing fails and nothing new
+comes, it sleeps without touching the database. Folding runs beside ingest, never in its path: a slow or
+failing alert store does not hold back PUBACKs. The thread is a :class:`foundation.worker.Worker`
+with a final round, so a stop that arrives mid-fold still folds once more.
 """
 
 from __future__ import annotations
@@ -16,14 +23,20 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from typing import Final
 
 from alerts.store import AlertChange, AlertStore
 from detectors.events import Event
 from foundation.clock import Clock
 from foundation.errors import StorageError
 from foundation.supervisor import Spawn, plain_spawn
+from foundation.worker import Worker
 
 log = logging.getLogger(__name__)
+
+#: Events held for the next fold at most; beyond, the copies are dropped and the table is read
+#: (they are stored already), so a stalled database cannot grow memory without bound.
+MAX_HELD: Final = 10_000
 
 
 class AlertFolder:
@@ -38,51 +51,66 @@ class AlertFolder:
         self.on_changes = on_changes
         self.spawn = spawn
         self.failures = 0
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        #: Handed-off events not folded yet (guarded by ``_lock``), and whether the table holds
+        #: unfolded events the hand-off does not cover (start, a failure, an overflow).
+        self._held: list[Event] = []
+        self._backlog = True
+        self._lock = threading.Lock()
+        self._worker = Worker("eldercare-alert-folder", self._fold_round, spawn=spawn,
+                              on_error=self._failed, final_round=True)
 
     def handle(self, events: Sequence[Event]) -> None:
-        """EventSink: new events are stored; fold them now."""
-        self._wake.set()
+        """EventSink: ``events`` are stored and new; fold them now."""
+        with self._lock:
+            if len(self._held) + len(events) > MAX_HELD:
+                self._held.clear()  # they are in the table: read them back instead
+                self._backlog = True
+            else:
+                self._held.extend(events)
+        self._worker.wake()
 
     def start(self) -> None:
-        self._thread = self.spawn("eldercare-alert-folder", self._run)
+        """Start the thread; it folds at once what a previous run stored and did not fold."""
+        self._worker.start()
 
     def stop(self) -> None:
         """Fold what is pending once more, then stop."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(30)
+        self._worker.stop(30)
 
     def fold_now(self) -> int:
-        """Fold everything pending; returns the number of alert changes."""
+        """Fold everything unfolded in the table; returns the number of alert changes."""
         total = 0
         while changes := self.store.fold_pending(now_ms=self.clock.now_ms()):
-            total += len(changes)
-            for c in changes:
-                log.info("alert %d %s: %s device=%s", c.alert_id, c.action, c.event.type,
-                         c.event.device_id)
-            if self.on_changes is not None:
-                self.on_changes(changes)
+            total += self._report(changes)
         return total
 
-    def _run(self) -> None:
-        timeout: float | None = 0.0  # fold at once: what a previous run stored and did not fold
-        while True:
-            self._wake.wait(timeout)
-            self._wake.clear()  # before folding: an event stored meanwhile wakes the next round
-            try:
-                self.fold_now()
-                timeout = None  # all folded: sleep until new events come
-            except StorageError as exc:  # the events stay unfolded; retried after poll_s
-                timeout = self.poll_s
-                self.failures += 1
-                log.warning("alert folding failed, retrying in %.1f s: %s", self.poll_s, exc)
-            except Exception:
-                timeout = self.poll_s
-                self.failures += 1
-                log.exception("alert folder failed")
-            if self._stop.is_set():
-                return
+    def _report(self, changes: list[AlertChange]) -> int:
+        for c in changes:
+            log.info("alert %d %s: %s device=%s", c.alert_id, c.action, c.event.type,
+                     c.event.device_id)
+        if self.on_changes is not None:
+            self.on_changes(changes)
+        return len(changes)
+
+    def _fold_round(self) -> None:
+        """Fold the backlog if there is one, else what was handed off; then sleep (``None``)
+        until new events come."""
+        with self._lock:
+            held, self._held = self._held, []
+            backlog, self._backlog = self._backlog, False  # a failure or overflow sets it again
+        if backlog:
+            # The table has every held event too; copies folded here are not claimed again.
+            self.fold_now()
+        elif held:
+            self._report(self.store.fold_stored(held, now_ms=self.clock.now_ms()))
+
+    def _failed(self, exc: Exception) -> float:
+        """The events stay unfolded in the table, which the retry reads; after ``poll_s``."""
+        with self._lock:
+            self._backlog = True
+        self.failures += 1
+        if isinstance(exc, StorageError):
+            log.warning("alert folding failed, retrying in %.1f s: %s", self.poll_s, exc)
+        else:
+            log.exception("alert folder failed", exc_info=exc)
+        return self.poll_s

@@ -1,6 +1,6 @@
 """Alerts in PostgreSQL: folding detection events into alerts, and their lifecycle (issue #5).
 
-The invariants live in the database, not in Python (``ingest/sql/0004_alerts.sql``):
+The invariants live in the database, not in Python (``alerts/sql/0004_alerts.sql``):
 
 - one unresolved alert per (subject, type): the partial unique index ``alerts_one_unresolved``.
   Folding an event is one ``INSERT ... ON CONFLICT ... DO UPDATE`` on that index, so two
@@ -49,6 +49,17 @@ from detectors.localtime import minute_of_day
 from foundation.errors import EldercareError, StorageError
 from foundation.pool import LazyPool
 
+#: Claim stored, unfolded detection events by identity (the unique key of the table), in one
+#: statement: the row lock orders this against a concurrent :meth:`AlertStore.fold_pending`
+#: (which skips locked rows), and ``alerted_at IS NULL`` re-checked after the lock makes the
+#: claim exactly-once.
+_CLAIM: Final = (
+    "UPDATE detection_events SET alerted_at = %s"
+    " FROM unnest(%s::text[], %s::text[], %s::int8[]) AS u(d, t, ms)"
+    " WHERE device_id = u.d AND type = u.t"
+    " AND ts = timestamptz 'epoch' + u.ms * interval '1 millisecond' AND alerted_at IS NULL"
+    " RETURNING device_id, type, (extract(epoch FROM ts) * 1000)::int8"
+)
 _FOLD: Final = """
 INSERT INTO alerts AS a (subject, type, status, severity, priority, region, device_id, wearer_id,
                          first_ts, last_ts, lat, lon, opened_at, updated_at)
@@ -255,6 +266,28 @@ class AlertStore:
             conn.execute("UPDATE detection_events SET alerted_at = %s WHERE id = ANY(%s)",
                          (_ts(now_ms), [r[0] for r in rows]))
         return changes
+
+    def fold_stored(self, events: Sequence[Event], *, now_ms: int) -> list[AlertChange]:
+        """Fold ``events`` just stored in ``detection_events`` (the detection stage's hand-off,
+        so they cross once, from memory): each is claimed by its identity
+        ``(device_id, type, ts)`` where not folded yet, and those claimed are folded in order,
+        in the same transaction. An event another folder (or :meth:`fold_pending`) folded
+        first is not claimed, so each is folded exactly once; one not stored is ignored.
+        """
+        if not events:
+            return []
+        with self.transaction() as (conn, touched):
+            rows = conn.execute(_CLAIM, (
+                _ts(now_ms), [e.device_id for e in events], [e.type for e in events],
+                [e.ts for e in events])).fetchall()
+            claimed = {(d, t, int(ms)) for d, t, ms in rows}
+            mine = []
+            for e in events:
+                key = (e.device_id, e.type, e.ts)
+                if key in claimed:
+                    claimed.discard(key)  # the same identity twice is one stored event
+                    mine.append(e)
+            return self._fold(conn, mine, now_ms=now_ms, touched=touched) if mine else []
 
     def acknowledge(self, alert_id: int, *, by: str, now_ms: int, note: str | None = None) -> None:
         """``by`` claims the alert. Claiming one's own claim again is a no-op; anyone else's

@@ -35,8 +35,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from detectors.events import Event
+from eldercare.app import Application
 from eldercare.config import load_config
-from ingest.service import IngestService
 from schemas import device_topic, gateway_topic
 
 
@@ -150,7 +150,7 @@ def main() -> None:
                     "alerts.webhook.secret": "bench",
                     "spool.dir": tempfile.mkdtemp(prefix="eldercare-bench-spool-")})
                 sink = _Sink()
-                with IngestService(cfg, event_sink=sink):
+                with Application(cfg, event_sink=sink):
                     res = _publish(broker.url, region, rate, args.seconds)
                     deadline = time.time() + 30
                     while (len(sink.seen) < len(res["sent"])

@@ -121,8 +121,8 @@ def _raw_consumer(url: str, client_id: str, expected: int, out: mp.Queue[dict[st
 
 def _full_consumer(url: str, client_id: str, db_url: str, method: str, detect: bool,
                    writers: int, expected_readings: int, out: mp.Queue[dict[str, Any]]) -> None:
+    from eldercare.app import Application, prepare_database
     from eldercare.config import load_config
-    from ingest.service import IngestService, prepare_database
 
     cfg = load_config(path=None, env={}, overrides={
         "mqtt.url": url, "mqtt.client_id": client_id, "mqtt.protocol": "5",
@@ -134,19 +134,20 @@ def _full_consumer(url: str, client_id: str, db_url: str, method: str, detect: b
         "spool.defer_after_ms": 0,
     })
     prepare_database(cfg)
-    svc = IngestService(cfg)
+    svc = Application(cfg)
+    metrics = svc.ingest.metrics
     t0 = time.perf_counter()
     svc.start()
     deadline = time.monotonic() + 600
-    while svc.metrics.value("eldercare_readings_stored_total") < expected_readings:
+    while metrics.value("eldercare_readings_stored_total") < expected_readings:
         if time.monotonic() > deadline:
             break
         time.sleep(0.01)
     elapsed = time.perf_counter() - t0
     svc.stop()
-    latency = svc.metrics.registry.get_sample_value("eldercare_batch_latency_seconds_sum") or 0.0
-    batches = svc.metrics.value("eldercare_batches_total")
-    out.put({"seconds": elapsed, "stored": svc.metrics.value("eldercare_readings_stored_total"),
+    latency = metrics.registry.get_sample_value("eldercare_batch_latency_seconds_sum") or 0.0
+    batches = metrics.value("eldercare_batches_total")
+    out.put({"seconds": elapsed, "stored": metrics.value("eldercare_readings_stored_total"),
              "rss_mb": _peak_rss_mb(),
              "batches": batches, "mean_batch_latency_ms": 1000 * latency / max(batches, 1)})
 

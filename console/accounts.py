@@ -1,6 +1,6 @@
 """Duty console accounts and sessions (issue #6): who may log in, and who a browser is.
 
-Accounts live in ``console_users`` (``ingest/sql/0007_console.sql``): a username (also the actor
+Accounts live in ``console_users`` (``console/sql/0007_console.sql``): a username (also the actor
 written to the alert audit trail), a role (``officer``, ``supervisor``, ``admin``), the regions
 the person sees (``["*"]`` = all, as in the API tokens file), the interface language, and an
 argon2id password hash. Sessions live in ``console_sessions``.

@@ -5,7 +5,7 @@ With a registry configured, ingest refuses the readings of such a device and dea
 except alarms, which it stores and alerts all the same *and* dead-letters as a sighting
 (``ingest/admission.py``, ``docs/registry.md``). So ``dead_letters`` holds every sighting, and
 this module reads them back: the device id, the registered region and the reading type are
-parsed out of the reason with :data:`ingest.admission.REASON_SQL_PATTERN`, the topic's region is
+parsed out of the reason with :data:`schemas.admission.REASON_SQL_PATTERN`, the topic's region is
 its third segment (the topic passed validation before admission ran). Rows are grouped by device
 and topic region: readings in the window, alarms among them and their types, last receipt.
 ``registered_region`` is where the registry tables place the device *now*: a device registered
@@ -33,7 +33,7 @@ from alerts import queries
 from alerts.auth import Principal
 from alerts.http_types import PrincipalDependency, RegionCode, UtcDatetime
 from foundation.clock import Clock, SystemClock
-from ingest.admission import REASON_SQL_PATTERN
+from schemas.admission import REASON_SQL_PATTERN
 
 PATH: Final = "/unregistered-devices"
 DEFAULT_HOURS: Final = 24

@@ -1,9 +1,10 @@
 """Console login over HTTP (issue #6): the session cookie, the CSRF header, and three endpoints.
 
 :func:`login_router` gives ``POST /console/login``, ``POST /console/logout`` and
-``GET /console/me``; :func:`alerts.api.create_app` mounts it when it is given an
-:class:`~console.accounts.AccountStore`, and its ``require_principal`` dependency resolves the
-same cookie for the alerts API and the console's other routes.
+``GET /console/me``; :class:`ConsoleSessions` is the console's side of the alerts API's
+:class:`~alerts.api.SessionAuth` seam, so the API's ``require_principal`` resolves the same
+cookie for the alerts API and the console's other routes; :func:`accounts_admin_router` lets an
+admin lift a login lockout. ``console.app`` puts them on the API's app.
 
 Why these choices:
 
@@ -47,23 +48,22 @@ from __future__ import annotations
 
 import hmac
 import logging
-from typing import Final
+from typing import Annotated, Final
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from fastapi.security import APIKeyCookie
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from alerts.api import ERRORS, PREFIX, SESSION_COOKIE, Caller, session_cookie
+from alerts.auth import Principal
 from alerts.http_boundary import StrictRoute
 from alerts.http_types import Text
-from console.accounts import AccountStore, Language, Session
+from console.accounts import USERNAME_PATTERN, AccountError, AccountStore, Language, Session
 from console.ratelimit import UNKNOWN_ADDRESS, Attempt, LoginLimiter, LoginLimits, Refused
 from foundation.clock import Clock
 from foundation.errors import StorageError
 
 log = logging.getLogger(__name__)
 
-#: The session cookie's name.
-SESSION_COOKIE: Final = "ec_session"
 #: The request header that must echo the session's CSRF token on state-changing requests.
 CSRF_HEADER: Final = "X-CSRF-Token"
 #: Methods that change nothing and so need no CSRF token (RFC 9110 "safe" methods).
@@ -78,10 +78,7 @@ _NO_STORE: Final = {"Cache-Control": "no-store"}
 #: character escaped as a surrogate pair (12 bytes), fit with room to spare.
 LOGIN_BODY_LIMIT: Final = 16 * 1024
 
-#: The session cookie as an OpenAPI security scheme, for every route it authenticates.
-session_cookie = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, scheme_name="ConsoleSession",
-                              description="The duty console's session (POST /console/login);"
-                                          " POSTs must also send X-CSRF-Token")
+ADMIN_ONLY: Final = "only an admin may do this"
 
 
 class LoginIn(BaseModel):
@@ -245,5 +242,58 @@ def login_router(accounts: AccountStore, clock: Clock, *, secure_cookies: bool,
         session = require_session(request)
         response.headers.update(_NO_STORE)
         return me_of(session)
+
+    return router
+
+
+class ConsoleSessions:
+    """The console's sessions as the alerts API takes them (:class:`alerts.api.SessionAuth`):
+    a live session of ``accounts`` (absolute and idle expiry; its last-seen time refreshed),
+    with the CSRF check on unsafe methods. The session itself is kept on the request for
+    :func:`console_session` (language, expiry)."""
+
+    def __init__(self, accounts: AccountStore) -> None:
+        self.accounts = accounts
+
+    def resolve(self, request: Request, token: str, *, now_ms: int) -> Principal | None:
+        session = self.accounts.session(token, now_ms=now_ms)
+        if session is None:
+            return None
+        check_csrf(request, session)
+        request.state.console_session = session
+        return session.principal
+
+
+def console_session(request: Request) -> Session | None:
+    """The console session ``alerts.api.require_principal`` resolved for this request, or
+    ``None`` (a bearer caller, or the dependency has not run)."""
+    session: Session | None = getattr(request.state, "console_session", None)
+    return session
+
+
+def accounts_admin_router(accounts: AccountStore, limiter: LoginLimiter,
+                          clock: Clock) -> APIRouter:
+    """``POST /api/v1/console-users/{username}/unlock``: an admin lifts a login lockout."""
+    router = APIRouter(prefix=PREFIX, route_class=StrictRoute)
+
+    @router.post("/console-users/{username}/unlock", tags=["console"], status_code=204,
+                 response_class=Response, responses=ERRORS)
+    def unlock_console_user(
+        caller: Caller,
+        username: Annotated[str, Path(pattern=rf"^{USERNAME_PATTERN.pattern}$")],
+    ) -> Response:
+        """Admins only: lift the login lockout of a console user at once, from every address
+        (docs/console.md). Later failures count again. 404 if there is no such user."""
+        if caller.role != "admin":
+            raise HTTPException(403, ADMIN_ONLY)
+        now_ms = clock.now_ms()
+        try:
+            accounts.unlock(username, now_ms=now_ms)   # for every process (and a restart)
+        except AccountError:
+            raise HTTPException(404, "no such console user") from None
+        forgiven = limiter.forgive(username, upto_ms=now_ms)
+        log.info("console login lockout of name #%s lifted by an admin (%d failures forgiven)",
+                 limiter.tag(username), forgiven)
+        return Response(status_code=204)
 
     return router

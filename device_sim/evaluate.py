@@ -1,10 +1,11 @@
 """A scored scenario run in one call: simulate, deliver, record, detect, score (issue #4).
 
-``eldercare sim eval SCENARIO`` runs this. The detection half is ``eldercare detect`` (the
-service's own engine, fed the recording in ingest-sized batches with the simulation's registry),
-so what is scored is what the service would raise for the same stream. Every intermediate file
-(recording, labels, registry, events) is written to ``workdir`` so a surprising score can be
-investigated with the other ``sim`` and ``detect`` commands.
+``eldercare sim eval SCENARIO`` runs this. The detection half is ``eldercare detect``'s runner,
+:func:`detectors.replay.run_detect` (the service's own engine, fed the recording in ingest-sized
+batches with the simulation's registry), so what is scored is what the service would raise for
+the same stream. Every intermediate file (recording, labels, registry, events) is written to
+``workdir`` so a surprising score can be investigated with the other ``sim`` and ``detect``
+commands.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from pathlib import Path
 import msgspec
 
 from detectors.params import DetectorParams
+from detectors.replay import DetectReport, run_detect
 from device_sim.recording import RecordingStats, write_recording
 from device_sim.scenario import Scenario
 from device_sim.score import ScoreReport, load_events, score
 from device_sim.stream import build
 from device_sim.types import LABEL_ENCODER
-from eldercare.detect import DetectReport, run_detect
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,8 +45,8 @@ _CHECK_S = 1.0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from eldercare.app import Application
     from foundation.supervisor import EXIT_WORKER_DIED, Supervisor
-    from ingest.service import IngestService
 
     config = _config(args)
     stop = threading.Event()
@@ -56,7 +56,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     threading.excepthook = supervisor.excepthook
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with IngestService(config, supervisor=supervisor):
+    with Application(config, supervisor=supervisor):
         print("eldercare: ingest running; SIGTERM or Ctrl-C stops", file=sys.stderr, flush=True)
         while not stop.wait(_CHECK_S):
             supervisor.check()
@@ -93,7 +93,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from ingest.service import prepare_database
+    from eldercare.app import prepare_database
 
     report = prepare_database(_config(args))
     print(f"schema up to date; applied now: {report.applied or 'nothing'};"
@@ -102,7 +102,8 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
-    from eldercare.detect import open_input, run_detect
+    from detectors.replay import run_detect
+    from eldercare.detect import open_input
     from schemas.registry import load_registry
 
     config = load_config(path=args.config, env={}, overrides={"registry": args.registry})
@@ -212,7 +213,7 @@ def _add_user_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _cmd_broker_acl(args: argparse.Namespace) -> int:
-    from ingest.broker_acl import BrokerClients, load_broker_clients, render_acl
+    from eldercare.broker_acl import BrokerClients, load_broker_clients, render_acl
     from schemas.registry import load_registry
 
     registry = load_registry(args.registry)
@@ -257,7 +258,7 @@ def _add_broker_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
 
 def _cmd_wearer(args: argparse.Namespace) -> int:
     """``wearer export|delete``: one wearer's data (docs/privacy.md)."""
-    from ingest.privacy import delete_wearer
+    from eldercare.privacy import delete_wearer
 
     config = _config(args)
     if args.action == "delete" and not args.yes:
@@ -288,7 +289,7 @@ def _cmd_wearer(args: argparse.Namespace) -> int:
 def _export_wearer(conn: psycopg.Connection, wearer_id: str, out: str) -> int:
     """Stream the export to stdout, or to a new file (mode 600: it is personal data) that
     replaces ``out`` only once complete."""
-    from ingest.privacy import write_export
+    from eldercare.privacy import write_export
 
     if out == "-":
         sys.stdout.flush()          # UTF-8 whatever the locale says, after what was printed

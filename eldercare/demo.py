@@ -47,11 +47,11 @@ from device_sim.publisher import PublishStats, publish
 from device_sim.scenario import Scenario, parse_scenario
 from device_sim.stream import build
 from device_sim.types import Publication
+from eldercare.app import Application
 from eldercare.config import load_config
 from eldercare.embedded import EmbeddedBroker, EmbeddedPostgres
 from foundation.ports import free_port
 from foundation.supervisor import EXIT_WORKER_DIED, Supervisor
-from ingest.service import IngestService
 from schemas import device_topic
 
 
@@ -235,9 +235,10 @@ def run_demo(*, duration_s: float | None, out: TextIO, metrics_port: int | None 
         })
         # A worker that dies ends the demo too, with a non-zero status (docs/supervision.md).
         supervisor = Supervisor(on_death=lambda _death: stop.set())
-        with IngestService(config, supervisor=supervisor) as service:
-            print(f"eldercare demo: broker {broker.url} (MQTT {service.source.negotiated}), "
-                  f"metrics http://127.0.0.1:{service.metrics_port}/metrics; Ctrl-C stops",
+        with Application(config, supervisor=supervisor) as service:
+            print(f"eldercare demo: broker {broker.url} (MQTT"
+                  f" {service.ingest.source.negotiated}), metrics"
+                  f" http://127.0.0.1:{service.ingest.metrics_port}/metrics; Ctrl-C stops",
                   file=out)
             password = secrets.token_urlsafe(9)
             with AccountStore(db_url) as accounts:

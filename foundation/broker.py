@@ -19,10 +19,12 @@ import random
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Annotated, Final, Literal, Protocol
 from urllib.parse import unquote, urlsplit
 
+import msgspec
 import paho.mqtt.client as mqtt
+from msgspec import Meta
 
 from foundation import tls
 from foundation.errors import ConfigError
@@ -43,6 +45,34 @@ class BrokerSettings(Protocol):
     def cert_file(self) -> str | None: ...
     @property
     def key_file(self) -> str | None: ...
+
+class MqttConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Broker connection. ``client_id`` must be stable: it names the persistent session.
+
+    The login and TLS files are checked by ``foundation.broker.BrokerAddress.from_config``
+    (deploy/mosquitto/README.md, "Connecting the service").
+    """
+
+    #: ``mqtt://host[:1883]`` (plain) or ``mqtts://host[:8883]`` (TLS, always verified).
+    url: str = "mqtt://127.0.0.1:1883"
+    #: The login, instead of a user in ``url``; its password is the one line of
+    #: ``password_file``, so no password has to sit in this file or in a URL.
+    username: str | None = None
+    password_file: str | None = None
+    #: ``mqtts://`` only: the CA certificates (PEM) that may sign the broker's certificate;
+    #: unset, the system's. A client certificate and its unencrypted key: both or neither.
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    client_id: str = "eldercare-ingest"
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    session_expiry_s: Annotated[int, Meta(ge=1)] = 7 * 24 * 3600
+    keepalive_s: Annotated[int, Meta(ge=5, le=3600)] = 30
+    connect_timeout_s: Annotated[float, Meta(gt=0)] = 30.0
+    #: Ceiling of the jittered reconnect backoff: after a broker restart an SOS waits at most
+    #: about this long for us to come back (paho's own ceiling, 30 s, cost one 11 s).
+    reconnect_max_s: Annotated[float, Meta(gt=0, le=60)] = 2.0
+
 
 #: URL scheme -> TLS. ``tcp`` and ``ssl`` are the spellings other MQTT tools accept.
 _SCHEMES = {"mqtt": False, "tcp": False, "mqtts": True, "ssl": True}

@@ -21,8 +21,8 @@ have to know which library sits underneath::
     ├── SignatureError         (alerts.channels.webhook) a webhook signature is malformed,
     │                          wrong or outside the replay window (``problem``)
     ├── AccountError           (console.accounts) a console account request is invalid
-    ├── UnknownWearer          (ingest.privacy) no such wearer (export, delete)
-    └── DeletionRefused        (ingest.privacy) erasure refused: an alert is still unresolved
+    ├── UnknownWearer          (eldercare.privacy) no such wearer (export, delete)
+    └── DeletionRefused        (eldercare.privacy) erasure refused: an alert is still unresolved
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ a sighting as well; everything else is only dead-lettered. Without a registry th
 admission: every device id is stored (``docs/registry.md``; production should configure one).
 
 The reasons are part of the contract: the duty console reads them back out of ``dead_letters``
-with :data:`REASON_SQL_PATTERN` (``console/unregistered.py``), so the wording of
-:func:`refusal_reason` and the pattern change together (``tests/test_admission.py`` checks both).
+(``console/unregistered.py``), so their wording, :func:`schemas.admission.refusal_reason`, and
+the pattern that parses them, :data:`schemas.admission.REASON_SQL_PATTERN`, live in ``schemas``,
+below both components, and change together (``tests/test_admission.py`` checks both).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Final, Literal
 
 from prometheus_client import Counter
 
+from schemas.admission import refusal_reason
 from schemas.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -29,26 +31,6 @@ RefusalKind = Literal["unknown_device", "wrong_region"]
 #: Metric label for a topic region where no wearer is registered: a publisher that invents
 #: regions must not be able to create unbounded series.
 OTHER_REGION: Final = "other"
-
-#: PostgreSQL (ARE) pattern of the reasons :func:`refusal_reason` writes, optionally behind the
-#: ``reading [i]: `` prefix of a reading in an array. Groups: 1 unknown device id, 2 device id
-#: registered elsewhere, 3 the region it is registered in, 4 wire type, 5 ``alarm admitted`` or
-#: ``reading not stored``. Anchored, and the ids cannot hold ``"``: a malformed topic quoted in
-#: another reason cannot pass for a sighting.
-REASON_SQL_PATTERN: Final = (
-    r'^(?:reading \[[0-9]+\]: )?(?:unknown device "([^"]+)" \(not in the registry\)'
-    r'|device "([^"]+)" is registered in region ([a-z0-9-]+), not [a-z0-9-]+)'
-    r': ([a-z_]+) (alarm admitted|reading not stored)')
-
-
-def refusal_reason(device_id: str, *, topic_region: str, registered: str | None, type_name: str,
-                   alarm: bool) -> str:
-    """The dead-letter reason of a reading of ``device_id`` arriving on ``topic_region``."""
-    where = (f'unknown device "{device_id}" (not in the registry)' if registered is None else
-             f'device "{device_id}" is registered in region {registered}, not {topic_region}')
-    what = ("alarm admitted anyway (alarms are never dropped)" if alarm else
-            "reading not stored")
-    return f"{where}: {type_name} {what}"
 
 
 class RegistryAdmission:

@@ -7,8 +7,9 @@ If the event store fails, the stage retries (an SOS event must not be lost becau
 hiccuped); if it gives up at shutdown it raises :class:`StorageError`, the messages stay
 unacknowledged, and the broker redelivers them to the next run, which detects them again.
 
-A named timer thread runs the engine's clock rules (offline, inactivity, silent falls) every
-``tick_s``. One lock serialises it with batches: the engine is single-threaded state.
+A named timer thread (a :class:`foundation.worker.Worker`) runs the engine's clock rules
+(offline, inactivity, silent falls) every ``tick_s``. One lock serialises it with batches: the
+engine is single-threaded state.
 
 With an event journal (``ingest/spool.py``; docs/spool.md) a failing event store is not
 retried in place: the events are appended to the journal (fsync) and handed to ``on_unstored``
@@ -33,6 +34,7 @@ from detectors.events import Event, EventSink
 from foundation.clock import Clock
 from foundation.errors import StorageError
 from foundation.supervisor import Spawn, plain_spawn
+from foundation.worker import Worker
 from ingest.batch import Batch
 from ingest.event_store import EventStore
 from ingest.retry import StorageRetry
@@ -83,8 +85,11 @@ class DetectionStage:
         self._retry = StorageRetry(max_s=retry_max_s, shutdown_grace_s=shutdown_retry_s,
                                    on_error=metrics.store_errors.inc)
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # The journal a previous run left is flushed first, unguarded (a failure to begin is a
+        # death); then flush and tick every tick_s, until a stop (no final tick).
+        self._timer = Worker("eldercare-detect-timer", self._tick_round, spawn=spawn,
+                             on_error=self._tick_failed, on_start=self.flush_journal,
+                             first_wait_s=tick_s)
 
     def __call__(self, batch: Batch) -> None:
         """Detect on one committed batch (called by the pipeline before acknowledging it)."""
@@ -112,18 +117,16 @@ class DetectionStage:
         with self._lock:
             armed = self.engine.watch_registered(self.clock.now_ms())
         log.info("detection: offline supervision armed for %d registered devices", armed)
-        self._thread = self.spawn("eldercare-detect-timer", self._tick_loop)
+        self._timer.start()
 
     def request_stop(self) -> None:
         """Shutdown: from now on a failing event store is retried for ``shutdown_retry_s`` only."""
         self._retry.request_stop()
-        self._stop.set()
+        self._timer.request_stop()
 
     def stop(self) -> None:
         """Stop the timer thread and close the store."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
+        self._timer.stop(30)
         self.store.close()
 
     def tick(self) -> None:
@@ -132,17 +135,18 @@ class DetectionStage:
             events = self.engine.tick(self.clock.now_ms())
         self._deliver(events, None)
 
-    def _tick_loop(self) -> None:
-        self.flush_journal()  # what a previous run journaled
-        while not self._stop.wait(self.tick_s):
-            try:
-                self.flush_journal()
-                self.tick()
-            except StorageError as exc:
-                log.error("timer events not stored at shutdown: %s", exc)
-            except Exception:
-                self.metrics.failures.inc()
-                log.exception("detector timer failed")
+    def _tick_round(self) -> float:
+        self.flush_journal()
+        self.tick()
+        return self.tick_s
+
+    def _tick_failed(self, exc: Exception) -> float:
+        if isinstance(exc, StorageError):  # the retry gives up only at shutdown
+            log.error("timer events not stored at shutdown: %s", exc)
+        else:
+            self.metrics.failures.inc()
+            log.exception("detector timer failed", exc_info=exc)
+        return self.tick_s
 
     def _deliver(self, events: Sequence[Event], batch: Batch | None) -> None:
         if not events:

@@ -12,50 +12,62 @@ Every long-lived thread is started through the :class:`~foundation.supervisor.Su
 that dies unexpectedly is recorded at once (``/api/v1/health`` answers 503,
 ``eldercare_workers_failed`` counts it) and its ``on_death`` tells the owner (``eldercare run``)
 to stop in order and exit non-zero, so the process is restarted instead of staying up and deaf.
+
+The service takes its own configuration sections and whatever consumes its detection events
+(the alert service, handed in by the application, ``eldercare.app``); it builds nothing of
+other components and does not migrate the database: the application does that before
+:meth:`IngestService.start`, once for every component.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 import psycopg
-from prometheus_client import Gauge, start_http_server
+from prometheus_client import start_http_server
 
-from alerts.service import AlertService
 from detectors.engine import DetectorEngine
 from detectors.events import Event, EventSink
-from eldercare.config import Config
-from foundation.broker import BrokerAddress
+from detectors.settings import DetectorsConfig
+from foundation.broker import BrokerAddress, MqttConfig
 from foundation.clock import Clock, SystemClock
+from foundation.database import DatabaseConfig, database_answers
 from foundation.errors import EldercareError, StorageError
 from foundation.supervisor import Supervisor
+from foundation.worker import Worker
 from ingest.admission import registry_admission
 from ingest.batch import Batch
 from ingest.buffer import MessageBuffer
 from ingest.detection import DetectionMetrics, DetectionStage
 from ingest.event_store import PostgresEventStore
 from ingest.metrics import IngestMetrics
-from ingest.migrations import MigrationReport, RetentionPolicy, migrate, prune
+from ingest.migrations import prune
 from ingest.pipeline import BatchSink, IngestPipeline, PipelineConfig
-from ingest.registry_store import store_registry
+from ingest.settings import (
+    IngestConfig,
+    MetricsConfig,
+    SpoolConfig,
+    retention_of,
+    spool_directory,
+)
 from ingest.source import MqttSource
 from ingest.spool import SegmentLog
 from ingest.storage import PostgresStore, TelemetryStore
 from schemas import SUBSCRIPTIONS, MessageDecoder
-from schemas.registry import load_registry
+from schemas.registry import Registry
 
 log = logging.getLogger(__name__)
 
 #: How long ``/readyz`` waits for the database before calling it unavailable.
 READY_DB_TIMEOUT_S = 2
+#: How often the retention prune runs (and is retried after a database error).
+PRUNE_EVERY_S = 3600.0
 
 
 class State(enum.Enum):
@@ -67,107 +79,72 @@ class State(enum.Enum):
     STOPPED = "stopped"
 
 
-def retention_of(config: Config) -> RetentionPolicy:
-    """The retention policy section of the database configuration."""
-    db = config.database
-    return RetentionPolicy(
-        readings_days=db.retention_readings_days, accel_days=db.retention_accel_days,
-        dead_letter_days=db.retention_dead_letter_days, compress_after_days=db.compress_after_days,
-    )
-
-
-def spool_directory(config: Config) -> Path:
-    """The spool directory: ``[spool] dir``, or one per client id under the XDG state home."""
-    if config.spool.dir:
-        return Path(config.spool.dir)
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "eldercare" / "spool" / config.mqtt.client_id
-
-
-def prepare_database(config: Config, *, wait_s: float = 30.0) -> MigrationReport:
-    """Apply migrations and load the registry file, waiting up to ``wait_s`` for the database."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            with psycopg.connect(config.database.url, autocommit=True, connect_timeout=5) as conn:
-                report = migrate(conn, timescale=config.database.timescale,
-                                 retention=retention_of(config))
-                if config.registry:
-                    n = store_registry(conn, load_registry(config.registry))
-                    log.info("registry: %d wearers loaded from %s", n, config.registry)
-                return report
-        except psycopg.OperationalError as exc:
-            if time.monotonic() > deadline:
-                raise StorageError(f"database unreachable at start-up: {exc}") from exc
-            log.warning("database not reachable yet (%s); retrying", str(exc).strip())
-            time.sleep(1.0)
-
-
 class IngestService:
     """MQTT → validated readings → PostgreSQL, as one long-lived component."""
 
     def __init__(
         self,
-        config: Config,
         *,
+        mqtt: MqttConfig,
+        database: DatabaseConfig,
+        ingest: IngestConfig,
+        spool: SpoolConfig,
+        metrics: MetricsConfig,
+        detectors: DetectorsConfig | None,
+        registry: Registry | None = None,
+        events: EventSink | None = None,
+        on_unstored: Callable[[Sequence[Event]], None] | None = None,
         clock: Clock | None = None,
         sink: BatchSink | None = None,
         store: TelemetryStore | None = None,
-        event_sink: EventSink | None = None,
         supervisor: Supervisor | None = None,
     ) -> None:
-        self.config = config
+        """``detectors``: None runs no detection; ``registry``: admission and detection read
+        it (None admits every device); ``events``: where stored detection events go (the
+        alert service); ``on_unstored``: told of events the database could not take;
+        ``sink``: told of every completed batch (tests, benchmarks); ``store``: one writer on
+        this store instead of PostgreSQL (tests; no spool then)."""
+        self.mqtt, self.database, self.metrics_config = mqtt, database, metrics
         self.clock = clock or SystemClock()
         #: Whoever must act on a dead worker passes its own (``eldercare run``); by default
         #: deaths are only recorded (and reported by health and metrics).
         self.supervisor = supervisor or Supervisor()
         spawn = self.supervisor.spawn
         self.metrics = IngestMetrics()
-        Gauge("eldercare_workers_failed", "Worker threads that died unexpectedly (the process"
-              " then exits non-zero)", registry=self.metrics.registry,
-              ).set_function(lambda: len(self.supervisor.check()))
         self.state = State.NEW
         self.timescale = False
-        cfg = config.ingest
+        cfg = ingest
         self.buffer = MessageBuffer(max_messages=cfg.buffer_messages, max_bytes=cfg.buffer_bytes)
         # One store per writer; an injected store (tests) means one writer.
         self.stores: list[TelemetryStore] = [store] if store is not None else [
-            PostgresStore(config.database.url, method=config.database.write_method)
+            PostgresStore(database.url, method=database.write_method)
             for _ in range(cfg.writers)]
         self.source = MqttSource(
-            address=BrokerAddress.from_config(config.mqtt), client_id=config.mqtt.client_id,
+            address=BrokerAddress.from_config(mqtt), client_id=mqtt.client_id,
             subscriptions=SUBSCRIPTIONS, buffer=self.buffer, clock=self.clock,
-            metrics=self.metrics, protocol=config.mqtt.protocol,
-            session_expiry_s=config.mqtt.session_expiry_s, keepalive_s=config.mqtt.keepalive_s,
-            reconnect_max_s=config.mqtt.reconnect_max_s,
+            metrics=self.metrics, protocol=mqtt.protocol,
+            session_expiry_s=mqtt.session_expiry_s, keepalive_s=mqtt.keepalive_s,
+            reconnect_max_s=mqtt.reconnect_max_s,
         )
         self.detection: DetectionStage | None = None
-        self.alerts: AlertService | None = None
         # The local spool (docs/spool.md): messages and events wait here, durably, while
         # the database is down or ingest is overloaded.
-        sp = config.spool
+        sp = spool
         self.spool: SegmentLog | None = None
         self.journal: SegmentLog | None = None
         if sp.enabled and store is None:
-            directory = spool_directory(config)
+            directory = spool_directory(sp, client_id=mqtt.client_id)
             self.spool = SegmentLog(directory, name="messages", max_bytes=sp.max_bytes,
                                     segment_bytes=sp.segment_bytes)
             self.journal = SegmentLog(directory, name="events", max_bytes=sp.max_bytes,
                                       segment_bytes=sp.segment_bytes)
         # One registry for admission (ingest/admission.py) and detection.
-        registry = load_registry(config.registry) if config.registry else None
-        if config.detectors.enabled:
-            if config.alerts.enabled:
-                self.alerts = AlertService(config, clock=self.clock, spawn=spawn,
-                                           liveness=self.supervisor.check,
-                                           readiness=self.readiness)
-            sinks = [s for s in (self.alerts, event_sink) if s is not None]
+        if detectors is not None:
             self.detection = DetectionStage(
-                engine=DetectorEngine(params=config.detectors.params(), registry=registry),
-                store=PostgresEventStore(config.database.url), sink=_fan_out(sinks),
+                engine=DetectorEngine(params=detectors.params(), registry=registry),
+                store=PostgresEventStore(database.url), sink=events,
                 clock=self.clock, metrics=DetectionMetrics(self.metrics.registry),
-                tick_s=config.detectors.tick_s, journal=self.journal,
-                on_unstored=self.alerts.unstored if self.alerts is not None else None,
+                tick_s=detectors.tick_s, journal=self.journal, on_unstored=on_unstored,
                 spawn=spawn)
         self.pipeline = IngestPipeline(
             buffer=self.buffer,
@@ -186,39 +163,37 @@ class IngestService:
             on_failure=lambda reason: self.supervisor.fail("eldercare-pipeline", reason),
         )
         self._threads: list[threading.Thread] = []
-        self._maintenance_stop = threading.Event()
+        self.maintenance = Worker("eldercare-maintenance", self._prune, spawn=spawn,
+                                  on_error=self._prune_failed)
         self._http: object | None = None
         self.metrics_port: int | None = None
 
-    def start(self) -> None:
-        """Migrate, start the metrics endpoint, the pipeline thread, then connect to the broker."""
+    def start(self, *, timescale: bool = False) -> None:
+        """Start the metrics endpoint, detection, the pipeline thread, then connect to the
+        broker. The database must be migrated (``timescale``: whether it runs TimescaleDB, for
+        the retention prune)."""
         if self.state is not State.NEW:
             raise EldercareError(f"cannot start a service in state {self.state.value}")
-        report = prepare_database(self.config)
-        self.timescale = report.timescale
-        if self.config.metrics.port:
-            server, _thread = start_http_server(
-                self.config.metrics.port, addr=self.config.metrics.host,
-                registry=self.metrics.registry)
+        self.timescale = timescale
+        m = self.metrics_config
+        if m.port:
+            server, _thread = start_http_server(m.port, addr=m.host,
+                                                registry=self.metrics.registry)
             self._http = server
             self.metrics_port = server.server_port
-            log.info("metrics on http://%s:%d/metrics", self.config.metrics.host, self.metrics_port)
-        if self.alerts is not None:
-            self.alerts.start()
-            if self.alerts.api is not None:
-                self.supervisor.watch("eldercare-http", self.alerts.api.alive)
+            log.info("metrics on http://%s:%d/metrics", m.host, self.metrics_port)
         if self.detection is not None:
             self.detection.start()
-        self._spawn("eldercare-pipeline", self.pipeline.run)
-        self._spawn("eldercare-maintenance", self._maintenance_loop)
+        self._threads.append(self.supervisor.spawn("eldercare-pipeline", self.pipeline.run))
+        self.maintenance.start()
         try:
-            self.source.start(timeout_s=self.config.mqtt.connect_timeout_s)
+            self.source.start(timeout_s=self.mqtt.connect_timeout_s)
         except EldercareError:
             self.stop()
             raise
         self.state = State.RUNNING
         log.info("ingest running (timescale=%s, write method %s)", self.timescale,
-                 self.config.database.write_method)
+                 self.database.write_method)
 
     def readiness(self) -> dict[str, bool]:
         """The checks of ``/readyz`` (alerts/probes.py): running, connected to the broker, and
@@ -226,40 +201,32 @@ class IngestService:
         by the probe itself."""
         return {"running": self.state is State.RUNNING,
                 "mqtt": self.metrics.value("eldercare_mqtt_connected") == 1,
-                "database": self._database_answers()}
+                "database": database_answers(self.database.url, timeout_s=READY_DB_TIMEOUT_S)}
 
-    def _database_answers(self) -> bool:
-        try:
-            with psycopg.connect(self.config.database.url, autocommit=True,
-                                 connect_timeout=READY_DB_TIMEOUT_S,
-                                 options=f"-c statement_timeout={READY_DB_TIMEOUT_S * 1000}",
-                                 ) as conn:
-                conn.execute("SELECT 1")
-            return True
-        except psycopg.Error:
-            return False
-
-    def _spawn(self, name: str, target: Callable[[], None]) -> None:
-        self._threads.append(self.supervisor.spawn(name, target))
-
-    def _maintenance_loop(self) -> None:
+    def _prune(self) -> float:
         """Retention prune at start, then hourly (dead letters; everything on plain
         PostgreSQL). At start too: a service restarted more often than hourly (deploys, a
         crash loop) would otherwise never prune, and keep location history past retention."""
-        while True:
-            try:
-                with psycopg.connect(self.config.database.url, autocommit=True) as conn:
-                    deleted = prune(conn, retention=retention_of(self.config),
-                                    timescale=self.timescale)
-                log.info("retention prune: %s", deleted)
-            except (psycopg.Error, StorageError) as exc:
-                log.warning("retention prune failed: %s", exc)
-            if self._maintenance_stop.wait(3600.0):
-                return
+        with psycopg.connect(self.database.url, autocommit=True) as conn:
+            deleted = prune(conn, retention=retention_of(self.database), timescale=self.timescale)
+        log.info("retention prune: %s", deleted)
+        return PRUNE_EVERY_S
+
+    def _prune_failed(self, exc: Exception) -> float:
+        """A database error is retried at the next prune; anything else is a bug (a death)."""
+        if not isinstance(exc, psycopg.Error | StorageError):
+            raise exc
+        log.warning("retention prune failed: %s", exc)
+        return PRUNE_EVERY_S
 
     def stop(self, *, timeout_s: float = 30.0) -> None:
         """Drain and commit what is held, acknowledge it, disconnect, join threads."""
         if self.state is State.STOPPED:
+            return
+        if self.state is State.NEW:  # never started (a component before it failed to start)
+            for store in self.stores:
+                store.close()
+            self.state = State.STOPPED
             return
         self.state = State.DRAINING
         self.supervisor.stopping()  # workers returning from here on are not deaths
@@ -267,17 +234,17 @@ class IngestService:
         self.pipeline.request_stop()
         if self.detection is not None:
             self.detection.request_stop()
-        self._maintenance_stop.set()
+        self.maintenance.request_stop()
         deadline = time.monotonic() + timeout_s
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
             if t.is_alive():
                 log.error("thread %s did not stop within %.0f s", t.name, timeout_s)
+        if not self.maintenance.stop(max(0.0, deadline - time.monotonic())):
+            log.error("thread eldercare-maintenance did not stop within %.0f s", timeout_s)
         self.source.stop()
         if self.detection is not None:
             self.detection.stop()
-        if self.alerts is not None:
-            self.alerts.stop()  # after detection: it folds what the last batches stored
         for store in self.stores:
             store.close()
         for log_ in (self.spool, self.journal):
@@ -296,24 +263,6 @@ class IngestService:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
-
-
-class _FanOut:
-    """One EventSink in front of several, each called whatever the others do."""
-
-    def __init__(self, sinks: Sequence[EventSink]) -> None:
-        self.sinks = list(sinks)
-
-    def handle(self, events: Sequence[Event]) -> None:
-        for sink in self.sinks:
-            try:
-                sink.handle(events)
-            except Exception:  # one faulty consumer must not starve the others
-                log.exception("event sink %r failed", sink)
-
-
-def _fan_out(sinks: Sequence[EventSink]) -> EventSink | None:
-    return None if not sinks else sinks[0] if len(sinks) == 1 else _FanOut(sinks)
 
 
 def _chain(*sinks: BatchSink | None) -> BatchSink | None:

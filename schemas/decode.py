@@ -275,7 +275,7 @@ class MessageDecoder:
                      out: Decoded) -> _Verdicts:
         """Keep an alarm that broke the contract: one admitted verdict naming its ``defects``,
         and the registry's own when its device is not registered in ``region`` (a separate
-        dead letter: the console reads sightings by their reason, ``ingest/admission.py``)."""
+        dead letter: the console reads sightings by their reason, ``schemas/admission.py``)."""
         name = TYPE_NAMES[type(reading)]
         reason = f"{'; '.join(defects)}; {name} alarm admitted anyway (alarms are never dropped)"
         verdicts = [(reason, True)]

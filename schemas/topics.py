@@ -31,7 +31,7 @@ SUBSCRIPTIONS: Final = (f"{TOPIC_ROOT}/#",)
 RETIRED_SUBSCRIPTIONS: Final = (f"{TOPIC_ROOT}/+/dev/+", f"{TOPIC_ROOT}/+/gw/+")
 #: Namespaces (the level after the region) that eldercare itself uses for other things than
 #: readings: never dead-lettered, whatever follows them. The broker ACL denies them to the
-#: ingest login too (ingest/broker_acl.py).
+#: ingest login too (eldercare/broker_acl.py).
 SERVICE_NAMESPACES: Final = ("alerts", "cmd")
 _ROOT_LEVELS: Final = tuple(TOPIC_ROOT.split("/"))
 

@@ -7,19 +7,16 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-import alerts.service
 from alerts.store import AlertStore
 from alerts.webhook_receiver import Receiver
 from eldercare.config import Config, load_config
-from foundation.http_server import HttpServer
-from ingest.migrations import migrate
+from eldercare.schema import migrate
 from tests.aliyun_fake import FakeAliyun
 from tests.services import Mosquitto, Postgres
 
@@ -83,20 +80,6 @@ def private_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     b.start()
     yield b
     b.stop()
-
-
-def capture_apps(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Make every :class:`~alerts.service.AlertService` built from now on record the ASGI app
-    it serves (the list returned), so a test can drive exactly what the service builds."""
-    apps: list[Any] = []
-
-    class Capturing(HttpServer):
-        def __init__(self, app: Any, **kw: Any) -> None:
-            apps.append(app)
-            super().__init__(app, **kw)
-
-    monkeypatch.setattr(alerts.service, "HttpServer", Capturing)
-    return apps
 
 
 @pytest.fixture

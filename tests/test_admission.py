@@ -22,17 +22,12 @@ from prometheus_client import CollectorRegistry, Counter
 
 from alerts.auth import new_token
 from alerts.webhook_receiver import Receiver
+from eldercare.app import Application
 from eldercare.config import Config
-from ingest.admission import (
-    OTHER_REGION,
-    REASON_SQL_PATTERN,
-    RegistryAdmission,
-    refusal_reason,
-    registry_admission,
-)
+from ingest.admission import OTHER_REGION, RegistryAdmission, registry_admission
 from ingest.metrics import IngestMetrics
-from ingest.service import IngestService
 from schemas import ALARM_TYPES, MessageDecoder, device_topic, gateway_topic
+from schemas.admission import REASON_SQL_PATTERN, refusal_reason
 from schemas.registry import Device, Registry, Wearer
 from tests.conftest import Publisher, count, now_ms, wait_for
 from tests.test_decode import VALID
@@ -210,7 +205,7 @@ def test_an_sos_from_an_unregistered_bracelet_reaches_dispatch_and_the_console(
                             "alerts.webhook.url": receiver.url, "alerts.webhook.secret": "s"})
     elsewhere = region + "-b"
     now = now_ms()
-    with IngestService(config) as svc:
+    with Application(config) as svc:
         publisher.publish(device_topic(region, "BR-NEW"), enc(type="heartbeat", ts=now - 2000))
         publisher.publish(device_topic(elsewhere, "WT-ADM"), enc(type="heartbeat", ts=now - 2000))
         publisher.publish(device_topic(region, "WT-ADM"), enc(type="heartbeat", ts=now - 2000))
@@ -220,12 +215,12 @@ def test_an_sos_from_an_unregistered_bracelet_reaches_dispatch_and_the_console(
                              for r in list(receiver.requests)), what="the SOS at the webhook")
         doc = next(json.loads(r.body) for r in list(receiver.requests)
                    if json.loads(r.body)["event"] == "alert.opened")
-        wait_for(lambda: svc.metrics.value("eldercare_dead_letters_total") == 3,
+        wait_for(lambda: svc.ingest.metrics.value("eldercare_dead_letters_total") == 3,
                  what="three dead letters")
-        assert svc.alerts is not None and svc.alerts.api is not None
-        r = httpx.get(f"http://127.0.0.1:{svc.alerts.api.port}/api/v1/unregistered-devices",
+        assert svc.http is not None
+        r = httpx.get(f"http://127.0.0.1:{svc.http.port}/api/v1/unregistered-devices",
                       headers={"Authorization": f"Bearer {token}"})
-        value = svc.metrics.value
+        value = svc.ingest.metrics.value
     alert = doc["alert"]
     assert (alert["type"], alert["device_id"], alert["region"], alert["subject"]) == (
         "sos", "BR-NEW", region, "device:BR-NEW")

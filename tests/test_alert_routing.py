@@ -24,8 +24,8 @@ from alerts.outbox import Queued, Routing
 from alerts.policy import Staff, load_policy
 from alerts.store import AlertStore
 from detectors.events import Event
+from eldercare.schema import migrate
 from foundation.clock import ManualClock
-from ingest.migrations import migrate
 from ingest.registry_store import store_registry
 from schemas.registry import parse_registry
 from tests.conftest import count, wait_for

@@ -127,9 +127,9 @@ def test_the_audit_trail_is_append_only(store: AlertStore, db_url: str) -> None:
 def test_an_sos_published_over_mqtt_becomes_an_alert_with_its_trail(
         make_config: Callable[..., Config], publisher: Publisher, region: str,
         db_url: str) -> None:
-    from ingest.service import IngestService
+    from eldercare.app import Application
 
-    with IngestService(make_config()):
+    with Application(make_config()):
         publisher.publish(device_topic(region, "WT-7"),
                           json.dumps({"type": "sos", "ts": now_ms(), "lat": 37.5,
                                       "lon": 122.1}).encode())
@@ -146,9 +146,9 @@ def test_an_sos_published_over_mqtt_becomes_an_alert_with_its_trail(
 def test_events_stored_while_no_folder_ran_are_folded_later_exactly_once(
         make_config: Callable[..., Config], publisher: Publisher, region: str,
         db_url: str) -> None:
-    from ingest.service import IngestService
+    from eldercare.app import Application
 
-    with IngestService(make_config(**{"alerts.enabled": False})):
+    with Application(make_config(**{"alerts.enabled": False})):
         for dev in ("WT-1", "WT-2"):
             publisher.publish(device_topic(region, dev),
                               json.dumps({"type": "sos", "ts": now_ms()}).encode())

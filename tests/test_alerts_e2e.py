@@ -22,10 +22,10 @@ from msgspec import structs
 from alerts.auth import new_token
 from alerts.channels.webhook import verify_signature
 from alerts.webhook_receiver import Receiver
+from eldercare.app import Application
 from eldercare.config import Config
 from foundation.clock import ManualClock
 from foundation.ports import free_port
-from ingest.service import IngestService
 from schemas import device_topic
 from tests.conftest import Publisher, count, now_ms, wait_for
 
@@ -74,7 +74,7 @@ def test_sos_reaches_dispatch_signed_is_claimed_through_the_api_and_fully_audite
         alert_config: Callable[..., tuple[Config, str]], publisher: Publisher, region: str,
         receiver: Receiver, db_url: str) -> None:
     config, token = alert_config()
-    with IngestService(config) as svc:
+    with Application(config) as svc:
         sos(publisher, region)
         wait_for(lambda: received(receiver, "alert.opened"), what="the SOS at the webhook")
         (req,) = receiver.requests
@@ -87,8 +87,8 @@ def test_sos_reaches_dispatch_signed_is_claimed_through_the_api_and_fully_audite
         assert doc["escalation"] == {"step": 0, "cycle": 0, "action": "notify"}
         assert req.headers["Idempotency-Key"].startswith(f"eldercare-{alert['id']}-")
 
-        assert svc.alerts is not None and svc.alerts.api is not None
-        api = f"http://127.0.0.1:{svc.alerts.api.port}/api/v1"
+        assert svc.http is not None
+        api = f"http://127.0.0.1:{svc.http.port}/api/v1"
         auth = {"Authorization": f"Bearer {token}"}
         r = httpx.post(f"{api}/alerts/{alert['id']}/acknowledge", headers=auth,
                        json={"note": "calling the elder back"})
@@ -123,7 +123,7 @@ def test_webhook_down_is_retried_until_it_comes_back(
                                 "alerts.policy_file": str(tmp_path / "policy.yaml")})
     attempts = ("SELECT coalesce(max(attempts), 0) FROM alert_deliveries"
                 " WHERE channel = 'webhook'")
-    with IngestService(config):
+    with Application(config):
         sos(publisher, region)
         wait_for(lambda: count(db_url, attempts) >= 3, what="three failed attempts")
         assert count(db_url, "SELECT count(*) FROM alert_audit WHERE action ="
@@ -142,7 +142,7 @@ def test_a_restart_mid_escalation_climbs_the_next_rung_exactly_once(
         receiver: Receiver, db_url: str) -> None:
     clock = ManualClock(now_ms())
     config, _ = alert_config()
-    with IngestService(config, clock=clock):
+    with Application(config, clock=clock):
         sos(publisher, region)
         wait_for(lambda: received(receiver, "alert.opened"), what="the first rung")
     assert received(receiver, "alert.escalated") == []
@@ -151,7 +151,7 @@ def test_a_restart_mid_escalation_climbs_the_next_rung_exactly_once(
     # timer; the rung must still be climbed once.
     twin = structs.replace(config, mqtt=structs.replace(
         config.mqtt, client_id=config.mqtt.client_id + "-b"))
-    with IngestService(config, clock=clock), IngestService(twin, clock=clock):
+    with Application(config, clock=clock), Application(twin, clock=clock):
         wait_for(lambda: received(receiver, "alert.escalated"), what="the second rung")
         clock.advance(30)                              # not yet time for the third
         wait_for(lambda: count(db_url, "SELECT count(*) FROM alert_audit"

@@ -28,12 +28,12 @@ import jsonschema_rs
 import pytest
 from argon2 import PasswordHasher
 
-from alerts.api import API_BODY_LIMIT, create_app, require_principal
+from alerts.api import API_BODY_LIMIT, require_principal
 from alerts.auth import TokenEntry, TokenTable, hash_token, new_token
 from alerts.http_boundary import BodyLimit
 from alerts.store import AlertStore
 from console.accounts import AccountStore
-from console.app import mount_console
+from console.app import create_api_with_accounts, mount_console
 from console.devices import devices_router
 from console.web import LOGIN_BODY_LIMIT
 from detectors.events import Event
@@ -70,8 +70,8 @@ def served(store: AlertStore, migrated_db: str) -> Iterator[Served]:
                                    role="dispatch", regions=["*"])])
     with AccountStore(migrated_db, hasher=CHEAP) as accounts:
         accounts.add_user("officer-a", PASSWORD, role="officer", regions=["371002"])
-        app = create_app(store=store, database_url=migrated_db, tokens=table,
-                         clock=ManualClock(DAY), accounts=accounts, secure_cookies=False)
+        app = create_api_with_accounts(store=store, database_url=migrated_db, tokens=table,
+            clock=ManualClock(DAY), accounts=accounts, secure_cookies=False)
         app.include_router(devices_router(migrated_db, require_principal))
         mount_console(app, tile_url=None)
         with HttpServer(app, host="127.0.0.1", port=0) as server:

@@ -38,11 +38,12 @@ from typing import Any
 
 import pytest
 
-import alerts.service
+import console.app
 from alerts.auth import TokenEntry, TokenTable, hash_token, new_token
 from alerts.service import AlertService
 from console.stream import stream_router
 from detectors.events import Event
+from eldercare.app import HttpFront
 from eldercare.config import load_config
 from foundation.clock import ManualClock
 
@@ -69,7 +70,7 @@ def target(migrated_db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Target
     token (admins may do everything, unlocking console users included)."""
     # A stream ends after 0.2 s (and the client reconnects): an endless response would hold
     # the fuzzer forever on GET /api/v1/stream.
-    monkeypatch.setattr(alerts.service, "stream_router",
+    monkeypatch.setattr(console.app, "stream_router",
                         functools.partial(stream_router, max_age_s=0.2))
     config = load_config(path=None, env={}, overrides={
         "database.url": migrated_db, "api.port": 0, "alerts.mqtt_publish": False,
@@ -77,14 +78,19 @@ def target(migrated_db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Target
     token = new_token()[0]
     table = TokenTable([TokenEntry(name="fuzz-admin", token_sha256=hash_token(token),
                                    role="admin", regions=["*"])])
-    service = AlertService(config, clock=ManualClock(DAY + 60_000), channels=[], tokens=table)
-    assert service.accounts is not None and service.api is not None
-    service.accounts.add_user("officer-1", PASSWORD, role="officer", regions=[A])
+    clock = ManualClock(DAY + 60_000)
+    service = AlertService(config.alerts, database_url=migrated_db,
+                           timezone=config.detectors.timezone, clock=clock, channels=[])
+    front = HttpFront(config, alerts=service, clock=clock, tokens=table)
+    assert front.accounts is not None
+    front.accounts.add_user("officer-1", PASSWORD, role="officer", regions=[A])
     _seed(service)
     service.start()
+    front.start()
     try:
-        yield Target(f"http://127.0.0.1:{service.api.port}", token)
+        yield Target(f"http://127.0.0.1:{front.port}", token)
     finally:
+        front.stop()
         service.stop()
 
 

@@ -26,9 +26,9 @@ from starlette.routing import BaseRoute, Mount, Route
 from alerts.auth import TokenEntry, TokenTable, hash_token, new_token
 from alerts.service import AlertService
 from detectors.events import Event
+from eldercare.app import HttpFront
 from eldercare.config import load_config
 from foundation.clock import ManualClock
-from tests.conftest import capture_apps
 
 A = "371002"
 DAY = int(datetime(2026, 3, 2, 2, 0, tzinfo=UTC).timestamp() * 1000)
@@ -87,11 +87,10 @@ class Served:
 
 
 @pytest.fixture
-def serve(migrated_db: str,
-          monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Served]]:
-    """``serve(**config_overrides)``: the app AlertService builds for that configuration."""
-    apps = capture_apps(monkeypatch)
-    services: list[AlertService] = []
+def serve(migrated_db: str) -> Iterator[Callable[..., Served]]:
+    """``serve(**config_overrides)``: the HTTP app the service builds for that configuration
+    (the composition root's HttpFront on an AlertService)."""
+    services: list[tuple[AlertService, HttpFront]] = []
     served: list[Served] = []
 
     def make(**overrides: object) -> Served:
@@ -102,16 +101,19 @@ def serve(migrated_db: str,
         table = TokenTable([TokenEntry(name=f"token-{role}", token_sha256=hash_token(t),
                                        role=role, regions=["*"])  # type: ignore[arg-type]
                             for role, t in tokens.items()])
-        service = AlertService(config, clock=ManualClock(DAY + 60_000), channels=[],
-                               tokens=table)
-        services.append(service)
-        assert service.accounts is not None and service.api is not None
+        clock = ManualClock(DAY + 60_000)
+        service = AlertService(config.alerts, database_url=migrated_db,
+                               timezone=config.detectors.timezone, clock=clock, channels=[])
+        front = HttpFront(config, alerts=service, clock=clock, tokens=table)
+        services.append((service, front))
         if len(services) == 1:    # one database: the users are made once
+            assert front.accounts is not None
             for role in ROLES:
                 for n in (1, 2):
-                    service.accounts.add_user(f"{role}-{n}", PASSWORD, role=role, regions=[A])
+                    front.accounts.add_user(f"{role}-{n}", PASSWORD, role=role, regions=[A])
         service.start()
-        s = Served(apps[-1], f"http://127.0.0.1:{service.api.port}", service, tokens)
+        front.start()
+        s = Served(front.app, f"http://127.0.0.1:{front.port}", service, tokens)
         served.append(s)
         return s
 
@@ -119,7 +121,8 @@ def serve(migrated_db: str,
     for s in served:
         for c in s.clients:
             c.close()
-    for service in services:
+    for service, front in services:
+        front.stop()
         service.stop()
 
 

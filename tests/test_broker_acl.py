@@ -1,4 +1,4 @@
-"""ingest.broker_acl: the exact ACL text, and every refusal naming its entry (no broker here;
+"""eldercare.broker_acl: the exact ACL text, and every refusal naming its entry (no broker here;
 tests/test_broker_security.py runs the generated ACL in a real Mosquitto)."""
 
 from __future__ import annotations
@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from eldercare.cli import main
-from foundation.errors import RegistryError
-from ingest.broker_acl import (
+from eldercare.broker_acl import (
     AlertReader,
     BrokerClients,
     GatewayEntry,
     load_broker_clients,
     render_acl,
 )
+from eldercare.cli import main
+from foundation.errors import RegistryError
 from schemas.registry import Device, Registry, Wearer
 
 

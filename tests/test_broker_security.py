@@ -3,7 +3,7 @@
 Each test starts Mosquitto (the Debian 2.0 binary, as tests/services.py does) with the shipped
 ``deploy/mosquitto/production.conf`` itself, only its paths and ports replaced, a throwaway CA and
 server certificate made with the openssl CLI, a ``password_file`` made with ``mosquitto_passwd``,
-and the ACL that :func:`ingest.broker_acl.render_acl` generates from a registry. Devices,
+and the ACL that :func:`eldercare.broker_acl.render_acl` generates from a registry. Devices,
 gateways and readers connect over TLS with paho-mqtt 2, as in the field; the ingest and alerts
 accounts connect on the loopback listener, as the service does today.
 
@@ -46,7 +46,7 @@ from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from ingest.broker_acl import AlertReader, BrokerClients, GatewayEntry, render_acl
+from eldercare.broker_acl import AlertReader, BrokerClients, GatewayEntry, render_acl
 from schemas.registry import parse_registry
 from schemas.topics import SUBSCRIPTIONS, device_topic, gateway_topic
 from tests.tls_broker import (

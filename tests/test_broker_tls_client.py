@@ -1,7 +1,7 @@
 """eldercare's own MQTT clients over TLS, against the production broker (issue #7).
 
 Mosquitto runs the shipped ``deploy/mosquitto/production.conf`` (tests/tls_broker.py: a throwaway
-CA, a password file, the ACL :func:`ingest.broker_acl.render_acl` generates). The ingest source,
+CA, a password file, the ACL :func:`eldercare.broker_acl.render_acl` generates). The ingest source,
 the MQTT alert channel and the device simulator connect to its TLS listener configured as an
 operator would ([mqtt] ``url = "mqtts://localhost:<port>"``, ``username``, ``password_file``,
 ``ca_file``; [alerts.mqtt] for the alert channel's own login), each with the account the ACL
@@ -32,11 +32,11 @@ from alerts.service import build_channels
 from device_sim.publisher import MqttLink
 from device_sim.recording import write_recording
 from device_sim.types import Publication
+from eldercare.broker_acl import AlertReader, BrokerClients, render_acl
 from eldercare.config import Config, load_config
 from foundation.broker import BrokerAddress
 from foundation.clock import SystemClock
 from foundation.errors import BrokerError, ConfigError
-from ingest.broker_acl import AlertReader, BrokerClients, render_acl
 from ingest.buffer import Message as BufferedMessage
 from ingest.buffer import MessageBuffer
 from ingest.metrics import IngestMetrics
@@ -222,7 +222,7 @@ def test_alert_channel_publishes_over_tls_under_its_own_login(
     topic = f"eldercare/v1/{site.region}/alerts/{uuid.uuid4().hex[:8]}"
     reader = Peer(port=broker.port, username=READER, password=site.passwords[READER],
                   ca=site.ca)
-    channels = build_channels(config, clock=SystemClock())
+    channels = build_channels(config.alerts, broker=config.mqtt, clock=SystemClock())
     # The ingest login, which the ACL does not let publish alerts.
     as_ingest = MqttAlertChannel(BrokerAddress.from_config(config.mqtt), client_id="x",
                                  timeout_s=TIMEOUT_S)
@@ -367,7 +367,7 @@ def test_the_ingest_service_stores_a_reading_received_over_tls(
         site: Site, broker: SecureMosquitto, tmp_path: Path, db_url: str) -> None:
     """`eldercare run` as deployed: the whole service takes its broker login and TLS files from
     [mqtt], and its alert channel its own login from [alerts.mqtt]."""
-    from ingest.service import IngestService
+    from eldercare.app import Application
     from tests.conftest import count, now_ms, wait_for
 
     config = service_config(site, broker.port, tmp_path, extra=f"""
@@ -378,8 +378,8 @@ port = 0
 [api]
 port = 0
 """)
-    with IngestService(config) as svc:
-        assert svc.source.negotiated == "5"
+    with Application(config) as svc:
+        assert svc.ingest.source.negotiated == "5"
         peer = device(site, broker)
         try:
             peer.send(device_topic(site.region, DEVICE), msgspec.json.encode(

@@ -17,10 +17,10 @@ import psycopg
 import pytest
 from argon2 import PasswordHasher
 
-from alerts.api import create_app
 from alerts.auth import Principal, TokenEntry, TokenTable, hash_token, new_token
 from alerts.store import AlertStore
 from console.accounts import AccountError, AccountStore
+from console.app import create_api_with_accounts
 from detectors.events import Event
 from foundation.clock import ManualClock
 from foundation.http_server import HttpServer
@@ -91,8 +91,8 @@ def console(store: AlertStore, migrated_db: str) -> Iterator[Console]:
         accounts.add_user("officer-b", PASSWORD, role="officer", regions=[B], language="en")
         accounts.add_user("lead", PASSWORD, role="supervisor", regions=["*"])
         changes: list[int] = []
-        app = create_app(store=store, database_url=migrated_db, tokens=tokens, clock=clock,
-                         on_change=changes.append, accounts=accounts, secure_cookies=False)
+        app = create_api_with_accounts(store=store, database_url=migrated_db, tokens=tokens,
+            clock=clock, on_change=changes.append, accounts=accounts, secure_cookies=False)
         with HttpServer(app, host="127.0.0.1", port=0) as server:
             c = Console(f"http://127.0.0.1:{server.port}", accounts, store, clock, migrated_db,
                         bearer, changes)
@@ -224,8 +224,8 @@ def test_login_sets_an_httponly_strict_cookie_and_me_returns_the_user(console: C
 
 
 def test_secure_cookies_are_marked_secure(console: Console) -> None:
-    app = create_app(store=console.store, database_url=console.db, tokens=TokenTable(),
-                     clock=console.clock, accounts=console.accounts)     # secure by default
+    app = create_api_with_accounts(store=console.store, database_url=console.db,
+        tokens=TokenTable(), clock=console.clock, accounts=console.accounts)     # secure by default
     with HttpServer(app, host="127.0.0.1", port=0) as server:
         r = httpx.post(f"http://127.0.0.1:{server.port}/console/login",
                        json={"username": "lead", "password": PASSWORD})

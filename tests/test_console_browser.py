@@ -20,8 +20,8 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from console.accounts import AccountStore
+from eldercare.app import Application
 from eldercare.config import Config
-from ingest.service import IngestService
 from schemas import device_topic
 from tests.conftest import Publisher, now_ms
 
@@ -58,14 +58,14 @@ def console(make_config: Callable[..., Config], tmp_path: Path, region: str,
     (tmp_path / "registry.yaml").write_text(REGISTRY.format(region=region))
     config = make_config(**{"registry": str(tmp_path / "registry.yaml"),
                             "console.secure_cookies": False})
-    with IngestService(config) as svc:
+    with Application(config) as svc:
         with AccountStore(db_url) as accounts:
             accounts.add_user("officer-a", PASSWORD, role="officer", regions=[region],
                               display_name="值班员甲")
             accounts.add_user("officer-a2", PASSWORD, role="officer", regions=[region])
             accounts.add_user("officer-b", PASSWORD, role="officer", regions=["999999"])
-        assert svc.alerts is not None and svc.alerts.api is not None
-        yield f"http://127.0.0.1:{svc.alerts.api.port}"
+        assert svc.http is not None
+        yield f"http://127.0.0.1:{svc.http.port}"
 
 
 def login(page: Page, base: str, user: str, password: str = PASSWORD) -> None:

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from console.accounts import AccountStore
+from eldercare.app import Application
 from eldercare.config import Config
-from ingest.service import IngestService
 from schemas import device_topic
 from tests.conftest import Publisher, now_ms
 
@@ -39,11 +39,11 @@ def test_the_console_works_in_firefox(make_config: Callable[..., Config], tmp_pa
         ' devices: [{id: WT-F, kind: watch}]}\n')
     config = make_config(**{"registry": str(tmp_path / "registry.yaml"),
                             "console.secure_cookies": False})
-    with IngestService(config) as svc:
+    with Application(config) as svc:
         with AccountStore(db_url) as accounts:
             accounts.add_user("officer-f", PASSWORD, role="officer", regions=[region])
-        assert svc.alerts is not None and svc.alerts.api is not None
-        url = f"http://127.0.0.1:{svc.alerts.api.port}/"
+        assert svc.http is not None
+        url = f"http://127.0.0.1:{svc.http.port}/"
         proc = subprocess.Popen([node, "console_smoke.mjs", url, "officer-f", PASSWORD, firefox],
                                 cwd=HERE, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)

@@ -10,7 +10,6 @@ import msgspec
 import pytest
 
 from foundation.errors import ValidationError
-from ingest.admission import REASON_SQL_PATTERN, refusal_reason
 from schemas import (
     Accel,
     Fall,
@@ -23,6 +22,7 @@ from schemas import (
     Wear,
     parse_topic,
 )
+from schemas.admission import REASON_SQL_PATTERN, refusal_reason
 from schemas.readings import MAX_TS_MS, MIN_TS_MS
 
 NOW = 1_790_000_000_000

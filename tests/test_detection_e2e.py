@@ -16,15 +16,15 @@ from prometheus_client import CollectorRegistry
 
 from detectors.engine import DetectorEngine
 from detectors.events import Event, ListSink
+from detectors.replay import run_detect
+from eldercare.app import Application
 from eldercare.config import Config
-from eldercare.detect import run_detect
+from eldercare.schema import migrate
 from foundation.clock import SystemClock
 from foundation.errors import StorageError
 from ingest.batch import Batch
 from ingest.detection import DetectionMetrics, DetectionStage
 from ingest.event_store import PostgresEventStore
-from ingest.migrations import migrate
-from ingest.service import IngestService
 from schemas import device_topic, gateway_topic
 from schemas.readings import Sos
 from tests.conftest import Publisher, count, now_ms, wait_for
@@ -56,16 +56,16 @@ def test_sos_and_wandering_published_over_mqtt_become_stored_events_once(
     walk = [{"device_id": "BR-1", "type": "location", "ts": now - 4000 + i * 1000,
              "lat": 37.5 + d / 111_195, "lon": 122.1, "accuracy_m": 10}
             for i, d in enumerate([0, 500, 600, 700])]
-    with IngestService(make_config(registry=str(reg)), event_sink=sink) as svc:
+    with Application(make_config(registry=str(reg)), event_sink=sink) as svc:
         publisher.publish(device_topic(region, "BR-1"), sos)
         publisher.publish(gateway_topic(region, "GW-1"), json.dumps(walk).encode())
         wait_for(lambda: len(sink.events) >= 2, what="sos and geofence events")
         # Redelivered SOS (same reading): stored once, handed on once.
         publisher.publish(device_topic(region, "BR-1"), sos)
         wait_for(lambda: count(db_url, "SELECT count(*) FROM readings WHERE type = 'sos'") == 1
-                 and svc.metrics.value("eldercare_readings_duplicate_total") >= 1,
+                 and svc.ingest.metrics.value("eldercare_readings_duplicate_total") >= 1,
                  what="the duplicate to pass through")
-        latency = svc.metrics.registry.get_sample_value("eldercare_alarm_latency_seconds_count")
+        latency = svc.ingest.metrics.registry.get_sample_value("eldercare_alarm_latency_seconds_count")
     assert sorted(e.type for e in sink.events) == ["geofence_exit", "sos"]
     assert latency == 1.0
     with psycopg.connect(db_url) as conn:
@@ -84,7 +84,7 @@ def test_a_fall_in_an_accelerometer_stream_over_mqtt_becomes_one_stored_event(
     sink = ListSink()
     t0 = now_ms() - 20_000
     chunks = fall_chunks("PEND-9", t0, 50.0)
-    with IngestService(make_config(), event_sink=sink):
+    with Application(make_config(), event_sink=sink):
         for c in chunks + chunks[:3]:     # the first three messages delivered twice
             publisher.publish(device_topic(region, "PEND-9"), msgspec.json.encode(c))
         wait_for(lambda: count(db_url, "SELECT count(*) FROM accel_chunks") == len(chunks),
@@ -159,7 +159,7 @@ def test_detect_streams_a_large_file_in_bounded_memory(tmp_path: Path) -> None:
                     f'"battery_pct":{battery}}}\n')
     # Peak RSS from VmHWM, not ru_maxrss: ru_maxrss survives execve, so the child would report
     # the peak of the pytest process it was forked from.
-    code = ("import sys, io; from eldercare.detect import run_detect;"
+    code = ("import sys, io; from detectors.replay import run_detect;"
             f" r = run_detect(open({str(data)!r}, 'rb'), io.StringIO(), sys.stderr);"
             " hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM:')][0];"
             " print(r.readings, r.events, int(hwm.split()[1]) // 1024)")

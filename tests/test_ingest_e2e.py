@@ -9,10 +9,10 @@ from collections.abc import Callable
 
 import pytest
 
+from eldercare.app import Application
 from eldercare.config import Config
 from foundation.errors import StorageError
 from ingest.batch import Batch
-from ingest.service import IngestService
 from ingest.storage import PostgresStore, WriteResult
 from schemas import device_topic, gateway_topic
 from tests.conftest import Publisher, count, now_ms, wait_for
@@ -27,7 +27,7 @@ def test_every_type_gateway_batches_and_bad_input(
     make_config: Callable[..., Config], publisher: Publisher, region: str, db_url: str
 ) -> None:
     now = now_ms()
-    with IngestService(make_config()) as svc:
+    with Application(make_config()) as svc:
         for i, (kind, (fields, _)) in enumerate(sorted(VALID.items())):
             publisher.publish(device_topic(region, "BR-1"),
                               json.dumps({"type": kind, "ts": now, "seq": i, **fields}).encode())
@@ -55,7 +55,7 @@ def test_every_type_gateway_batches_and_bad_input(
                  what="dead letters")
         wait_for(lambda: _readings(db_url) >= 8 + 49, what="readings")
         # The metric is counted just after the commit that made the rows visible.
-        wait_for(lambda: svc.metrics.value("eldercare_dead_letters_total") == len(bad) + 2,
+        wait_for(lambda: svc.ingest.metrics.value("eldercare_dead_letters_total") == len(bad) + 2,
                  what="the dead-letter metric")
     assert count(db_url, "SELECT count(DISTINCT type) FROM readings WHERE device_id = 'BR-1'") == 7
     assert count(db_url, "SELECT count(*) FROM accel_chunks WHERE device_id = 'BR-1'") == 1
@@ -74,31 +74,31 @@ def test_redelivery_after_crash_between_commit_and_ack_creates_no_duplicates(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     now = now_ms()
-    first = IngestService(make_config())
-    monkeypatch.setattr(first.pipeline, "ack", lambda messages: 0)  # crash before any PUBACK
+    first = Application(make_config())
+    monkeypatch.setattr(first.ingest.pipeline, "ack", lambda messages: 0)  # crash before any PUBACK
     first.start()
     for i in range(200):
         publisher.publish(device_topic(region, f"BR-{i % 10}"),
                           json.dumps({"type": "heartbeat", "ts": now, "seq": i}).encode())
     wait_for(lambda: _readings(db_url) == 200, what="200 stored")
-    client = first.source._client
+    client = first.ingest.source._client
     assert client is not None
     client.loop_stop()
     sock = client.socket()
     assert sock is not None
     sock.close()  # the broker sees the connection die with 200 unacknowledged messages
     first.stop()
-    with IngestService(make_config()) as second:
-        wait_for(lambda: second.metrics.value("eldercare_readings_duplicate_total") >= 200,
+    with Application(make_config()) as second:
+        wait_for(lambda: second.ingest.metrics.value("eldercare_readings_duplicate_total") >= 200,
                  what="redelivery of the 200 unacknowledged messages")
-        assert second.metrics.value("eldercare_readings_stored_total") == 0
+        assert second.ingest.metrics.value("eldercare_readings_stored_total") == 0
     assert _readings(db_url) == 200
 
 
 def test_readings_published_while_service_down_arrive_after_restart(
     make_config: Callable[..., Config], publisher: Publisher, region: str, db_url: str
 ) -> None:
-    with IngestService(make_config()):
+    with Application(make_config()):
         pass  # creates the persistent session and its subscriptions
     now = now_ms()
     batch = [{"device_id": f"D{i}", "type": "location", "ts": now, "seq": i, "lat": 37.5,
@@ -107,7 +107,7 @@ def test_readings_published_while_service_down_arrive_after_restart(
         publisher.publish(gateway_topic(region, "GW-1"),
                           json.dumps([r | {"seq": j * 50 + i} for i, r in enumerate(batch)]).encode())
     publisher.publish(device_topic(region, "BR-1"), json.dumps({"type": "sos", "ts": now}).encode())
-    with IngestService(make_config()):
+    with Application(make_config()):
         wait_for(lambda: _readings(db_url) == 2001, what="all 2001 queued readings")
     assert count(db_url, "SELECT count(*) FROM readings WHERE type = 'sos'") == 1
 
@@ -132,25 +132,25 @@ def test_storage_outage_is_retried_and_loses_nothing(
     make_config: Callable[..., Config], publisher: Publisher, region: str, db_url: str
 ) -> None:
     store = FlakyStore(PostgresStore(db_url), failures=3)
-    with IngestService(make_config(), store=store) as svc:
+    with Application(make_config(), store=store) as svc:
         for i in range(100):
             publisher.publish(device_topic(region, "BR-1"),
                               json.dumps({"type": "heartbeat", "ts": now_ms(), "seq": i}).encode())
         wait_for(lambda: _readings(db_url) == 100, what="100 stored after the outage")
-        assert svc.metrics.value("eldercare_storage_errors_total") == 3
+        assert svc.ingest.metrics.value("eldercare_storage_errors_total") == 3
 
 
 def test_metrics_endpoint(make_config: Callable[..., Config], publisher: Publisher, region: str,
                           db_url: str) -> None:
     from foundation.ports import free_port
 
-    with IngestService(make_config(**{"metrics.port": free_port()})) as svc:
+    with Application(make_config(**{"metrics.port": free_port()})) as svc:
         publisher.publish(device_topic(region, "BR-1"),
                           json.dumps({"type": "sos", "ts": now_ms()}).encode())
         publisher.publish(device_topic(region, "BR-1"), b"nonsense")
-        wait_for(lambda: svc.metrics.value("eldercare_dead_letters_total") == 1, what="dead letter")
-        wait_for(lambda: svc.metrics.value("eldercare_readings_stored_total") == 1, what="stored")
-        with urllib.request.urlopen(f"http://127.0.0.1:{svc.metrics_port}/metrics") as resp:
+        wait_for(lambda: svc.ingest.metrics.value("eldercare_dead_letters_total") == 1, what="dead letter")
+        wait_for(lambda: svc.ingest.metrics.value("eldercare_readings_stored_total") == 1, what="stored")
+        with urllib.request.urlopen(f"http://127.0.0.1:{svc.ingest.metrics_port}/metrics") as resp:
             body = resp.read().decode()
     assert 'eldercare_readings_received_total{type="sos"} 1.0' in body
     assert "eldercare_dead_letters_total 1.0" in body
@@ -162,7 +162,7 @@ def test_an_alarm_closes_its_batch_at_once_instead_of_lingering(
 ) -> None:
     now = now_ms()
     # A 10 s linger: a batch of periodic readings waits for it, a batch with an SOS does not.
-    with IngestService(make_config(**{"ingest.linger_ms": 10_000})):
+    with Application(make_config(**{"ingest.linger_ms": 10_000})):
         publisher.publish(device_topic(region, "BR-1"),
                           json.dumps({"type": "heartbeat", "ts": now}).encode())
         time.sleep(1.0)
@@ -188,7 +188,7 @@ def test_wrong_topics_are_dead_lettered_and_our_own_namespaces_are_not(
     ours = [alert, f"eldercare/v1/{region}/alerts", f"eldercare/v1/{region}/cmd/BR-1",
             f"eldercare/v1/{region}/cmd/BR-1/result"]
     try:
-        with IngestService(make_config()) as svc:
+        with Application(make_config()) as svc:
             for topic in wrong + ours:
                 publisher.publish(topic, sos)
             # Barrier: one publisher, QoS 1, so everything above was received before it.
@@ -196,7 +196,7 @@ def test_wrong_topics_are_dead_lettered_and_our_own_namespaces_are_not(
             wait_for(lambda: count(db_url, "SELECT count(*) FROM readings") == 1, what="the SOS")
             wait_for(lambda: count(db_url, "SELECT count(*) FROM dead_letters") == len(wrong),
                      what="a dead letter per wrong topic")
-            ignored = {ns: svc.metrics.value("eldercare_mqtt_ignored_messages_total",
+            ignored = {ns: svc.ingest.metrics.value("eldercare_mqtt_ignored_messages_total",
                                              namespace=ns) for ns in ("alerts", "cmd")}
     finally:
         publisher.publish(alert, b"", retain=True)  # clears it: the broker is the session's

@@ -26,10 +26,10 @@ import pytest
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 
-from alerts.api import create_app
 from alerts.auth import TokenEntry, TokenTable, hash_token, new_token
 from alerts.store import AlertStore
 from console.accounts import AccountStore
+from console.app import create_api_with_accounts
 from console.ratelimit import Attempt, LoginLimiter, LoginLimits, Refused, address_key
 from console.web import login_router
 from eldercare.cli import main as cli_main
@@ -264,8 +264,8 @@ def accounts(migrated_db: str) -> Iterator[AccountStore]:
 @pytest.fixture
 def login(store: AlertStore, migrated_db: str, accounts: AccountStore) -> Iterator[Login]:
     clock = ManualClock(T0)
-    app = create_app(store=store, database_url=migrated_db, tokens=TokenTable(), clock=clock,
-                     accounts=accounts, secure_cookies=False)
+    app = create_api_with_accounts(store=store, database_url=migrated_db, tokens=TokenTable(),
+        clock=clock, accounts=accounts, secure_cookies=False)
     with HttpServer(app, host="127.0.0.1", port=0) as server:
         login = Login(f"http://127.0.0.1:{server.port}", clock)
         yield login
@@ -361,9 +361,9 @@ class DatabaseDown:
 def test_logins_the_database_could_not_check_do_not_lock_the_name() -> None:
     dead = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
     with AlertStore(dead) as store:
-        app = create_app(store=store, database_url=dead, tokens=TokenTable(),
-                         clock=ManualClock(T0), accounts=cast(AccountStore, DatabaseDown()),
-                         secure_cookies=False)
+        app = create_api_with_accounts(store=store, database_url=dead, tokens=TokenTable(),
+            clock=ManualClock(T0), accounts=cast(AccountStore, DatabaseDown()),
+            secure_cookies=False)
         with HttpServer(app, host="127.0.0.1", port=0) as server:
             answers = [httpx.post(f"http://127.0.0.1:{server.port}/console/login",
                                   json={"username": "officer-a", "password": PASSWORD})
@@ -406,8 +406,8 @@ def unlocking(store: AlertStore, migrated_db: str,
                         for role, t in tokens.items()])
     # Near the wall clock: `eldercare user unlock` stamps the unlock with the real time.
     clock = ManualClock(int(time.time() * 1000) - 60_000)
-    app = create_app(store=store, database_url=migrated_db, tokens=table, clock=clock,
-                     accounts=accounts, secure_cookies=False)
+    app = create_api_with_accounts(store=store, database_url=migrated_db, tokens=table,
+        clock=clock, accounts=accounts, secure_cookies=False)
     with HttpServer(app, host="127.0.0.1", port=0) as server:
         login = Login(f"http://127.0.0.1:{server.port}", clock)
         yield Unlocking(login, tokens, accounts)

@@ -15,7 +15,7 @@ import pytest
 
 from alerts.store import AlertStore
 from detectors.events import Event
-from ingest.migrations import migrate
+from eldercare.schema import migrate
 from ingest.registry_store import store_registry
 from schemas.registry import parse_registry
 from tests.test_alert_routing import REGISTRY, ROUTING, T0, sos

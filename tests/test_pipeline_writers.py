@@ -16,12 +16,12 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 
+from eldercare.schema import migrate
 from foundation.clock import SystemClock
 from foundation.errors import StorageError
 from ingest.batch import Batch
 from ingest.buffer import Message, MessageBuffer
 from ingest.metrics import IngestMetrics
-from ingest.migrations import migrate
 from ingest.pipeline import IngestPipeline, PipelineConfig
 from ingest.storage import PostgresStore, WriteResult
 from schemas import MessageDecoder, gateway_topic

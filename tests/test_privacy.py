@@ -29,12 +29,9 @@ from alerts.store import AlertStore
 from alerts.webhook_receiver import Receiver
 from detectors.events import Event
 from eldercare import cli
+from eldercare.app import Application
 from eldercare.config import Config, load_config
-from foundation.ports import free_port
-from ingest.batch import Batch
-from ingest.event_store import PostgresEventStore
-from ingest.migrations import RetentionPolicy, migrate, prune
-from ingest.privacy import (
+from eldercare.privacy import (
     DELETED_ACTION,
     DELETED_TABLES,
     DeletionRefused,
@@ -44,8 +41,13 @@ from ingest.privacy import (
     mask_address,
     write_export,
 )
+from eldercare.schema import migrate
+from foundation.ports import free_port
+from ingest.batch import Batch
+from ingest.event_store import PostgresEventStore
+from ingest.migrations import RetentionPolicy, prune
 from ingest.registry_store import store_registry
-from ingest.service import IngestService, retention_of
+from ingest.settings import retention_of
 from ingest.storage import PostgresStore
 from schemas import MessageDecoder, device_topic, gateway_topic
 from schemas.registry import load_registry
@@ -412,7 +414,7 @@ def test_retention_prune_drops_location_history_older_than_configured(migrated_d
     day, now = 86_400_000, now_ms()
     _store_fixes(migrated_db, "BR-R", (400, 31, 29, 1), method="copy")
     with psycopg.connect(migrated_db, autocommit=True) as conn:
-        deleted = prune(conn, retention=retention_of(config), timescale=False)
+        deleted = prune(conn, retention=retention_of(config.database), timescale=False)
         kept = sorted(round((now - r[0]) / day) for r in conn.execute(
             "SELECT (extract(epoch FROM ts) * 1000)::bigint FROM readings"))
         assert deleted["readings"] == 2 and kept == [1, 29]
@@ -428,7 +430,7 @@ def test_the_service_prunes_expired_history_soon_after_it_starts(
     with psycopg.connect(db_url, autocommit=True) as conn:
         migrate(conn, timescale="off")
     _store_fixes(db_url, "BR-EXPIRED", (31, 1), method="copy")
-    with IngestService(config):
+    with Application(config):
         wait_for(lambda: count(db_url, "SELECT count(*) FROM readings") == 1, timeout_s=5,
                  what="the 31-day-old fix pruned")
 
@@ -572,7 +574,7 @@ def test_logs_and_metrics_carry_ids_never_names_numbers_or_positions(
     aliyun.plan["SendSms"] = ["500"]          # the first SMS fails: the retry path logs too
     caplog.set_level(logging.DEBUG)
     topic = device_topic(region, "WT-LOG")
-    with IngestService(config) as svc:
+    with Application(config) as svc:
         # At home, then twice outside the zone (a geofence exit), then an SOS out there.
         t0 = now_ms()
         for i, (lat, lon) in enumerate([A_HOME, A_SOS, (A_SOS[0] + 0.000123, A_SOS[1])]):
@@ -588,14 +590,14 @@ def test_logs_and_metrics_carry_ids_never_names_numbers_or_positions(
         wait_for(lambda: count(db_url, "SELECT count(*) FROM alerts WHERE type IN"
                                " ('sos', 'geofence_exit')") == 2, what="SOS and exit alerts")
         alert_id = count(db_url, "SELECT id FROM alerts WHERE type = 'sos'")
-        assert svc.alerts is not None and svc.alerts.api is not None
-        api = f"http://127.0.0.1:{svc.alerts.api.port}/api/v1"
+        assert svc.http is not None
+        api = f"http://127.0.0.1:{svc.http.port}/api/v1"
         r = httpx.post(f"{api}/alerts/{alert_id}/acknowledge", json={"note": "calling back"},
                        headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200, r.text
         wait_for(lambda: any(json.loads(r.body)["event"] == "alert.acknowledged"
                              for r in list(receiver.requests)), what="the claim at dispatch")
-        metrics = httpx.get(f"http://127.0.0.1:{svc.metrics_port}/metrics").text
+        metrics = httpx.get(f"http://127.0.0.1:{svc.ingest.metrics_port}/metrics").text
     # The flow did carry the secrets: the platform got the name, the SMS went to the number.
     assert A_NAME in receiver.requests[0].body.decode()
     assert aliyun.calls("SendSms")[-1]["PhoneNumbers"] == "13987654321"

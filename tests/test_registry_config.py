@@ -8,8 +8,8 @@ import psycopg
 import pytest
 
 from eldercare.config import load_config
+from eldercare.schema import migrate
 from foundation.errors import ConfigError, RegistryError
-from ingest.migrations import migrate
 from ingest.registry_store import store_registry
 from schemas.registry import load_registry, parse_registry
 

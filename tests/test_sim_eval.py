@@ -23,8 +23,8 @@ from device_sim.publisher import publish
 from device_sim.scenario import load_scenario
 from device_sim.score import score
 from device_sim.stream import build
+from eldercare.app import Application
 from eldercare.config import Config
-from ingest.service import IngestService
 from tests.conftest import count, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +82,7 @@ def test_the_service_detects_the_small_scenario_published_over_mqtt(
     pubs = list(sim.publications())
     readings = len({(r["device_id"], r["type"], r["ts"]) for p in pubs for r in p.readings})
     config = make_config(**{"registry": str(registry), "detectors.timezone": scenario.timezone})
-    with IngestService(config):
+    with Application(config):
         stats = publish(pubs, url=config.mqtt.url, speed=None)
         assert stats.messages == len(pubs) and stats.refused == 0
         wait_for(lambda: count(db_url, "SELECT count(*) FROM readings")

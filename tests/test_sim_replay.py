@@ -25,12 +25,12 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from detectors.replay import run_detect
 from device_sim.gateway import MAX_PAYLOAD_BYTES, deliver
 from device_sim.load import LoadParams, PayloadFactory, run_load
 from device_sim.publisher import encode_payload, publish
 from device_sim.recording import read_recording, write_recording
 from device_sim.types import DeliveryParams, Publication, SimReading
-from eldercare.detect import run_detect
 from foundation.errors import ValidationError
 from schemas import MessageDecoder, Reading, device_topic, gateway_topic
 from tests.conftest import wait_for

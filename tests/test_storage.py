@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import psycopg
 import pytest
 
+from eldercare.schema import migrate
+from foundation import migrations
 from foundation.errors import MigrationError, StorageError
-from ingest import migrations
 from ingest.batch import Batch
-from ingest.migrations import migrate
 from ingest.storage import PostgresStore
 from schemas import MessageDecoder
 from tests.conftest import count, now_ms
@@ -39,10 +40,9 @@ def test_migrations_are_idempotent_and_detect_edits(db_url: str,
                                  "0004_alerts", "0005_alert_folding", "0006_alert_routing",
                                  "0007_console", "0008_console_login_unlock"]
         assert again.applied == []
-        real_load = migrations._load
-        monkeypatch.setattr(migrations, "_load", lambda sub, prefix: [
-            migrations._Migration(m.version, m.sql + "\n-- edited")
-            for m in real_load(sub, prefix)])
+        real_load = migrations.load_migrations
+        monkeypatch.setattr(migrations, "load_migrations", lambda sources: [
+            dataclasses.replace(m, sql=m.sql + "\n-- edited") for m in real_load(sources)])
         with pytest.raises(MigrationError, match="changed after it was applied"):
             migrate(conn, timescale="off")
 

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from prometheus_client import generate_latest
 
+from eldercare.app import Application
 from eldercare.config import Config
 from foundation.clock import SystemClock
 from foundation.errors import WorkerError
@@ -23,7 +24,6 @@ from ingest.batch import Batch
 from ingest.buffer import Message, MessageBuffer
 from ingest.metrics import IngestMetrics
 from ingest.pipeline import IngestPipeline
-from ingest.service import IngestService
 from ingest.storage import WriteResult
 from schemas import MessageDecoder, device_topic
 from schemas.decode import Decoded
@@ -123,13 +123,13 @@ def test_health_and_metrics_report_a_dead_pipeline_the_moment_it_dies(
     store = _FailingStore()
     told: list[Death] = []
     config = make_config(**{"spool.enabled": False})
-    service = IngestService(config, store=store, supervisor=Supervisor(on_death=told.append))
+    service = Application(config, store=store, supervisor=Supervisor(on_death=told.append))
     with service:
-        assert service.alerts is not None and service.alerts.api is not None
-        base = f"http://127.0.0.1:{service.alerts.api.port}"
+        assert service.http is not None
+        base = f"http://127.0.0.1:{service.http.port}"
 
         def metrics() -> str:  # what a scrape of /metrics serves
-            return generate_latest(service.metrics.registry).decode()
+            return generate_latest(service.ingest.metrics.registry).decode()
 
         ok = httpx.get(f"{base}/api/v1/health")
         assert (ok.status_code, ok.json()) == (200, {"status": "ok", "failed_workers": []})
@@ -159,8 +159,8 @@ def test_the_pipeline_thread_raises_worker_error_when_it_halts_unasked(
         make_config: Callable[..., Config]) -> None:
     """The pipeline's own thread body ends in WorkerError (not a quiet return), so any owner,
     supervised or not, sees the halt."""
-    service = IngestService(make_config(), store=_FailingStore())
-    pipeline = service.pipeline
+    service = Application(make_config(), store=_FailingStore())
+    pipeline = service.ingest.pipeline
     pipeline._fail("writer failed (RuntimeError: x)")  # what a writer does on a bug
     with pytest.raises(WorkerError, match="eldercare-pipeline: writer failed"):
         pipeline.run()

@@ -18,9 +18,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from eldercare.schema import migrate
 from foundation.ports import free_port
 from ingest.batch import Batch
-from ingest.migrations import RetentionPolicy, migrate
+from ingest.migrations import RetentionPolicy
 from ingest.storage import PostgresStore
 from schemas import MessageDecoder
 from tests.conftest import now_ms

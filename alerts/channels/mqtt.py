@@ -73,7 +73,7 @@ class AlertsMqttConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
 
     The broker (``url``) and the CA are [mqtt]'s. Unset, the login and the client certificate
     are [mqtt]'s too; but the broker ACL grants alerts to ``eldercare-alerts`` and readings to
-    ``eldercare-ingest`` (ingest/broker_acl.py), and a TLS listener that names sessions after
+    ``eldercare-ingest`` (eldercare/broker_acl.py), and a TLS listener that names sessions after
     the login would let one login's two connections take each other's session, so production
     sets its own ``username`` here (alerts/channels/mqtt.py).
     """

@@ -21,8 +21,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts.webhook_receiver import Receiver
+from eldercare.app import Application
 from eldercare.config import Config
-from ingest.service import IngestService
 from schemas import device_topic
 from tests.conftest import count, now_ms, wait_for
 from tests.faults.conftest import FaultReport
@@ -93,7 +93,7 @@ def test_database_outage_loses_nothing_and_sos_still_reaches_dispatch(
         "database.url": proxied_url, "alerts.webhook.url": receiver.url,
         "alerts.webhook.secret": "outage", "spool.dir": str(tmp_path / "spool"),
         "spool.probe_ms": 500})
-    with proxy, IngestService(config) as svc:
+    with proxy, Application(config) as svc:
         stream = _Stream(broker.url, region)
         stream.start()
         wait_for(lambda: count(db_url, "SELECT count(*) FROM readings") > 1000, 30,
@@ -112,15 +112,15 @@ def test_database_outage_loses_nothing_and_sos_still_reaches_dispatch(
             return [r.at for r in list(receiver.requests)
                     if json.loads(r.body).get("provisional", {}).get("device_id") == "OUT-SOS"]
         while not provisional():
-            buffered_max = max(buffered_max, len(svc.buffer))
+            buffered_max = max(buffered_max, len(svc.ingest.buffer))
             assert time.monotonic() - cut_at < OUTAGE_S, "no provisional SOS during the outage"
             time.sleep(0.05)
         sos_latency_s = provisional()[0] - sent_at
         while time.monotonic() - cut_at < OUTAGE_S:
-            buffered_max = max(buffered_max, len(svc.buffer))
+            buffered_max = max(buffered_max, len(svc.ingest.buffer))
             time.sleep(0.1)
         rss_outage = _rss()
-        spooled = svc.metrics.value("eldercare_spooled_messages_total", reason="outage")
+        spooled = svc.ingest.metrics.value("eldercare_spooled_messages_total", reason="outage")
         proxy.restore()
         restored_at = time.monotonic()
         sent = stream.stop()

@@ -20,8 +20,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from eldercare.app import Application
 from eldercare.config import Config
-from ingest.service import IngestService
 from schemas import device_topic, gateway_topic
 from tests.conftest import count, now_ms, wait_for
 from tests.faults.conftest import FaultReport
@@ -95,28 +95,28 @@ def test_overload_alarms_first_periodic_deferred_not_shed_and_recovered(
     # is about alarms first while deferral works, not about the bound.
     config = make_config(**{"alerts.enabled": False, "spool.max_bytes": 8 * 2**30})
     base = now_ms() - 3_600_000
-    with IngestService(config) as svc:
+    with Application(config) as svc:
         # Capacity of the database path, measured in this run: a burst of 3,000 messages
         # (300,000 readings) as fast as the publisher goes, from its first publish to the last
         # row stored, with deferral off (deferring would hide the capacity it measures).
-        configured = svc.pipeline.config
-        svc.pipeline.config = dataclasses.replace(configured, defer_after_s=0)
+        configured = svc.ingest.pipeline.config
+        svc.ingest.pipeline.config = dataclasses.replace(configured, defer_after_s=0)
         burst = 3000
         began, _, _ = _run(broker.url, region, 0, burst, 0, base)
         wait_for(lambda: count(db_url, "SELECT count(*) FROM readings") >= burst * PER_MESSAGE,
                  300, "the capacity burst stored")
         capacity = burst / (time.time() - began)  # messages per second
-        svc.pipeline.config = configured
+        svc.ingest.pipeline.config = configured
 
         rate = 2 * capacity
         n = round(rate * OVERLOAD_S)
         sos_every = max(10, n // 20)
-        received_before = svc.metrics.value("eldercare_messages_received_total")
+        received_before = svc.ingest.metrics.value("eldercare_messages_received_total")
         _, spent, sos = _run(broker.url, region, burst, n, rate, base, sos_every)
         # Messages the broker still held for us when the last publish was acknowledged.
         broker_backlog = n + len(sos) - (
-            svc.metrics.value("eldercare_messages_received_total") - received_before)
-        deferred = svc.metrics.value("eldercare_spooled_messages_total", reason="overload")
+            svc.ingest.metrics.value("eldercare_messages_received_total") - received_before)
+        deferred = svc.ingest.metrics.value("eldercare_spooled_messages_total", reason="overload")
         total = (burst + n) * PER_MESSAGE
         wait_for(lambda: count(db_url, "SELECT count(*) FROM detection_events WHERE type = 'sos'")
                  >= len(sos), 120, "every SOS detected")
@@ -135,7 +135,7 @@ def test_overload_alarms_first_periodic_deferred_not_shed_and_recovered(
         wait_for(lambda: count(db_url, "SELECT count(*) FROM readings WHERE type = 'location'")
                  >= total, 600, "every periodic reading stored after the overload")
         recovered_s = time.monotonic() - t_end
-        wait_for(lambda: svc.spool is not None and svc.spool.bytes == 0, 60, "the spool empty")
+        wait_for(lambda: svc.ingest.spool is not None and svc.ingest.spool.bytes == 0, 60, "the spool empty")
 
     distinct = count(db_url, "SELECT count(DISTINCT (device_id, ts, seq)) FROM readings"
                              " WHERE type = 'location'")

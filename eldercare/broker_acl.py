@@ -47,6 +47,9 @@ and client ids, so no device can be named like the session it would then take ov
 with one username are refused too: Mosquitto would merge their grants. Errors are
 :class:`~foundation.errors.RegistryError` naming the entry by its path (``$.wearers[3].devices[0]``)
 and id, never by a wearer's name.
+
+Why in the shell: ``eldercare broker acl`` runs it, offline, to configure the broker for
+devices, gateways, ingest and alerts alike; no component uses it at run time.
 """
 
 from __future__ import annotations

@@ -23,6 +23,10 @@ the same transaction (:func:`_materialized_device_hourly` says why). A wearer wi
 unresolved alert is not deleted: erasure must not pull the data out from under an emergency in
 progress.
 
+Why in the shell: this is an operation of ``eldercare wearer export|delete`` that reads and
+deletes across every component's tables (ingest's readings, detection's events, the alerts and
+their audit trail, the registry); no one component owns it, and none needs it.
+
 Errors (the tree of :mod:`foundation.errors`)::
 
     EldercareError
