@@ -28,8 +28,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Self
 
 import psycopg
 from fastapi import FastAPI
@@ -48,6 +46,7 @@ from eldercare.schema import migrate
 from foundation.clock import Clock, SystemClock
 from foundation.errors import StorageError
 from foundation.http_server import HttpServer
+from foundation.lifecycle import StartStop
 from foundation.migrations import MigrationReport
 from foundation.supervisor import Supervisor
 from ingest.pipeline import BatchSink
@@ -80,7 +79,7 @@ def prepare_database(config: Config, *, wait_s: float = 30.0) -> MigrationReport
             time.sleep(1.0)
 
 
-class HttpFront:
+class HttpFront(StartStop):
     """The HTTP server of the service: the alerts API on :attr:`AlertService.store`, and the
     duty console on it when ``[console] enabled`` (accounts, live stream, devices, evidence,
     the page: :mod:`console.app`). Owns the account store and the change feed it creates."""
@@ -137,7 +136,7 @@ class HttpFront:
             self.accounts.close()
 
 
-class Application:
+class Application(StartStop):
     """Every component of the service, built from one configuration; see the module docstring.
 
     ``supervisor``: whoever must act on a dead worker passes its own (``eldercare run`` exits);
@@ -206,14 +205,6 @@ class Application:
             self.http.stop()
         if self.alerts is not None:
             self.alerts.stop()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
 
 class _FanOut:

@@ -24,12 +24,13 @@ import logging
 import socket
 import threading
 import time
-from typing import Final, Self
+from typing import Final
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from foundation.errors import ConfigError, EldercareError
+from foundation.lifecycle import StartStop
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class State(enum.Enum):
     STOPPED = "stopped"
 
 
-class HttpServer:
+class HttpServer(StartStop):
     """Serve ``app`` on ``host``:``port`` (0 = a free port) in a daemon thread."""
 
     def __init__(self, app: ASGIApp, *, host: str, port: int,
@@ -93,13 +94,6 @@ class HttpServer:
     def alive(self) -> bool:
         """Whether the server thread still serves (a liveness probe for the supervisor)."""
         return self.state is not State.RUNNING or self._thread.is_alive()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def _bind(self) -> socket.socket:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET

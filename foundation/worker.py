@@ -34,10 +34,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from types import TracebackType
-from typing import Self
 
 from foundation.errors import WorkerError
+from foundation.lifecycle import StartStop
 from foundation.supervisor import Spawn, plain_spawn
 
 #: One round of work; returns the seconds to sleep before the next round unless woken
@@ -48,7 +47,7 @@ Round = Callable[[], float | None]
 ErrorHandler = Callable[[Exception], float | None]
 
 
-class Worker:
+class Worker(StartStop):
     """Runs ``work`` in the named thread ``name``; see the module docstring.
 
     ``first_wait_s`` is the wait before the first round (``0``: at once, to pick up what a
@@ -109,14 +108,6 @@ class Worker:
             return thread is None
         thread.join(timeout_s)
         return not thread.is_alive()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     def _run(self) -> None:
         if self.on_start is not None:

@@ -26,8 +26,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from types import TracebackType
-from typing import Self
 
 import psycopg
 from prometheus_client import start_http_server
@@ -39,6 +37,7 @@ from foundation.broker import BrokerAddress, MqttConfig
 from foundation.clock import Clock, SystemClock
 from foundation.database import DatabaseConfig, database_answers
 from foundation.errors import EldercareError, StorageError
+from foundation.lifecycle import StartStop
 from foundation.supervisor import Supervisor
 from foundation.worker import Worker
 from ingest.admission import registry_admission
@@ -79,7 +78,7 @@ class State(enum.Enum):
     STOPPED = "stopped"
 
 
-class IngestService:
+class IngestService(StartStop):
     """MQTT → validated readings → PostgreSQL, as one long-lived component."""
 
     def __init__(
@@ -255,14 +254,6 @@ class IngestService:
             self._http.server_close()  # type: ignore[attr-defined]
         self.state = State.STOPPED
         log.info("ingest stopped")
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
 
 def _chain(*sinks: BatchSink | None) -> BatchSink | None:
