@@ -21,7 +21,7 @@ OUTCOMES: Final[dict[str, str]] = {
     "other": "anything else; say what in the note",
 }
 Outcome = Literal["false_alarm", "safe", "helped_on_site", "ambulance", "police", "other"]
-AlertType = Literal["sos", "fall", "home_alarm", "heart_rate", "geofence_exit",
+AlertType = Literal["sos", "fall", "home_alarm", "heart_rate", "device_alarm", "geofence_exit",
                     "device_removed", "inactivity", "low_battery", "offline"]
 Status = Literal["open", "acknowledged", "resolved"]
 # The API's enums are spelled out for the OpenAPI document; fail at import if they drift.

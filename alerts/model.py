@@ -11,7 +11,9 @@ Priorities (1 most urgent) order the duty console and the dispatch queue:
 ====  ===========================================================  =====================
  1    sos, fall, home_alarm (smoke, gas, water, bed exit at night)  life safety
  2    geofence_exit at night (local 20:00-06:00: an elder with     someone may be lost
-      dementia outside alone after dark); heart_rate
+      dementia outside alone after dark); heart_rate;              or cannot call
+      device_alarm (a device's own alarm the gateway could not
+      map to another type, a tracker's power cut)
  3    geofence_exit by day, device_removed, inactivity              needs a check soon
  4    low_battery, offline                                         supervision
 ====  ===========================================================  =====================
@@ -28,7 +30,7 @@ Status = Literal["open", "acknowledged", "resolved"]
 #: Event type -> priority, for the event types that open alerts.
 PRIORITY: Final[dict[str, int]] = {
     "sos": 1, "fall": 1, "home_alarm": 1,
-    "heart_rate": 2, "geofence_exit": 3, "device_removed": 3, "inactivity": 3,
+    "heart_rate": 2, "device_alarm": 2, "geofence_exit": 3, "device_removed": 3, "inactivity": 3,
     "low_battery": 4, "offline": 4,
 }
 #: Priority of a geofence exit at night (local time, see :func:`priority`).

@@ -38,12 +38,13 @@ TYPE_WORDS: Final[dict[str, dict[str, str]]] = {
         "sos": "SOS求助", "fall": "跌倒", "geofence_exit": "走失/离开安全区域",
         "home_alarm": "烟雾/燃气报警", "offline": "设备离线", "low_battery": "电量低",
         "device_removed": "手环被摘下", "heart_rate": "心率异常", "inactivity": "长时间无活动",
+        "device_alarm": "设备报警",
     },
     "en": {
         "sos": "SOS call", "fall": "Fall", "geofence_exit": "Wandering / left safe zone",
         "home_alarm": "Smoke/gas alarm", "offline": "Device offline", "low_battery": "Low battery",
         "device_removed": "Wristband removed", "heart_rate": "Abnormal heart rate",
-        "inactivity": "Prolonged inactivity",
+        "inactivity": "Prolonged inactivity", "device_alarm": "Device alarm",
     },
 }
 
@@ -59,6 +60,7 @@ ACTIONS: Final[dict[str, dict[str, str]]] = {
         "device_removed": "请联系老人并提醒其佩戴手环",
         "low_battery": "请提醒老人为设备充电",
         "offline": "请检查设备电源和网络，并联系老人确认安全",
+        "device_alarm": "请尽快联系老人确认安全，并检查设备",
         "": "请尽快联系老人确认情况，必要时拨打12349",
     },
     "en": {
@@ -71,6 +73,7 @@ ACTIONS: Final[dict[str, dict[str, str]]] = {
         "device_removed": "Call the elder and remind them to wear the wristband",
         "low_battery": "Remind the elder to charge the device",
         "offline": "Check the device's power and network, and call the elder",
+        "device_alarm": "Call the elder soon to check they are safe, and check the device",
         "": "Contact the elder soon; dial 12349 if needed",
     },
 }

@@ -35,6 +35,12 @@ _FIELDS: Final[dict[str, tuple[Any, Any]]] = {
 _SENSOR_FIELDS: Final[dict[str, tuple[Any, Any]]] = {
     "home_start": (np.int64, -1), "home_end": (np.int64, -1), "home_open": (np.bool_, False),
 }
+#: Kinds of a device's own alarm (schemas.readings.DeviceAlarmKind), one episode state each.
+DEVICE_ALARM_KINDS: Final = ("low_battery", "fence_exit", "fence_enter", "power_cut", "vibration",
+                             "cover_removed", "overspeed", "other")
+_DEVICE_ALARM_FIELDS: Final[dict[str, tuple[Any, Any]]] = {
+    "dev_alarm_start": (np.int64, -1), "dev_alarm_end": (np.int64, -1),
+}
 
 
 class DeviceTable:
@@ -76,6 +82,8 @@ class DeviceTable:
     home_start: npt.NDArray[np.int64]
     home_end: npt.NDArray[np.int64]
     home_open: npt.NDArray[np.bool_]
+    dev_alarm_start: npt.NDArray[np.int64]
+    dev_alarm_end: npt.NDArray[np.int64]
 
     def __init__(self, *, offline_default_ms: int, accel_fall_default: bool = True,
                  capacity: int = 1024) -> None:
@@ -87,7 +95,7 @@ class DeviceTable:
         self._capacity = 0
         for name, (dtype, init) in _FIELDS.items():
             setattr(self, name, np.empty(0, dtype=dtype))
-        for name, (dtype, init) in _SENSOR_FIELDS.items():
+        for name, (dtype, init) in (_SENSOR_FIELDS | _DEVICE_ALARM_FIELDS).items():
             setattr(self, name, np.empty(0, dtype=dtype))
         self._grow(capacity)
 
@@ -118,7 +126,8 @@ class DeviceTable:
         self.offline_after_ms[row] = offline_after_ms
 
     def _grow(self, capacity: int) -> None:
-        for fields, per_row in ((_FIELDS, 1), (_SENSOR_FIELDS, _SENSORS)):
+        for fields, per_row in ((_FIELDS, 1), (_SENSOR_FIELDS, _SENSORS),
+                                (_DEVICE_ALARM_FIELDS, len(DEVICE_ALARM_KINDS))):
             for name, (dtype, init) in fields.items():
                 old = getattr(self, name)
                 new = np.full(capacity * per_row, init, dtype=dtype)

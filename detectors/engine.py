@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors import alarms, geofence, supervision
-from detectors.device_state import DeviceTable
+from detectors.device_state import DEVICE_ALARM_KINDS, DeviceTable
 from detectors.events import Event, EventType, Evidence, Severity
 from detectors.fall import AccelChunk, AccelFallDetector, FallHit, chunk_times
 from detectors.geo import ZoneSet, haversine_m
@@ -39,6 +39,7 @@ from detectors.sequences import (
 )
 from schemas.readings import (
     Accel,
+    DeviceAlarm,
     Fall,
     Heartbeat,
     HomeAlarm,
@@ -52,6 +53,16 @@ from schemas.registry import Registry, Zone
 
 HOME_SENSORS: Final = ("smoke", "gas", "water", "door", "bed_exit", "panic")
 _SENSOR_INDEX: Final = {s: i for i, s in enumerate(HOME_SENSORS)}
+_DEVICE_ALARM_INDEX: Final = {k: i for i, k in enumerate(DEVICE_ALARM_KINDS)}
+#: The event (type, severity) each kind of device alarm raises. A power cut on a tracker or
+#: home unit means it will soon go silent, and an unclassified alarm is one a person must look
+#: at: both high. Vibration and overspeed say little about an elder's safety on their own.
+_DEVICE_ALARM_EVENT: Final[dict[str, tuple[EventType, Severity]]] = {
+    "low_battery": ("low_battery", "low"), "fence_exit": ("geofence_exit", "high"),
+    "fence_enter": ("geofence_return", "info"), "cover_removed": ("device_removed", "high"),
+    "power_cut": ("device_alarm", "high"), "vibration": ("device_alarm", "medium"),
+    "overspeed": ("device_alarm", "medium"), "other": ("device_alarm", "high"),
+}
 _NIGHT_SENSORS: Final = frozenset({"door", "bed_exit"})
 _HOME_SEVERITY: Final[dict[str, Severity]] = {
     "smoke": "critical", "gas": "critical", "water": "medium", "door": "high",
@@ -170,6 +181,7 @@ class DetectorEngine:
             ("sos", lambda: self._sos(readings, rows, t[Sos], t[HomeAlarm])),
             ("device_fall", lambda: self._device_falls(readings, rows, t[Fall])),
             ("home_alarm", lambda: self._home_alarms(readings, rows, t[HomeAlarm])),
+            ("device_alarm", lambda: self._device_alarms(readings, rows, t[DeviceAlarm])),
             ("battery", lambda: self._battery(readings, rows, t[Location] + t[Heartbeat])),
             ("wear", lambda: self._wear(readings, rows, t[Wear])),
             ("vitals", lambda: self._vitals(readings, rows, recv, t[Vitals])),
@@ -325,6 +337,35 @@ class DetectorEngine:
             sensor = readings[items[j]].sensor  # type: ignore[union-attr]
             events.append(self._event(int(keys[j]) // len(HOME_SENSORS), "home_alarm",
                                       int(ts[j]), _HOME_SEVERITY[sensor], {"sensor": sensor}))
+        return events
+
+    def _device_alarms(self, readings: Sequence[Reading], rows: IntArray,
+                       idx: list[int]) -> list[Event]:
+        """A device's own alarms (vendor protocols through the gateway): each kind is an
+        episode per device, so a watch repeating an unanswered alarm raises it once; the kinds
+        our other rules also know raise those rules' events (the device's low-battery flag is
+        ``low_battery``, its fence ``geofence_exit``/``geofence_return``, its cover or strap
+        ``device_removed``), the rest ``device_alarm`` naming the kind (docs/detectors.md)."""
+        if not idx:
+            return []
+        d = self.devices
+        alarms_: list[DeviceAlarm] = [readings[i] for i in idx]  # type: ignore[misc]
+        n_kinds = len(DEVICE_ALARM_KINDS)
+        keys = rows[idx] * n_kinds + np.array([_DEVICE_ALARM_INDEX[a.alarm] for a in alarms_],
+                                              dtype=np.int64)
+        ts = np.array([a.ts for a in alarms_], dtype=np.int64)
+        new = self._alarm_stream("device_alarm", keys, ts, np.zeros(len(idx), dtype=bool),
+                                 d.dev_alarm_start, d.dev_alarm_end, None,
+                                 self.params.alarms.device_alarm_window_s)
+        events = []
+        for j in np.flatnonzero(new):
+            a = alarms_[j]
+            event_type, severity = _DEVICE_ALARM_EVENT[a.alarm]
+            ev: Evidence = {"source": "device", "alarm": a.alarm}
+            if a.code is not None:
+                ev["code"] = a.code
+            events.append(self._event(int(keys[j]) // n_kinds, event_type, int(ts[j]),
+                                      severity, ev, lat=a.lat, lon=a.lon))
         return events
 
     def _stream(self, rows: IntArray, ts: IntArray, last_ts: npt.NDArray[np.int64],

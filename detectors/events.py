@@ -18,7 +18,7 @@ import msgspec
 
 EventType = Literal[
     "sos", "fall", "geofence_exit", "geofence_return", "low_battery", "offline", "online",
-    "device_removed", "device_worn", "heart_rate", "home_alarm", "inactivity",
+    "device_removed", "device_worn", "heart_rate", "home_alarm", "inactivity", "device_alarm",
 ]
 EVENT_TYPES: Final[tuple[str, ...]] = EventType.__args__  # type: ignore[attr-defined]
 

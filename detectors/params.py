@@ -31,6 +31,10 @@ class AlarmParams:
     #: Smoke, gas and water sensors repeat while the condition lasts (typically every 1-5 min);
     #: reports closer than this, with no "cleared" report between, are one alarm.
     home_window_s: float = 600.0
+    #: A device's own alarm of one kind (a watch's low-battery or fence bit, a tracker's power
+    #: cut) re-reported closer than this is one alarm: watches repeat an unanswered alarm every
+    #: few seconds and set state bits in every position report.
+    device_alarm_window_s: float = 600.0
     #: Local-time window in which bed-exit and door sensors alarm (``HH:MM-HH:MM``); outside it
     #: getting up or opening the door is daily life.
     night: str = "22:00-06:00"

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import psycopg
 
 from eldercare.config import Config, load_config
+from eldercare.gateway_cli import add_gateway_commands
 from eldercare.sim_cli import add_sim_commands
 from foundation.errors import EldercareError
 
@@ -370,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_user_commands(sub)
     _add_wearer_commands(sub)
     _add_broker_commands(sub)
+    add_gateway_commands(sub)
     add_sim_commands(sub)
     return parser
 

@@ -26,10 +26,11 @@ from foundation.broker import MqttConfig
 from foundation.database import DatabaseConfig
 from foundation.documents import parse_document, read_document
 from foundation.errors import ConfigError
+from gateway.settings import GatewayConfig
 from ingest.settings import IngestConfig, MetricsConfig, SpoolConfig
 
 __all__ = ["AlertsConfig", "ApiConfig", "Config", "ConsoleConfig", "DatabaseConfig",
-           "DetectorsConfig", "IngestConfig", "MetricsConfig", "MqttConfig", "SpoolConfig",
+           "DetectorsConfig", "GatewayConfig", "IngestConfig", "MetricsConfig", "MqttConfig", "SpoolConfig",
            "load_config"]
 
 
@@ -45,6 +46,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     api: ApiConfig = ApiConfig()
     console: ConsoleConfig = ConsoleConfig()
     spool: SpoolConfig = SpoolConfig()
+    gateway: GatewayConfig = GatewayConfig()
     registry: str | None = None
 
 

@@ -29,9 +29,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
+from schemas import ALARM_TYPES
+
 #: Alarm reading types as they appear, undecoded, in a JSON or MessagePack payload
 #: (schemas.ALARM_TYPES).
-_ALARM_BYTES: Final = re.compile(rb"sos|fall|wear|home_alarm")
+_ALARM_BYTES: Final = re.compile(b"|".join(re.escape(t.encode()) for t in sorted(ALARM_TYPES)))
 
 
 def may_hold_alarm(payload: bytes) -> bool:

@@ -52,7 +52,7 @@ _COLUMN_TYPES: Final = {
     "battery_pct": "float4", "source": "text", "heart_rate_bpm": "float4", "spo2_pct": "float4",
     "body_temp_c": "float4", "systolic_mmhg": "float4", "diastolic_mmhg": "float4",
     "steps": "int4", "confidence": "float4", "rssi_dbm": "float4", "worn": "bool",
-    "sensor": "text", "active": "bool",
+    "sensor": "text", "active": "bool", "alarm": "text", "code": "text",
 }
 _HEAD: Final = ("device_id", "ts", "seq")
 _TAIL: Final = ("type", "region", "received_at")

@@ -6,6 +6,7 @@ from schemas.readings import (
     READING_TYPES,
     TYPE_NAMES,
     Accel,
+    DeviceAlarm,
     Fall,
     Heartbeat,
     HomeAlarm,
@@ -19,7 +20,7 @@ from schemas.topics import SUBSCRIPTIONS, Topic, device_topic, gateway_topic, pa
 
 __all__ = [
     "ALARM_TYPES", "READING_TYPES", "SUBSCRIPTIONS", "TYPE_NAMES",
-    "Accel", "Decoded", "Fall", "Heartbeat", "HomeAlarm", "Location", "MessageDecoder",
+    "Accel", "Decoded", "DeviceAlarm", "Fall", "Heartbeat", "HomeAlarm", "Location", "MessageDecoder",
     "Reading", "Reject", "Sos", "Topic", "Vitals", "Wear",
     "device_topic", "gateway_topic", "parse_topic",
 ]

@@ -50,6 +50,13 @@ AccelAxis = Annotated[list[AccelSample], Meta(min_length=1, max_length=MAX_ACCEL
 
 LocationSource = Literal["gps", "wifi", "cell"]
 HomeSensor = Literal["smoke", "gas", "water", "door", "bed_exit", "panic"]
+#: What a device's own alarm says, where no other reading type carries it (docs/wire-contract.md):
+#: its low-battery flag, its own fence, external power cut, vibration, its case opened or strap
+#: cut, overspeed, and ``other`` for an alarm the gateway could not classify (still shown).
+DeviceAlarmKind = Literal["low_battery", "fence_exit", "fence_enter", "power_cut", "vibration",
+                          "cover_removed", "overspeed", "other"]
+#: The vendor's own code of a device alarm, as evidence ("3G status 0x00040000", "GT06 0x16/0x09").
+VendorCode = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[ -~]+\Z")]
 
 
 class _ReadingBase(
@@ -150,13 +157,24 @@ class HomeAlarm(_ReadingBase, frozen=True, tag="home_alarm"):
     active: bool
 
 
-Reading = Location | Vitals | Sos | Fall | Accel | Heartbeat | Wear | HomeAlarm
+class DeviceAlarm(_ReadingBase, frozen=True, tag="device_alarm"):
+    """An alarm the device raised itself that no other type carries (vendor protocols through
+    the gateway: a watch's low-battery or fence bit, a tracker's power cut). An alarm: admitted
+    and raised like an SOS, whatever else is wrong with it."""
+
+    alarm: DeviceAlarmKind
+    code: VendorCode | None = None
+    lat: Latitude | None = None
+    lon: Longitude | None = None
+
+
+Reading = Location | Vitals | Sos | Fall | Accel | Heartbeat | Wear | HomeAlarm | DeviceAlarm
 READING_TYPES: Final[tuple[type[_ReadingBase], ...]] = (
-    Location, Vitals, Sos, Fall, Accel, Heartbeat, Wear, HomeAlarm,
+    Location, Vitals, Sos, Fall, Accel, Heartbeat, Wear, HomeAlarm, DeviceAlarm,
 )
 #: Wire ``type`` name of each struct.
 TYPE_NAMES: Final[dict[type[_ReadingBase], str]] = {
     cls: str(cls.__struct_config__.tag) for cls in READING_TYPES
 }
 #: Types that are alarms: never shed under overload, never filtered (docs/ingest.md).
-ALARM_TYPES: Final = frozenset({"sos", "fall", "wear", "home_alarm"})
+ALARM_TYPES: Final = frozenset({"sos", "fall", "wear", "home_alarm", "device_alarm"})

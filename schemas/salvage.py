@@ -1,6 +1,6 @@
 """Alarm salvage: an alarm that broke the wire contract is rebuilt, never dropped.
 
-An alarm (``ALARM_TYPES``: sos, fall, wear, home_alarm) that fails validation but names its
+An alarm (``ALARM_TYPES``: sos, fall, wear, home_alarm, device_alarm) that fails validation but names its
 type and, through the payload or the topic, its device is kept (``docs/wire-contract.md``,
 "Alarm salvage"). Each field is decoded alone from its raw bytes, so one bad value (a
 5000-digit ``ts``, bad UTF-8) spoils only itself:
@@ -29,6 +29,7 @@ from schemas.readings import (
     MAX_TS_MS,
     MIN_TS_MS,
     TYPE_NAMES,
+    DeviceAlarm,
     HomeAlarm,
     Reading,
     Wear,
@@ -41,11 +42,13 @@ _ALARM_BY_NAME: Final = {name: cls for cls, name in TYPE_NAMES.items() if name i
 #: What a salvaged alarm's unreadable required field is taken as, and why: the value that makes a
 #: person look. A strap state nobody can read counts as taken off (``device_removed``); a home
 #: sensor nobody can name is the home's panic button (an SOS: someone must go and see), and an
-#: unreadable state of a sensor is an activation, not a "cleared".
+#: unreadable state of a sensor is an activation, not a "cleared"; a device alarm whose kind
+#: nobody can read is shown as an unclassified device alarm.
 _SAFE_SIDE: Final[dict[tuple[type, str], tuple[object, str]]] = {
     (Wear, "worn"): (False, "taken as false: removed"),
     (HomeAlarm, "sensor"): ("panic", "taken as panic: an SOS at this home"),
     (HomeAlarm, "active"): (True, "taken as true: active"),
+    (DeviceAlarm, "alarm"): ("other", "taken as other: an unclassified device alarm"),
 }
 _DEVICE_ID_RE: Final = re.compile(DEVICE_ID_PATTERN)
 #: Every field of every alarm type, each as the raw bytes of its value (empty when absent), so

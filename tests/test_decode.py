@@ -12,6 +12,7 @@ import pytest
 from foundation.errors import ValidationError
 from schemas import (
     Accel,
+    DeviceAlarm,
     Fall,
     Heartbeat,
     HomeAlarm,
@@ -41,6 +42,8 @@ VALID: dict[str, tuple[dict[str, object], type]] = {
     "heartbeat": ({"battery_pct": 50, "rssi_dbm": -80}, Heartbeat),
     "wear": ({"worn": False}, Wear),
     "home_alarm": ({"sensor": "smoke", "active": True}, HomeAlarm),
+    "device_alarm": ({"alarm": "power_cut", "code": "GT06 0x16/0x02", "lat": 37.5, "lon": 122.1},
+                     DeviceAlarm),
 }
 
 

@@ -6,8 +6,8 @@ package -> package. An edge is allowed only downward (:data:`ALLOWED`)::
 
     eldercare           the application shell: CLI, configuration, demo, composition
         |
-    ingest     console      device_sim    (console on alerts; the three beside each other)
-        |       alerts          |
+    ingest     console      device_sim    gateway   (console on alerts; gateway on schemas
+        |       alerts          |                   and foundation alone)
         +------ detectors ------+
                 schemas
                 foundation       imports none of the others
@@ -28,7 +28,8 @@ _BASE = {"foundation", "schemas", "detectors"}
 ALLOWED: dict[str, set[str]] = {
     "foundation": set(), "schemas": {"foundation"}, "detectors": {"foundation", "schemas"},
     "ingest": _BASE, "alerts": _BASE, "device_sim": _BASE, "console": _BASE | {"alerts"},
-    "eldercare": _BASE | {"ingest", "alerts", "console", "device_sim"},
+    "gateway": {"foundation", "schemas"},
+    "eldercare": _BASE | {"ingest", "alerts", "console", "device_sim", "gateway"},
 }
 
 

@@ -53,8 +53,11 @@ def _recorded(conn: psycopg.Connection) -> list[tuple[str, str]]:
 
 
 def test_the_moved_files_keep_the_versions_and_checksums_earlier_releases_recorded() -> None:
+    released = {v for v, _, _ in RECORDED_BY_EARLIER_RELEASES}
     loaded = load_migrations(SOURCES)
-    assert [(m.version, m.checksum, m.package) for m in loaded] == RECORDED_BY_EARLIER_RELEASES
+    # Released files unchanged (later files, such as 0009_device_alarm, come after them).
+    assert [(m.version, m.checksum, m.package) for m in loaded
+            if m.version in released] == RECORDED_BY_EARLIER_RELEASES
     for mig in loaded:  # the bytes in the wheel, not only the text read back, are unchanged
         data = resources.files(mig.package).joinpath("sql", mig.version + ".sql").read_bytes()
         assert hashlib.sha256(data).hexdigest()[:16] == mig.checksum, mig.version
@@ -64,7 +67,8 @@ def test_a_database_migrated_by_the_single_directory_layout_is_not_migrated_agai
         db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The layout of earlier releases: every file in one package's sql/ (and sql/timescale/).
     old = _component(tmp_path, {})
-    for mig in load_migrations(SOURCES):
+    released = {v for v, _, _ in RECORDED_BY_EARLIER_RELEASES}
+    for mig in (m for m in load_migrations(SOURCES) if m.version in released):
         target = tmp_path / old / "sql" / (mig.version + ".sql")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(
@@ -78,8 +82,10 @@ def test_a_database_migrated_by_the_single_directory_layout_is_not_migrated_agai
         assert recorded == sorted((v, c) for v, c, _ in RECORDED_BY_EARLIER_RELEASES[:8])
 
         after = migrate(conn, timescale="off")
-        assert after.applied == [] and not after.timescale
-        assert _recorded(conn) == recorded
+        newer = [m.version for m in load_migrations(SOURCES)
+                 if m.version not in released and not m.version.startswith("timescale/")]
+        assert after.applied == newer and not after.timescale   # only what came since
+        assert set(recorded) <= set(_recorded(conn))
 
 
 def test_two_sources_claiming_one_number_is_an_error_before_any_sql(

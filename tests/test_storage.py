@@ -38,7 +38,8 @@ def test_migrations_are_idempotent_and_detect_edits(db_url: str,
         again = migrate(conn, timescale="off")
         assert first.applied == ["0001_readings", "0002_registry", "0003_events",
                                  "0004_alerts", "0005_alert_folding", "0006_alert_routing",
-                                 "0007_console", "0008_console_login_unlock"]
+                                 "0007_console", "0008_console_login_unlock",
+                                 "0009_device_alarm"]
         assert again.applied == []
         real_load = migrations.load_migrations
         monkeypatch.setattr(migrations, "load_migrations", lambda sources: [
@@ -71,10 +72,11 @@ def test_store_writes_every_type_and_drops_duplicates(db_url: str, method: str) 
         third = store.write(_batch(now, seq0s=(0, 100, 100)))
     finally:
         store.close()
-    assert (first.readings, first.stored, first.dead_letters) == (8, 8, 1)
-    assert (second.readings, second.stored) == (8, 0)
-    assert (third.readings, third.stored) == (24, 8)
-    assert count(db_url, "SELECT count(*) FROM readings") == 14
+    n = len(VALID)  # one reading of every type
+    assert (first.readings, first.stored, first.dead_letters) == (n, n, 1)
+    assert (second.readings, second.stored) == (n, 0)
+    assert (third.readings, third.stored) == (3 * n, n)
+    assert count(db_url, "SELECT count(*) FROM readings") == 2 * (n - 1)  # accel apart
     assert count(db_url, "SELECT count(*) FROM accel_chunks") == 2
     with psycopg.connect(db_url) as conn:
         row = conn.execute("SELECT payload, reason FROM dead_letters LIMIT 1").fetchone()
@@ -93,5 +95,5 @@ def test_store_failure_is_a_storage_error_and_reconnects(db_url: str) -> None:
         store.write(_batch(now_ms()))  # no tables yet: nothing committed
     with psycopg.connect(db_url, autocommit=True) as conn:
         migrate(conn, timescale="off")
-    assert store.write(_batch(now_ms())).stored == 8
+    assert store.write(_batch(now_ms())).stored == len(VALID)
     store.close()

@@ -168,6 +168,7 @@ const STRINGS = {
   'type.device_removed': ['设备被摘下', 'Device removed'],
   'type.low_battery': ['电量低', 'Low battery'],
   'type.offline': ['设备离线', 'Device offline'],
+  'type.device_alarm': ['设备报警', 'Device alarm'],
 
   'status.open': ['待认领', 'Unclaimed'],
   'status.acknowledged': ['处理中', 'In progress'],

@@ -1,0 +1,347 @@
+"""The gateway server: device TCP connections in, wire-contract readings out over MQTT.
+
+asyncio, one task per connection (started by ``asyncio.start_server``, owned by the server,
+cancelled on stop). A connection's task reads bytes, frames them with its protocol's
+:class:`~gateway.codec.Framer`, decodes each frame with the :class:`~gateway.codec.Codec`, and:
+
+- answers at once what must be answered at once (a keepalive: a watch reboots after several
+  unanswered ones; a GT06 login within 5 s);
+- publishes the frame's readings as one JSON array at QoS 1 on
+  ``eldercare/v1/<region>/dev/<device id>`` (the region from the registry, else the configured
+  one), in frame order: frames of one connection are handled one after the other;
+- answers an alarm only after the broker acknowledged its readings (``reply_when`` =
+  ``after_publish``): a device repeats an unanswered alarm, so an alarm is never lost between
+  the device and the broker. While the broker is away the reply waits (bounded by
+  ``publish_timeout_s``, then the connection is closed unanswered and the device repeats).
+
+What a connection may not do, each logged with the device id only and counted: send a frame over
+the codec's size limit or more frames a second than allowed (closed), stay silent past the idle
+timeout (closed), open more connections from one address than allowed (refused). A frame that
+does not decode is counted and skipped, the connection kept. A device the registry does not know
+is published under the configured region, where ingest's registry admission decides as for any
+device (alarms admitted, the rest dead-lettered and shown as unregistered); without a configured
+region its connection is closed. The same device id connected from two addresses at once is
+flagged (a device id is the only credential these protocols have: SECURITY.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+import msgspec
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from foundation.errors import ValidationError
+from gateway.codec import Codec, Decoded, FrameError
+from gateway.settings import GatewayConfig
+from schemas import device_topic
+from schemas.readings import Reading
+
+log = logging.getLogger(__name__)
+
+_ENCODER: Final = msgspec.json.Encoder()
+#: Bytes read from a socket at once.
+_READ_BYTES: Final = 4096
+#: Frames with readings one connection may have waiting for the broker; beyond, reading from
+#: the device pauses (TCP back-pressure) until the broker takes them.
+_OUTBOX_FRAMES: Final = 64
+
+
+class Publisher(Protocol):
+    """Publishes at QoS 1 and returns after the broker's PUBACK (:class:`gateway.link.BrokerLink`)."""
+
+    async def publish(self, topic: str, payload: bytes) -> None: ...
+
+
+class GatewayMetrics:
+    """The gateway's Prometheus metrics, in a registry of its own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.connections = Gauge("eldercare_gateway_connections", "Open device connections",
+                                 registry=r)
+        self.accepted = Counter("eldercare_gateway_connections_accepted",
+                                "Device connections accepted", registry=r)
+        self.closed = Counter("eldercare_gateway_connections_closed",
+                              "Device connections closed, by reason", ["reason"], registry=r)
+        self.frames = Counter("eldercare_gateway_frames", "Frames decoded, by command",
+                              ["command"], registry=r)
+        self.unknown = Counter("eldercare_gateway_unknown_commands",
+                               "Frames whose command the codec does not know", registry=r)
+        self.errors = Counter("eldercare_gateway_decode_errors", "Frames that did not decode",
+                              registry=r)
+        self.replies = Counter("eldercare_gateway_replies", "Replies sent, by when",
+                               ["when"], registry=r)
+        self.readings = Counter("eldercare_gateway_readings_published",
+                                "Readings published to the broker", registry=r)
+        self.unregistered = Counter("eldercare_gateway_unregistered_devices",
+                                    "Frames from devices the registry does not name", registry=r)
+        self.duplicates = Counter("eldercare_gateway_duplicate_connections",
+                                  "A device id connected from two addresses at once", registry=r)
+        self.publish_latency = Histogram(
+            "eldercare_gateway_publish_seconds", "Frame decoded -> broker PUBACK",
+            buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r)
+
+    def value(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, labels or None) or 0.0
+
+
+@dataclass(slots=True)
+class _Session:
+    """One device connection's state."""
+
+    peer: str
+    writer: asyncio.StreamWriter
+    device: str | None = None
+    tokens: float = 0.0
+    refilled: float = 0.0
+    #: Frames with readings, in arrival order, for the connection's publishing task.
+    outbox: asyncio.Queue[tuple[str, Decoded, float]] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=_OUTBOX_FRAMES))
+    #: One writer, two tasks (immediate replies, replies after the PUBACK).
+    write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class _Closed(Exception):
+    """Close this connection (the reason is the message, for logs and metrics)."""
+
+
+class GatewayServer:
+    """Accepts device connections for one protocol; see the module docstring."""
+
+    def __init__(self, *, codec: Codec, settings: GatewayConfig, publisher: Publisher,
+                 regions: Mapping[str, str] | None = None,
+                 now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+                 metrics: GatewayMetrics | None = None) -> None:
+        """``regions``: device id -> region (the registry); None admits every device id under
+        ``settings.region``."""
+        self.codec = codec
+        self.settings = settings
+        self.publisher = publisher
+        self.regions = regions
+        self.now_ms = now_ms
+        self.metrics = metrics or GatewayMetrics()
+        self._per_address: Tally[str] = Tally()
+        self._where: dict[str, set[str]] = {}
+        self._server: asyncio.Server | None = None
+        #: The connections' tasks, so a stop ends them (closing the listener does not).
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        """The bound port (after :meth:`start`; ``listen`` may name port 0)."""
+        assert self._server is not None and self._server.sockets
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        host, _, port = self.settings.listen.rpartition(":")
+        self._server = await asyncio.start_server(self._handle, host or None, int(port),
+                                                  limit=max(_READ_BYTES,
+                                                            self.codec.max_frame_bytes))
+        log.info("gateway (%s) listening on %s", self.codec.name, self.settings.listen)
+
+    async def stop(self) -> None:
+        """Stop accepting, end every connection (an alarm waiting for its PUBACK goes
+        unanswered: the device repeats it to the next gateway), and wait for them."""
+        if self._server is not None:
+            self._server.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer_info = writer.get_extra_info("peername")
+        address = str(peer_info[0]) if peer_info else "unknown"
+        if self._per_address[address] >= self.settings.max_connections_per_address:
+            self.metrics.closed.labels("address_limit").inc()
+            log.warning("gateway: refused a connection from %s: over %d at once", address,
+                        self.settings.max_connections_per_address)
+            writer.close()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._per_address[address] += 1
+        self.metrics.accepted.inc()
+        self.metrics.connections.inc()
+        session = _Session(peer=address, writer=writer,
+                           tokens=2 * self.settings.max_frames_per_s, refilled=time.monotonic())
+        reason = "eof"
+        try:
+            await self._serve(session, reader, writer)
+        except _Closed as closed:
+            reason = str(closed)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            reason = "reset"
+        except asyncio.CancelledError:
+            reason = "stopped"
+            raise
+        finally:
+            self._tasks.discard(task)
+            self.metrics.closed.labels(reason).inc()
+            self.metrics.connections.dec()
+            self._per_address[address] -= 1
+            if self._per_address[address] <= 0:
+                del self._per_address[address]
+            if session.device is not None:
+                self._leave(session.device, address)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            if reason not in ("eof", "reset"):
+                log.info("gateway: closed the connection of %s from %s: %s",
+                         session.device or "an unidentified device", address, reason)
+
+    async def _serve(self, session: _Session, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+        """Read and decode here, answering what must be answered at once; publish in a task
+        of the connection's own, in order, answering alarms after their PUBACK. So a keepalive
+        is answered even while an earlier alarm waits for an absent broker (a watch reboots
+        after a few unanswered keepalives), and the device's readings keep their order."""
+        framer = self.codec.framer()
+        publishing = asyncio.create_task(self._publish_loop(session),
+                                         name=f"gateway-publish-{session.peer}")
+        try:
+            while True:
+                try:
+                    data = await asyncio.wait_for(reader.read(_READ_BYTES),
+                                                  self.settings.idle_timeout_s)
+                except TimeoutError:
+                    raise _Closed("idle") from None
+                if not data:
+                    break
+                try:
+                    frames = framer.feed(data)
+                except FrameError as exc:
+                    raise _Closed(f"frame: {exc.reason}") from None
+                for frame in frames:
+                    self._spend(session)
+                    await self._frame(session, frame)
+                if publishing.done():
+                    break  # it ended the connection (its reason is raised below)
+            # The device hung up: what it sent is still published (its alarms reach the
+            # broker); their replies have nobody to go to.
+            joining = asyncio.ensure_future(session.outbox.join())
+            await asyncio.wait({joining, publishing}, return_when=asyncio.FIRST_COMPLETED)
+            joining.cancel()
+        finally:
+            if publishing.done() and not publishing.cancelled():
+                publishing.result()  # raises its _Closed: the reason the connection ends
+            publishing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, _Closed):
+                await publishing
+
+    async def _publish_loop(self, session: _Session) -> None:
+        """The connection's publishing task. A publish the broker does not acknowledge in time,
+        or a device with no region, ends the connection: the writer is closed, so the reading
+        side stops at once and reports this task's reason."""
+        while True:
+            device, decoded, started = await session.outbox.get()
+            try:
+                await self._publish(device, decoded, started)
+                if decoded.reply is not None and decoded.reply_when == "after_publish":
+                    with contextlib.suppress(ConnectionError):
+                        await self._send(session, decoded.reply, "after_publish")
+            except _Closed:
+                session.writer.close()
+                raise
+            finally:
+                session.outbox.task_done()
+
+    def _spend(self, session: _Session) -> None:
+        """A token bucket per connection: ``max_frames_per_s``, bursts of twice that."""
+        rate = self.settings.max_frames_per_s
+        now = time.monotonic()
+        session.tokens = min(2 * rate, session.tokens + (now - session.refilled) * rate)
+        session.refilled = now
+        if session.tokens < 1:
+            raise _Closed("rate")
+        session.tokens -= 1
+
+    async def _frame(self, session: _Session, frame: bytes) -> None:
+        received = self.now_ms()
+        started = time.perf_counter()
+        try:
+            decoded = self.codec.decode(frame, now_ms=received, session_device=session.device)
+        except ValidationError as exc:
+            self.metrics.errors.inc()
+            log.info("gateway: a frame from %s did not decode: %s",
+                     session.device or session.peer, exc.reason)
+            return
+        self.metrics.frames.labels(decoded.command).inc()
+        if decoded.unknown:
+            self.metrics.unknown.inc()
+            log.info("gateway: unknown command %r from %s", decoded.command[:32],
+                     decoded.device_id or session.device)
+        device = decoded.device_id or session.device
+        if device is not None and device != session.device:
+            self._join(session, device)
+        if decoded.reply is not None and decoded.reply_when == "now":
+            await self._send(session, decoded.reply, "now")
+        if device is None:
+            return
+        if decoded.readings:
+            await session.outbox.put((device, decoded, started))
+        elif decoded.reply is not None and decoded.reply_when == "after_publish":
+            # Nothing to publish (an alarm code that is routine state): answer in turn.
+            await session.outbox.put((device, decoded, started))
+
+    async def _publish(self, device: str, decoded: Decoded, started: float) -> None:
+        if not decoded.readings:
+            return
+        region = self._region(device)
+        readings: tuple[Reading, ...] = decoded.readings
+        payload = _ENCODER.encode(list(readings))
+        try:
+            await asyncio.wait_for(self.publisher.publish(device_topic(region, device), payload),
+                                   self.settings.publish_timeout_s)
+        except TimeoutError:
+            raise _Closed("broker") from None
+        self.metrics.readings.inc(len(readings))
+        self.metrics.publish_latency.observe(time.perf_counter() - started)
+
+    def _region(self, device: str) -> str:
+        region = self.regions.get(device) if self.regions is not None else None
+        if region is None and self.regions is not None:
+            self.metrics.unregistered.inc()
+        region = region or self.settings.region
+        if region is None:
+            raise _Closed("unregistered")
+        return region
+
+    async def _send(self, session: _Session, reply: bytes, when: str) -> None:
+        async with session.write_lock:
+            session.writer.write(reply)
+            await session.writer.drain()
+        self.metrics.replies.labels(when).inc()
+
+    def _join(self, session: _Session, device: str) -> None:
+        if session.device is not None:
+            self._leave(session.device, session.peer)
+        session.device = device
+        where = self._where.setdefault(device, set())
+        if where and session.peer not in where:
+            self.metrics.duplicates.inc()
+            log.warning("gateway: device %s is connected from two addresses at once (ids are"
+                        " the only credential these protocols carry: SECURITY.md)", device)
+        where.add(session.peer)
+
+    def _leave(self, device: str, peer: str) -> None:
+        where = self._where.get(device)
+        if where is not None:
+            where.discard(peer)
+            if not where:
+                del self._where[device]
