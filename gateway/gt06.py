@@ -5,7 +5,7 @@ A frame is ``7878`` + 1-byte length (or ``7979`` + 2-byte length), protocol numb
 login (0x01) names the device (IMEI in BCD); every later frame is decoded for the connection's
 ``session_device``. The trio of Traccar's design, pure here:
 
-- :class:`Gt06Framer` cuts the byte stream at the declared length and resynchronises on the
+- :class:`~gateway.gt06_framing.Gt06Framer` (its own module, with the CRC) cuts the byte stream at the declared length and resynchronises on the
   start bits: a candidate whose stop bits are not where its length says is garbage, one byte
   is skipped and the search goes on. It holds at most one partial frame; a declared length
   over the limit is a :class:`~gateway.codec.FrameError`.
@@ -13,7 +13,7 @@ login (0x01) names the device (IMEI in BCD); every later frame is decoded for th
   0x13, location 0x12/0x22, multi-cell LBS 0x28, alarms 0x16/0x26/0x27 and the time request
   0x8A; any other protocol number is ``unknown`` (no reply: the Concox documents require none
   for what we do not decode).
-- :class:`AlarmTable` says what an alarm code and the terminal-information alarm bits mean,
+- :class:`~gateway.gt06_tables.AlarmTable` (its own module) says what an alarm code and the terminal-information alarm bits mean,
   per device model, because vendors reuse them (docs/gateway-protocols.md has the tables).
   An alarm a table does not know is still raised, as ``DeviceAlarm("other")`` with its code.
 
@@ -27,240 +27,30 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Final, Literal, NamedTuple
 
 from foundation.errors import ConfigError, ValidationError
-from gateway.codec import Decoded, FrameError, plausible_ts
-from schemas.readings import DeviceAlarm, DeviceAlarmKind, Fall, Heartbeat, Location, Reading, Sos
-
-SHORT_START: Final = b"\x78\x78"
-LONG_START: Final = b"\x79\x79"
-STOP: Final = b"\r\n"
-#: Frame limits in bytes on the wire. A short frame cannot exceed 260 (1-byte length); the
-#: long form is used by Concox for text and multi-cell reports, all well under 4 KiB.
-MAX_SHORT_FRAME: Final = 1024
-MAX_LONG_FRAME: Final = 4096
+from gateway.codec import Decoded, plausible_ts
+from gateway.gt06_framing import (
+    LONG_START,
+    MAX_LONG_FRAME,
+    SHORT_START,
+    STOP,
+    Gt06Framer,
+    build_frame,
+    crc_itu,
+)
+from gateway.gt06_tables import (
+    BATTERY_PCT,
+    MODEL_TABLES,
+    RSSI_DBM,
+    AlarmEntry,
+    AlarmTable,
+    Meaning,
+)
+from schemas.readings import DeviceAlarm, Fall, Heartbeat, Location, Reading, Sos
 
 LOGIN, LOCATION, STATUS, ALARM, LOCATION_2, ALARM_2, ALARM_FENCES, LBS, TIME = (
     0x01, 0x12, 0x13, 0x16, 0x22, 0x26, 0x27, 0x28, 0x8A)
-
-# --- CRC-ITU ---------------------------------------------------------------------------------
-
-
-def _crc_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
-        table.append(crc)
-    return tuple(table)
-
-
-_CRC_TABLE: Final = _crc_table()
-
-
-def crc_itu(data: bytes | bytearray) -> int:
-    """CRC-16/X-25 (the "CRC-ITU" of the Concox documents): polynomial 0x1021 reflected
-    (0x8408), initial 0xFFFF, final XOR 0xFFFF. Check value: ``crc_itu(b"123456789") == 0x906E``
-    (the CRC catalogue's entry for CRC-16/IBM-SDLC, alias X-25)."""
-    crc = 0xFFFF
-    for byte in data:
-        crc = (crc >> 8) ^ _CRC_TABLE[(crc ^ byte) & 0xFF]
-    return crc ^ 0xFFFF
-
-
-def build_frame(protocol: int, content: bytes, serial: int, *, long: bool = False) -> bytes:
-    """A complete frame: start bits, length, protocol, content, serial, CRC, stop bits."""
-    length = 1 + len(content) + 4
-    header = LONG_START + length.to_bytes(2, "big") if long else SHORT_START + bytes([length])
-    body = header[2:] + bytes([protocol]) + content + serial.to_bytes(2, "big")
-    return header[:2] + body + crc_itu(body).to_bytes(2, "big") + STOP
-
-
-# --- Framing ---------------------------------------------------------------------------------
-
-
-class Gt06Framer:
-    """Splits one connection's bytes into GT06 frames (see the module docstring)."""
-
-    def __init__(self, *, max_short: int = MAX_SHORT_FRAME, max_long: int = MAX_LONG_FRAME):
-        self._buf = bytearray()
-        self._skipped = 0
-        self._limits = {SHORT_START[0]: max_short, LONG_START[0]: max_long}
-
-    @property
-    def skipped_bytes(self) -> int:
-        """Garbage bytes skipped so far."""
-        return self._skipped
-
-    @property
-    def pending_bytes(self) -> int:
-        """Bytes held for a frame not yet complete (never more than the frame limit)."""
-        return len(self._buf)
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """The whole frames completed by ``data``; :class:`FrameError` over the limit."""
-        buf = self._buf
-        buf += data
-        frames: list[bytes] = []
-        pos = 0
-        while True:
-            start = _find_start(buf, pos)
-            if start < 0:
-                # Keep a last 0x78/0x79: it may be the first half of the next start bits.
-                end = len(buf) - 1 if buf and buf[-1] in (0x78, 0x79) else len(buf)
-                self._skipped += max(end - pos, 0)
-                pos = max(end, pos)
-                break
-            self._skipped += start - pos
-            pos = start
-            head = 4 if buf[start] == LONG_START[0] else 3
-            if len(buf) - start < head:
-                break
-            total = head + int.from_bytes(buf[start + 2:start + head], "big") + 2
-            limit = self._limits[buf[start]]
-            end = start + total
-            if total > limit or end > len(buf):
-                # A stray 0x78 before a frame makes a candidate that waits for bytes that may
-                # not come for minutes; a whole frame further on, CRC and all, wins.
-                # Over the limit, the same: a stray 0x79 before a 7979 frame declares ~31 KB.
-                later = self._valid_after(start + 1, len(buf))
-                if later < 0 and total > limit and len(buf) - start >= limit:
-                    raise FrameError(f"GT06 frame declares {total} bytes, over the "
-                                     f"{limit}-byte limit")
-                if later < 0:
-                    break
-                self._skipped += later - start
-                pos = later
-                continue
-            # Stop bits where the length says, and either a good CRC or no good frame inside
-            # (a frame with a bad CRC goes to decode, which reports it).
-            if buf[end - 2:end] == STOP and (_crc_ok(buf, start, end)
-                                             or self._valid_after(start + 1, end) < 0):
-                frames.append(bytes(buf[start:end]))
-                pos = end
-                continue
-            self._skipped += 1  # not a frame: one byte is garbage, search on
-            pos = start + 1
-        del buf[:pos]
-        return frames
-
-    def _valid_after(self, pos: int, before: int) -> int:
-        """The first start in ``[pos, before)`` of a whole frame with stop bits and CRC."""
-        buf, start = self._buf, _find_start(self._buf, pos)
-        while 0 <= start < before:
-            head = 4 if buf[start] == LONG_START[0] else 3
-            end = start + head + int.from_bytes(buf[start + 2:start + head], "big") + 2
-            if (len(buf) - start >= head and end - start <= self._limits[buf[start]]
-                    and end <= len(buf) and buf[end - 2:end] == STOP
-                    and _crc_ok(buf, start, end)):
-                return start
-            start = _find_start(buf, start + 1)
-        return -1
-
-
-def _crc_ok(buf: bytes | bytearray, start: int, end: int) -> bool:
-    head = 4 if buf[start] == LONG_START[0] else 3
-    return end - start >= head + 7 and crc_itu(buf[start + 2:end - 4]) == int.from_bytes(
-        buf[end - 4:end - 2], "big")
-
-
-def _find_start(buf: bytearray, pos: int) -> int:
-    found = [i for i in (buf.find(SHORT_START, pos), buf.find(LONG_START, pos)) if i >= 0]
-    return min(found, default=-1)
-
-
-# --- Alarm tables ----------------------------------------------------------------------------
-
-#: What an alarm means: a reading type, a device-alarm kind, or ``none`` (the "normal" code).
-Meaning = Literal["sos", "fall", "none"] | DeviceAlarmKind
-
-
-class AlarmEntry(NamedTuple):
-    """One alarm code: its meaning and the vendor's name for it (for logs and docs)."""
-
-    meaning: Meaning
-    label: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AlarmTable:
-    """The alarm meanings of one device model. ``codes``: the alarm byte of 0x16/0x26/0x27
-    (and of the 0x13 status); ``status``: terminal-information bits 3-5 (0-7);
-    ``heartbeat_alarms``: whether the 0x13 status frame's bits 3-5 and first alarm/language
-    byte carry alarms (GT06) or extension bits and port status (JM-VL03). A code missing from
-    the table is raised as ``DeviceAlarm("other")`` with its code, never dropped."""
-
-    name: str
-    codes: Mapping[int, AlarmEntry]
-    status: Mapping[int, AlarmEntry]
-    heartbeat_alarms: bool = True
-
-    def derive(self, *, name: str, codes: Mapping[int, AlarmEntry] | None = None,
-               status: Mapping[int, AlarmEntry] | None = None,
-               heartbeat_alarms: bool | None = None) -> AlarmTable:
-        """A model's table: this one with the given entries replaced or added."""
-        return AlarmTable(
-            name=name, codes=MappingProxyType({**self.codes, **(codes or {})}),
-            status=MappingProxyType({**self.status, **(status or {})}),
-            heartbeat_alarms=(self.heartbeat_alarms if heartbeat_alarms is None
-                              else heartbeat_alarms))
-
-
-def _entries(raw: dict[int, tuple[Meaning, str]]) -> Mapping[int, AlarmEntry]:
-    return MappingProxyType({code: AlarmEntry(*entry) for code, entry in raw.items()})
-
-
-#: Concox's alarm byte (JM-VL03 V1.1.2, same codes as Traccar's decodeAlarm) and status bits.
-#: Codes that report a vehicle's or the device's routine state (ignition, driving style, GPS
-#: coverage, power-on, sleep) are ``none``: on an elder's bracelet they say nothing about the
-#: person, and as alerts they would bury the alarms that do (the frame is still answered, its
-#: position stored, its code logged in ``extra``). Unknown codes stay ``other``: a person looks.
-DEFAULT_TABLE: Final = AlarmTable(name="gt06", codes=_entries({
-    0x00: ("none", "normal"), 0x01: ("sos", "SOS"), 0x02: ("power_cut", "power cut"),
-    0x03: ("vibration", "vibration"), 0x04: ("fence_enter", "entered fence"),
-    0x05: ("fence_exit", "left fence"), 0x06: ("overspeed", "speed"),
-    0x09: ("other", "tow/theft (moved)"), 0x0A: ("none", "entered GPS blind spot"),
-    0x0B: ("none", "left GPS blind spot"), 0x0C: ("none", "powered on"),
-    0x0D: ("none", "GPS first fix"), 0x0E: ("low_battery", "low external battery"),
-    0x0F: ("low_battery", "external battery low-voltage protection"),
-    0x10: ("other", "SIM changed"), 0x11: ("other", "powered off"),
-    0x12: ("other", "airplane mode after low-voltage protection"),
-    0x13: ("cover_removed", "tamper (removed)"), 0x14: ("other", "door"),
-    0x15: ("low_battery", "powered off: low battery"), 0x16: ("other", "sound-control"),
-    0x17: ("other", "rogue base station"), 0x18: ("cover_removed", "cover removed"),
-    0x19: ("low_battery", "low internal battery"), 0x20: ("none", "deep sleep"),
-    0x23: ("fall", "fall"), 0x29: ("none", "harsh acceleration"),
-    0x2A: ("none", "sharp left turn"), 0x2B: ("none", "sharp right turn"),
-    0x2C: ("other", "collision"), 0x30: ("none", "harsh braking"),
-    0x32: ("other", "device unplugged"), 0xFE: ("none", "ACC on"), 0xFF: ("none", "ACC off"),
-}), status=_entries({
-    0: ("none", "normal"), 1: ("vibration", "vibration"), 2: ("power_cut", "power cut"),
-    3: ("low_battery", "low battery"), 4: ("sos", "SOS"),
-    6: ("other", "fence (Traccar)"), 7: ("cover_removed", "removal (Traccar)"),
-}))
-
-#: Named model tables; a device's model comes from the codec's configuration.
-MODEL_TABLES: Final[Mapping[str, AlarmTable]] = MappingProxyType({
-    "gt06": DEFAULT_TABLE,
-    # JM-VL03 V1.1.2: the heartbeat's bits 3-5 are "extended bits", its 2 bytes "language/
-    # extended port status": no alarms there (alarm frames keep the default meanings).
-    "jm-vl03": DEFAULT_TABLE.derive(name="jm-vl03", heartbeat_alarms=False),
-    # Traccar's VXT01 variant: status bits 111 are overspeed, not removal.
-    "vxt01": DEFAULT_TABLE.derive(name="vxt01", status=_entries({7: ("overspeed", "overspeed")})),
-})
-
-#: Voltage level 0-6 -> percent. The levels are voltage bands; the vendor names level 2 the
-#: device's own low-battery alarm, so 0-2 map under the detectors' 20 % low-battery threshold
-#: and 3 under its 40 % re-arm level (Traccar maps linearly, level*100/6: 2 would be 33 %).
-BATTERY_PCT: Final = MappingProxyType({0: 0.0, 1: 5.0, 2: 15.0, 3: 35.0, 4: 60.0, 5: 80.0,
-                                       6: 100.0})
-#: GSM level 0-4 -> dBm: the lower edge of each band on the 3GPP CSQ scale (CSQ 0, 5, 10, 15,
-#: 20; dBm = 2*CSQ - 113). The device reports only the band, never a measurement.
-RSSI_DBM: Final = MappingProxyType({0: -113.0, 1: -103.0, 2: -93.0, 3: -83.0, 4: -73.0})
-
 
 # --- Content parsing -------------------------------------------------------------------------
 
@@ -575,3 +365,4 @@ def _alarms(ctx: _Ctx, *, code: int | None, bits: int, ts: int,
                 readings.append(DeviceAlarm(device_id=ctx.device, ts=ts, alarm=kind,
                                             code=vendor_code, lat=lat, lon=lon))
     return readings
+

@@ -2,7 +2,8 @@
 
 The Traccar trio, kept pure (docs/gateway-protocols.md, "3G watch protocol", has the tables):
 
-- :class:`WatchFramer` only delimits. ``[`` and ``]`` never occur inside a frame (binary content
+- :class:`~gateway.watch3g_framing.WatchFramer` (its own module, with the header and the
+  escapes) only delimits. ``[`` and ``]`` never occur inside a frame (binary content
   escapes them), so a frame runs from ``[`` to the next ``]``; bytes outside are garbage,
   counted and dropped, and a second ``[`` before the ``]`` means the frame before it was cut
   short (a watch that reconnected mid-frame): dropped too. The buffer holds at most one
@@ -39,9 +40,9 @@ from typing import Final
 import msgspec
 
 from foundation.errors import ValidationError
-from gateway.codec import Decoded, FrameError, ReplyWhen, plausible_ts
+from gateway.codec import Decoded, ReplyWhen, plausible_ts
+from gateway.watch3g_framing import MAX_FRAME_BYTES, Header, WatchFramer, parse_header
 from schemas.readings import (
-    DEVICE_ID_PATTERN,
     BodyTemp,
     DeviceAlarm,
     DeviceAlarmKind,
@@ -61,9 +62,6 @@ from schemas.readings import (
     Vitals,
     Wear,
 )
-
-#: A voice message (AMR) or a small JPEG fits; longer is a broken or hostile device.
-MAX_FRAME_BYTES: Final = 64 * 1024
 
 #: Status word, alarm half (bit 14 is in the low half but is an alarm: power cut).
 ALARM_BITS: Final[dict[int, str]] = {
@@ -87,82 +85,12 @@ _DEVICE_ALARMS: Final[dict[str, DeviceAlarmKind]] = {
 #: Alarm bits no one has documented (23-31): an ``AL`` frame carrying one raises "other".
 UNKNOWN_ALARM_MASK: Final = 0xFF800000
 
-_UNESCAPE: Final = {b"\x01": b"}", b"\x02": b"[", b"\x03": b"]", b"\x04": b",", b"\x05": b"*"}
-_ESCAPE_RE: Final = re.compile(rb"\}([\x01-\x05])")
-_VENDOR_RE: Final = re.compile(rb"[A-Za-z0-9]{1,8}")
-_DEVICE_ID_RE: Final = re.compile(DEVICE_ID_PATTERN)
-_LENGTHS_RE: Final = re.compile(rb"(?:([0-9A-Fa-f]{4})\*)?([0-9A-Fa-f]{4})\*")
-_COMMAND_RE: Final = re.compile(rb"[A-Za-z0-9_]{1,32}")
 _UD_RE: Final = re.compile(r"UD\d?|UD_[A-Z]+|WT")
 _AL_RE: Final = re.compile(r"AL|AL_[A-Z]+|ALCUSTOMER\d*")
 # Plain decimal numbers only: float() would also take "nan", "inf", "1e9" and "1_0".
 _NUMBER_RE: Final = re.compile(r" *[-+]?\d{1,12}(?:\.\d{0,12})?")
 _INT_RE: Final = re.compile(r" *[-+]?\d{1,12}")
 _MAC_RE: Final = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}")
-
-
-class WatchFramer:
-    """Splits one connection's bytes into ``[...]`` frames (escaped, brackets included)."""
-
-    def __init__(self, *, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
-        self._max = max_frame_bytes
-        self._buf = bytearray()  # empty, or one partial frame starting with "["
-        self._scanned = 1  # bytes of the partial frame already searched for "]" and "["
-        self._skipped = 0
-
-    @property
-    def skipped_bytes(self) -> int:
-        """Garbage bytes skipped so far."""
-        return self._skipped
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """The frames ``data`` completes, in order; :class:`FrameError` beyond the limit."""
-        self._buf += data
-        frames: list[bytes] = []
-        while self._buf:
-            if self._buf[0] != 0x5B:  # "["
-                start = self._buf.find(b"[")
-                cut = len(self._buf) if start < 0 else start
-                self._skipped += cut
-                del self._buf[:cut]
-                self._scanned = 1
-                continue
-            end = self._buf.find(b"]", self._scanned)
-            restart = self._buf.find(b"[", self._scanned, len(self._buf) if end < 0 else end)
-            if restart >= 0:  # a cut-short frame: drop it, resynchronise on the new "["
-                self._skipped += restart
-                del self._buf[:restart]
-                self._scanned = 1
-                continue
-            if end < 0:
-                self._scanned = len(self._buf)
-                if len(self._buf) > self._max:
-                    self._buf.clear()
-                    raise FrameError(f"watch frame exceeds {self._max} bytes without ']'")
-                break
-            if end + 1 > self._max:
-                self._buf.clear()
-                raise FrameError(f"watch frame of {end + 1} bytes exceeds {self._max}")
-            frames.append(bytes(self._buf[: end + 1]))
-            del self._buf[: end + 1]
-            self._scanned = 1
-        return frames
-
-
-@dataclass(frozen=True, slots=True)
-class _Header:
-    """The parts of a frame every handler needs."""
-
-    vendor: str
-    device_id: str
-    index: str | None
-    command: str
-    extra: dict[str, object]
-
-    def reply(self, content: str) -> bytes:
-        """``content`` framed for this watch: same vendor, id and index field."""
-        index = f"{self.index}*" if self.index is not None else ""
-        return f"[{self.vendor}*{self.device_id}*{index}{len(content):04X}*{content}]".encode()
 
 
 @dataclass(slots=True)
@@ -338,7 +266,7 @@ def _alarm_reading(kind: str, *, device_id: str, ts: int, code: str,
     return DeviceAlarm(device_id=device_id, ts=ts, alarm=alarm, code=code, lat=lat, lon=lon)
 
 
-def _position(head: _Header, args: bytes, now_ms: int) -> Decoded:
+def _position(head: Header, args: bytes, now_ms: int) -> Decoded:
     alarm_frame = head.command.upper().startswith("AL")
     fields = args.decode("latin-1").split(",")
     try:
@@ -367,7 +295,7 @@ def _position(head: _Header, args: bytes, now_ms: int) -> Decoded:
                    extra={**head.extra, **report.extra})
 
 
-def _keepalive(head: _Header, args: bytes, now_ms: int) -> Decoded:
+def _keepalive(head: Header, args: bytes, now_ms: int) -> Decoded:
     # Never raises on its arguments: an unanswered LK makes the watch reboot.
     values = args.decode("latin-1").split(",") if args else []
     battery: float | None = None
@@ -399,7 +327,7 @@ _HEALTH: Final[dict[str, tuple[tuple[str, object], ...]]] = {
 }
 
 
-def _health(head: _Header, args: bytes, now_ms: int) -> Decoded:
+def _health(head: Header, args: bytes, now_ms: int) -> Decoded:
     # A value outside the contract is left out, and nothing valid left means no reading.
     values = args.decode("latin-1").split(",") if args else []
     layout = _HEALTH[head.command.upper()]
@@ -418,67 +346,27 @@ def _health(head: _Header, args: bytes, now_ms: int) -> Decoded:
                    extra=dict(head.extra))
 
 
-def _media(head: _Header, args: bytes, now_ms: int) -> Decoded:
+def _media(head: Header, args: bytes, now_ms: int) -> Decoded:
     # Voice (TK, JXTK) and pictures (img): the contract carries no media; count, answer.
     extra = {**head.extra, "media_bytes": len(args)}
     reply = head.reply("JXTKR,1") if head.command.upper() == "JXTK" else None
     return Decoded(device_id=head.device_id, command=head.command, reply=reply, extra=extra)
 
 
-def _echo(reply: str | None) -> Callable[[_Header, bytes, int], Decoded]:
-    def handle(head: _Header, args: bytes, now_ms: int) -> Decoded:
+def _echo(reply: str | None) -> Callable[[Header, bytes, int], Decoded]:
+    def handle(head: Header, args: bytes, now_ms: int) -> Decoded:
         content = head.command if reply is None else reply
         return Decoded(device_id=head.device_id, command=head.command,
                        reply=head.reply(content), extra=dict(head.extra))
     return handle
 
 
-_Handler = Callable[[_Header, bytes, int], Decoded]
+_Handler = Callable[[Header, bytes, int], Decoded]
 _HANDLERS: Final[dict[str, _Handler]] = {
     "LK": _keepalive, "INIT": _echo("INIT,1"), "TKQ": _echo(None), "TKQ2": _echo(None),
     "TK": _media, "JXTK": _media, "IMG": _media,
     **{name: _health for name in _HEALTH},
 }
-
-
-def _unescape(raw: bytes) -> tuple[bytes, int]:
-    """Content unescaped, and how many ``}`` were not an escape (kept as they are: a Wi-Fi
-    name with a brace must not cost an alarm frame)."""
-    if b"}" not in raw:
-        return raw, 0
-    content, escapes = _ESCAPE_RE.subn(lambda m: _UNESCAPE[m.group(1)], raw)
-    return content, raw.count(b"}") - escapes
-
-
-def _header(frame: bytes) -> tuple[_Header, bytes]:
-    if len(frame) < 2 or frame[:1] != b"[" or frame[-1:] != b"]":
-        raise ValidationError("watch frame must start with '[' and end with ']'")
-    parts = frame[1:-1].split(b"*", 2)
-    if len(parts) < 3:
-        raise ValidationError("watch frame needs vendor*id*length*content")
-    vendor_b, id_b, rest = parts
-    if not _VENDOR_RE.fullmatch(vendor_b):
-        raise ValidationError(f"vendor code {vendor_b[:16]!r} is not 1-8 letters or digits")
-    device_id = id_b.decode("ascii", "replace")
-    if not _DEVICE_ID_RE.match(device_id):
-        raise ValidationError(f"device id {device_id[:70]!r} does not match {DEVICE_ID_PATTERN}")
-    lengths = _LENGTHS_RE.match(rest)
-    if lengths is None:
-        raise ValidationError("content length is not 4 hex digits followed by '*'")
-    raw = rest[lengths.end():]
-    content, stray = _unescape(raw)
-    command_b, _, args = content.partition(b",")
-    if not _COMMAND_RE.fullmatch(command_b):
-        raise ValidationError(f"command {command_b[:16]!r} is not 1-32 letters, digits or _")
-    extra: dict[str, object] = {"vendor": vendor_b.decode()}
-    if lengths[1] is not None:
-        extra["index"] = lengths[1].decode()
-    if int(lengths[2], 16) != len(raw):
-        extra["length_mismatch"] = {"declared": int(lengths[2], 16), "sent": len(raw)}
-    if stray:
-        extra["stray_braces"] = stray
-    index = lengths[1].decode() if lengths[1] is not None else None
-    return _Header(vendor_b.decode(), device_id, index, command_b.decode(), extra), args
 
 
 class WatchCodec:
@@ -496,7 +384,7 @@ class WatchCodec:
     def decode(self, frame: bytes, *, now_ms: int, session_device: str | None) -> Decoded:
         """One frame to readings and reply. The frame names its device, which is
         authoritative; ``session_device`` is not needed by this protocol."""
-        head, args = _header(frame)
+        head, args = parse_header(frame)
         upper = head.command.upper()
         if _UD_RE.fullmatch(upper) or _AL_RE.fullmatch(upper):
             return _position(head, args, now_ms)

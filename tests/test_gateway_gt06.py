@@ -22,15 +22,9 @@ from hypothesis import strategies as st
 from detectors.params import SupervisionParams
 from foundation.errors import ConfigError, ValidationError
 from gateway.codec import MAX_AHEAD_MS, Codec, Decoded, FrameError
-from gateway.gt06 import (
-    BATTERY_PCT,
-    MAX_LONG_FRAME,
-    RSSI_DBM,
-    Gt06Codec,
-    Gt06Framer,
-    build_frame,
-    crc_itu,
-)
+from gateway.gt06 import Gt06Codec
+from gateway.gt06_framing import MAX_LONG_FRAME, Gt06Framer, build_frame, crc_itu
+from gateway.gt06_tables import BATTERY_PCT, RSSI_DBM
 from schemas.readings import DeviceAlarm, Fall, Heartbeat, Location, Reading, Sos
 
 NOW = int(dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.UTC).timestamp()) * 1000

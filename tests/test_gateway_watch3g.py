@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from foundation.errors import ValidationError
 from gateway.codec import Codec, Decoded, FrameError
-from gateway.watch3g import MAX_FRAME_BYTES, WatchCodec, WatchFramer
+from gateway.watch3g import WatchCodec
+from gateway.watch3g_framing import MAX_FRAME_BYTES, WatchFramer
 from schemas.readings import (
     DeviceAlarm,
     Fall,
