@@ -213,3 +213,39 @@ def test_a_gt06_tracker_logs_in_and_its_sos_is_stored_and_raised(
                  timeout_s=15, what="the tracker's SOS raised")
     assert count(db_url, "SELECT count(*) FROM readings WHERE device_id = %s AND type = 'sos'"
                  " AND region = %s", DEV, region) == 1
+
+
+def test_the_gateway_runs_as_its_own_process_and_stops_cleanly_on_sigterm(
+        broker: Mosquitto, region: str) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eldercare.cli", "gateway", "watch", "--listen",
+         f"127.0.0.1:{port}", "--mqtt-url", broker.url, "--region", region],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                w = Watch(port)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
+                time.sleep(0.1)
+        try:
+            w.send(frame("LK,0,0,80"))
+            assert w.reply() == frame("LK")
+        finally:
+            w.close()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert b"gateway (watch) on 127.0.0.1" in err
