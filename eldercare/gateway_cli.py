@@ -69,6 +69,7 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None,
             link_task.result()
     finally:
         await server.stop()
+        link.close()
         link_task.cancel()
         # Bounded: a broker that does not answer our DISCONNECT must not hold the stop.
         await asyncio.wait({link_task}, timeout=5.0)

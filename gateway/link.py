@@ -39,17 +39,24 @@ class BrokerLink:
         #: gives up at once and is sent again on the next connection (paho would otherwise
         #: hold it until its own timeout, and an alarm's reply with it).
         self._lost = asyncio.Event()
+        self._closing = False
         self.connects = 0
 
     @property
     def connected(self) -> bool:
         return self._up.is_set()
 
+    def close(self) -> None:
+        """Make :meth:`run` return instead of reconnecting (then cancel its task). Needed
+        because aiomqtt may turn a cancellation during its connect into an ``MqttError``, which
+        the reconnect loop would otherwise take for a lost connection and retry for ever."""
+        self._closing = True
+
     async def run(self) -> None:
-        """Connect, stay connected, reconnect after a loss; returns only when cancelled."""
+        """Connect, stay connected, reconnect after a loss; returns after :meth:`close`."""
         attempt = 0
         context = self._tls_context()
-        while True:
+        while not self._closing:
             try:
                 async with aiomqtt.Client(
                         self.address.host, self.address.port, identifier=self.client_id,
@@ -71,6 +78,9 @@ class BrokerLink:
                 self._up.clear()
                 self._lost.set()
                 self._client = None
+                task = asyncio.current_task()
+                if self._closing or (task is not None and task.cancelling()):
+                    return
                 wait = self.backoff.delay_s(attempt)
                 attempt += 1
                 log.warning("gateway: broker connection lost or refused (%s); retrying in"

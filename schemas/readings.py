@@ -56,7 +56,9 @@ HomeSensor = Literal["smoke", "gas", "water", "door", "bed_exit", "panic"]
 DeviceAlarmKind = Literal["low_battery", "fence_exit", "fence_enter", "power_cut", "vibration",
                           "cover_removed", "overspeed", "other"]
 #: The vendor's own code of a device alarm, as evidence ("3G status 0x00040000", "GT06 0x16/0x09").
-VendorCode = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[ -~]+\Z")]
+#: Printable ASCII: a vendor code is shown to people and written to logs.
+VENDOR_CODE_PATTERN: Final = r"^[ -~]+\Z"
+VendorCode = Annotated[str, Meta(min_length=1, max_length=64, pattern=VENDOR_CODE_PATTERN)]
 
 
 class _ReadingBase(

@@ -25,6 +25,7 @@ from schemas.readings import (
     MIN_TS_MS,
     READING_TYPES,
     TYPE_NAMES,
+    VENDOR_CODE_PATTERN,
     Reading,
     Vitals,
 )
@@ -152,6 +153,10 @@ def r_valid(rng: random.Random, t: mi.Type) -> Any:
         return rng.choice((lo, hi, rng.uniform(lo, hi), rng.randint(math.ceil(lo), int(hi)),
                            *edges))
     if isinstance(t, mi.StrType):
+        if t.pattern == VENDOR_CODE_PATTERN:  # printable ASCII, 1-64
+            lo, hi = t.min_length or 1, t.max_length or 64
+            return "".join(chr(rng.randint(0x20, 0x7E)) for _ in range(rng.choice((lo, hi,
+                                                                                   rng.randint(lo, hi)))))
         assert t.pattern == DEVICE_ID_PATTERN, "a new string field needs a generator here"
         return r_id(rng)
     if isinstance(t, mi.LiteralType):
@@ -193,7 +198,11 @@ def r_invalid(rng: random.Random, t: mi.Type, *, required: bool) -> Any:
         options += [lambda: next((s for s in (r_text(rng, 80) for _ in range(5))
                                   if re.search(t.pattern or "", s) is None), ""),
                     lambda: "x" * 65, lambda: r_number(rng), lambda: rng.random() < 0.5,
-                    lambda: [r_id(rng)], lambda: r_id(rng) + rng.choice(("\n", "\r\n", " "))]
+                    lambda: [r_id(rng)],
+                    # A near miss for this pattern (a space is fine in a vendor code).
+                    lambda: next(s for s in (r_id(rng) + suffix for suffix in
+                                             rng.sample(("\n", "\r\n", " "), 3))
+                                 if re.search(t.pattern or "", s) is None)]
     elif isinstance(t, mi.LiteralType):
         options += [lambda: r_text(rng) + "?", lambda: str(rng.choice(t.values)).upper() + " ",
                     lambda: r_number(rng), lambda: True, lambda: [rng.choice(t.values)]]
@@ -269,7 +278,8 @@ def expected(doc: dict[str, Any]) -> Reading:
 #: What an alarm's required field that cannot be read is taken as (docs/wire-contract.md,
 #: alarm salvage): written out here rather than imported, an oracle of its own.
 SAFE_SIDE: Final[dict[tuple[str, str], object]] = {
-    ("wear", "worn"): False, ("home_alarm", "sensor"): "panic", ("home_alarm", "active"): True}
+    ("wear", "worn"): False, ("home_alarm", "sensor"): "panic", ("home_alarm", "active"): True,
+    ("device_alarm", "alarm"): "other"}
 
 
 def salvaged(doc: dict[str, Any], bad: Iterable[str], *, now_ms: int = NOW) -> Reading:
