@@ -8,10 +8,12 @@ alarm state has one row per device × sensor (``row * 6 + sensor``).
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, get_args
 
 import numpy as np
 import numpy.typing as npt
+
+from schemas.readings import DeviceAlarmKind
 
 _SENSORS: Final = 6
 
@@ -35,9 +37,8 @@ _FIELDS: Final[dict[str, tuple[Any, Any]]] = {
 _SENSOR_FIELDS: Final[dict[str, tuple[Any, Any]]] = {
     "home_start": (np.int64, -1), "home_end": (np.int64, -1), "home_open": (np.bool_, False),
 }
-#: Kinds of a device's own alarm (schemas.readings.DeviceAlarmKind), one episode state each.
-DEVICE_ALARM_KINDS: Final = ("low_battery", "fence_exit", "fence_enter", "power_cut", "vibration",
-                             "cover_removed", "overspeed", "other")
+#: Kinds of a device's own alarm, read off the wire contract, one episode state each.
+DEVICE_ALARM_KINDS: Final[tuple[str, ...]] = get_args(DeviceAlarmKind)
 _DEVICE_ALARM_FIELDS: Final[dict[str, tuple[Any, Any]]] = {
     "dev_alarm_start": (np.int64, -1), "dev_alarm_end": (np.int64, -1),
 }

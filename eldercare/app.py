@@ -36,6 +36,7 @@ from prometheus_client import Gauge
 from alerts.api import create_app
 from alerts.auth import TokenTable, load_tokens
 from alerts.channels.base import Channel
+from alerts.probes import Liveness, ReadinessChecks
 from alerts.service import AlertService
 from console.accounts import AccountStore
 from console.app import create_api_with_accounts, install_console
@@ -85,15 +86,13 @@ class HttpFront(StartStop):
     the page: :mod:`console.app`). Owns the account store and the change feed it creates."""
 
     def __init__(self, config: Config, *, alerts: AlertService, clock: Clock,
-                 tokens: TokenTable | None = None, supervisor: Supervisor | None = None,
-                 readiness: IngestService | None = None) -> None:
-        """``tokens`` replace ``[api] tokens_file``; ``supervisor`` answers ``/health``;
-        ``readiness`` is the ingest service whose checks ``/readyz`` runs."""
+                 tokens: TokenTable | None = None, liveness: Liveness | None = None,
+                 readiness: ReadinessChecks | None = None) -> None:
+        """``tokens`` replace ``[api] tokens_file``; ``liveness`` (the supervisor's deaths)
+        answers ``/health``, ``readiness`` (ingest's checks) ``/readyz``."""
         url, c = config.database.url, config.console
         table = tokens if tokens is not None else (
             load_tokens(config.api.tokens_file) if config.api.tokens_file else TokenTable())
-        liveness = supervisor.check if supervisor is not None else None
-        ready = readiness.readiness if readiness is not None else None
         self.accounts: AccountStore | None = None
         self.feed: ChangeFeed | None = None
         self.app: FastAPI
@@ -104,7 +103,7 @@ class HttpFront(StartStop):
                 store=alerts.store, database_url=url, tokens=table, clock=clock,
                 accounts=self.accounts, secure_cookies=c.secure_cookies,
                 login_limits=c.login_limits, on_change=alerts.changed, liveness=liveness,
-                readiness=ready)
+                readiness=readiness)
             self.feed = ChangeFeed(url)
             install_console(self.app, database_url=url, feed=self.feed,
                             offline_after_s=config.detectors.supervision.offline_after_s,
@@ -112,7 +111,7 @@ class HttpFront(StartStop):
         else:
             self.app = create_app(store=alerts.store, database_url=url, tokens=table,
                                   clock=clock, on_change=alerts.changed, liveness=liveness,
-                                  readiness=ready)
+                                  readiness=readiness)
         self.server = HttpServer(self.app, host=config.api.host, port=config.api.port)
 
     @property
@@ -179,7 +178,8 @@ class Application(StartStop):
         self.http: HttpFront | None = None
         if self.alerts is not None and config.api.enabled:
             self.http = HttpFront(config, alerts=self.alerts, clock=self.clock, tokens=tokens,
-                                  supervisor=self.supervisor, readiness=self.ingest)
+                                  liveness=self.supervisor.check,
+                                  readiness=self.ingest.readiness)
 
     def start(self) -> None:
         """Migrate, then start the alert workers, the HTTP server and ingest, in that order."""

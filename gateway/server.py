@@ -55,7 +55,8 @@ _OUTBOX_FRAMES: Final = 64
 
 
 class Publisher(Protocol):
-    """Publishes at QoS 1 and returns after the broker's PUBACK (:class:`gateway.link.BrokerLink`)."""
+    """Publishes at QoS 1 and returns after the broker's PUBACK
+    (:class:`gateway.link.BrokerLink`)."""
 
     async def publish(self, topic: str, payload: bytes) -> None: ...
 
@@ -293,10 +294,10 @@ class GatewayServer:
             await self._send(session, decoded.reply, "now")
         if device is None:
             return
-        if decoded.readings:
-            await session.outbox.put((device, decoded, started))
-        elif decoded.reply is not None and decoded.reply_when == "after_publish":
-            # Nothing to publish (an alarm code that is routine state): answer in turn.
+        # An alarm with nothing to publish (a code that is routine state) is answered in
+        # turn too, after what the device sent before it.
+        if decoded.readings or (decoded.reply is not None
+                                and decoded.reply_when == "after_publish"):
             await session.outbox.put((device, decoded, started))
 
     async def _publish(self, device: str, decoded: Decoded, started: float) -> None:

@@ -29,7 +29,7 @@ With a message spool (``ingest/spool.py``; docs/spool.md) two more paths exist:
   ``probe_s``; the first that succeeds ends the outage. The broker keeps delivering, so an
   SOS published during the outage is seen within a batch's time.
 - **Overload.** Broker messages that waited in the buffer longer than ``defer_after_s`` and
-  carry no alarm (no ``sos``, ``fall``, ``wear``, ``home_alarm`` or ``accel`` in the payload) are
+  carry no alarm (no alarm type name of ``schemas.ALARM_TYPES``, nor ``accel``, in the payload) are
   deferred: appended to the spool and acknowledged at once, without decoding. That drains the
   broker's backlog at disk speed, so alarms behind it are reached quickly; the deferred readings
   are stored later, not shed. These PUBACKs go out ahead of earlier messages still being
