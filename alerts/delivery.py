@@ -42,7 +42,6 @@ class DeliveryWorker:
                  concurrency: int = 4, lease_s: float = 120.0, poll_s: float = 1.0,
                  on_given_up: threading.Event | None = None,
                  rng: random.Random | None = None, spawn: Spawn = plain_spawn) -> None:
-        self.spawn = spawn
         self.channel = channel
         self.store = store
         self.clock = clock

@@ -57,7 +57,6 @@ class EmergencyDispatcher:
                  map_link: str | None, max_pending: int = 10_000,
                  backoff_s: float = 1.0, backoff_max_s: float = 30.0,
                  spawn: Spawn = plain_spawn) -> None:
-        self.spawn = spawn
         self.channel = channel
         self.url = url
         self.clock = clock

@@ -27,7 +27,6 @@ class Escalator:
 
     def __init__(self, *, store: AlertStore, clock: Clock, poll_s: float = 1.0,
                  spawn: Spawn = plain_spawn) -> None:
-        self.spawn = spawn
         self.store = store
         self.clock = clock
         self.poll_s = poll_s

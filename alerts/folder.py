@@ -49,7 +49,6 @@ class AlertFolder:
         self.clock = clock
         self.poll_s = poll_s
         self.on_changes = on_changes
-        self.spawn = spawn
         self.failures = 0
         #: Handed-off events not folded yet (guarded by ``_lock``), and whether the table holds
         #: unfolded events the hand-off does not cover (start, a failure, an overflow).

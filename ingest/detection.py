@@ -73,7 +73,6 @@ class DetectionStage:
                  journal: SegmentLog | None = None,
                  on_unstored: Callable[[Sequence[Event]], None] | None = None,
                  spawn: Spawn = plain_spawn) -> None:
-        self.spawn = spawn
         self.engine = engine
         self.journal = journal
         self.on_unstored = on_unstored
