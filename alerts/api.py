@@ -61,6 +61,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from alerts import probes, queries
 from alerts.api_models import (
@@ -69,7 +70,9 @@ from alerts.api_models import (
     AlertDetail,
     AlertPage,
     AlertType,
+    CommandIn,
     Conflict,
+    DeviceCommandList,
     Health,
     NoteIn,
     Problem,
@@ -77,12 +80,14 @@ from alerts.api_models import (
     Status,
 )
 from alerts.auth import Principal, TokenTable
-from alerts.http_boundary import BodyLimit, StrictRoute, on_validation_error
+from alerts.device_commands import ACTIONS, DeviceCommands, command_states
+from alerts.http_boundary import BodyLimit, StrictRoute, on_http_error, on_validation_error
 from alerts.http_types import RegionCode, ZonedDatetime
 from alerts.probes import Liveness, ReadinessChecks, liveness_answer
 from alerts.store import AlertConflict, AlertStore
 from foundation.clock import Clock
-from foundation.errors import StorageError
+from foundation.errors import BrokerError, StorageError
+from schemas.commands import CommandArgs
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +136,7 @@ class _Context:
     clock: Clock
     on_change: Callable[[int], None] | None
     sessions: SessionAuth | None
+    commands: DeviceCommands | None
 
 
 async def _context(request: Request) -> _Context:
@@ -293,6 +299,56 @@ def add_note(ctx: Ctx, caller: Caller, alert_id: AlertId, body: NoteIn) -> Alert
     return _after_write(ctx, alert_id)
 
 
+@router.get("/alerts/{alert_id}/commands", tags=["devices"], responses=ERRORS)
+def list_commands(ctx: Ctx, caller: Caller, alert_id: AlertId) -> DeviceCommandList:
+    """Commands sent to the alert's device and what became of each (from the alert's trail)."""
+    _require_visible(ctx, caller, alert_id)
+    settings = _commands(ctx).settings
+    with queries.reading(ctx.database_url) as conn:
+        trail = queries.command_trail(conn, alert_id, list(ACTIONS.values()))
+    states = command_states(trail, now_ms=ctx.clock.now_ms(),
+                            result_timeout_s=settings.result_timeout_s)
+    return DeviceCommandList.model_validate({"commands": states,
+                                             "callback_number": settings.callback_number})
+
+
+@router.post("/alerts/{alert_id}/commands", tags=["devices"], status_code=202,
+             responses={**_BODY_ERRORS, 409: {"model": Problem}})
+def send_command(ctx: Ctx, caller: Caller, alert_id: AlertId,
+                 body: CommandIn) -> DeviceCommandList:
+    """Send a command to the alert's device through its gateway: ``locate`` (report a position
+    now), ``call_back`` (the device dials the dispatch centre, or ``number``), ``find`` (it
+    rings). 202 once the broker has it; the gateway's answers follow in the alert's trail and
+    in ``GET .../commands``. 409 for call_back without a number (none given, none configured);
+    503 when the broker does not take it (recorded as not sent)."""
+    commands = _commands(ctx)
+    alert = _require_visible(ctx, caller, alert_id)
+    args = CommandArgs()
+    if body.command == "call_back":
+        number = body.number or commands.settings.callback_number
+        if number is None:
+            # 409, not 422: the request is well-formed; this service lacks what it needs.
+            raise HTTPException(409, "call_back needs a number: none given and no"
+                                     " [alerts.commands] callback_number configured")
+        args = CommandArgs(number=number)
+    try:
+        commands.request(alert_id=alert_id, region=alert["region"],
+                         device_id=alert["device_id"], command=body.command, args=args,
+                         by=caller.name)
+    except BrokerError as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
+    finally:
+        _after_write(ctx, alert_id)
+    return list_commands(ctx, caller, alert_id)
+
+
+def _commands(ctx: _Context) -> DeviceCommands:
+    if ctx.commands is None:
+        raise HTTPException(503, "commands to devices are not enabled on this service"
+                                 " ([alerts.commands] enabled, and a broker)")
+    return ctx.commands
+
+
 def _not_found(alert_id: int) -> HTTPException:
     # One message for "missing" and "not yours": the answer must not reveal which.
     return HTTPException(404, f"alert {alert_id} not found")
@@ -341,7 +397,8 @@ def create_app(*, store: AlertStore, database_url: str, tokens: TokenTable, cloc
                sessions: SessionAuth | None = None,
                body_limits: Mapping[str, int] | None = None,
                liveness: Liveness | None = None,
-               readiness: ReadinessChecks | None = None) -> FastAPI:
+               readiness: ReadinessChecks | None = None,
+               commands: DeviceCommands | None = None) -> FastAPI:
     """The alerts API app. ``on_change(alert_id)`` runs after every successful write (in a
     request thread: it must be quick, e.g. set an event).
 
@@ -349,19 +406,22 @@ def create_app(*, store: AlertStore, database_url: str, tokens: TokenTable, cloc
     own routes are added by whoever composes the app: ``console.app``). Every request body is
     limited before it is read (:class:`~alerts.http_boundary.BodyLimit`): to
     :data:`API_BODY_LIMIT`, or to ``body_limits[path]`` for the paths it names (routes added
-    later, such as the console's login); validation errors never echo input."""
+    later, such as the console's login); validation errors never echo input. ``commands``
+    carries the alert device commands (``/alerts/{id}/commands``; 503 without it)."""
     app = FastAPI(title="eldercare alerts API", version="1",
                   description="Alerts of the 12349 elderly-care platform (docs/api.md).",
                   openapi_url=f"{PREFIX}/openapi.json", docs_url=None, redoc_url=None)
     app.state.liveness = liveness  # /health: the supervisor's deaths (foundation/supervisor.py)
     app.state.readiness = readiness  # /readyz: the service's checks (alerts/probes.py)
     app.state.alerts_api = _Context(store=store, database_url=database_url, tokens=tokens,
-                                    clock=clock, on_change=on_change, sessions=sessions)
+                                    clock=clock, on_change=on_change, sessions=sessions,
+                                    commands=commands)
     app.include_router(router)
     app.include_router(probes.router)
     _mount_docs(app)
     app.add_middleware(BodyLimit, default=API_BODY_LIMIT, paths=dict(body_limits or {}))
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(AlertConflict, _on_conflict)
     app.add_exception_handler(StorageError, _on_storage_error)
     return app

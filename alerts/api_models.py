@@ -187,3 +187,43 @@ class Readiness(BaseModel):
     ready: bool
     checks: dict[str, bool]
     failed_workers: list[str] = []
+
+
+#: Commands duty staff may send to an alert's device (docs/api.md, "Commands to devices"):
+#: report a position now, dial the dispatch centre (or a number given), ring. Listen-in
+#: (``monitor``) and the settings commands are not offered here: listening in unannounced is a
+#: decision for a carer with consent, and settings belong to enrolment, not to an incident.
+AlertCommand = Literal["locate", "call_back", "find"]
+CommandState = Literal["requested", "sent", "acknowledged", "failed", "no_answer"]
+
+
+class CommandIn(BaseModel):
+    """A command for the alert's device."""
+
+    model_config = ConfigDict(extra="forbid")
+    command: AlertCommand
+    number: Annotated[str, StringConstraints(pattern=r"^\+?[0-9]{3,20}$")] | None = Field(
+        default=None, description="call_back: the number the device dials; default: the"
+                                  " dispatch centre's ([alerts.commands] callback_number)")
+
+
+class DeviceCommandState(BaseModel):
+    """A command sent to the alert's device, and what became of it: ``requested`` (the broker
+    has it), ``sent`` (the gateway wrote it to the device), ``acknowledged`` (the device
+    answered), ``failed`` (``reason`` says why), ``no_answer`` (no gateway holds the device)."""
+
+    id: str
+    command: str
+    args: dict[str, JsonValue]
+    requested_by: str
+    requested_at: UtcDatetime
+    status: CommandState
+    reason: str | None
+    updated_at: UtcDatetime
+
+
+class DeviceCommandList(BaseModel):
+    """The alert device's commands, oldest first, and the number "call the watch" dials."""
+
+    commands: list[DeviceCommandState]
+    callback_number: str | None

@@ -32,10 +32,13 @@ from typing import Annotated, Any, Final, Union, get_args, get_origin
 
 from fastapi import HTTPException, Request, Response
 from fastapi.dependencies.models import Dependant
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: The longest integer literal a body may hold (a 64-bit id has 19 digits); Python refuses to
@@ -223,3 +226,25 @@ async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
         {"loc": [_location(part) for part in error.get("loc", ())], "msg": _message(error),
          "type": _printable(str(error.get("type", "")))}
         for error in exc.errors()]})
+
+
+async def on_http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own handling, except that a 405's ``Allow`` names every documented method of
+    the path: with one route per method (``GET`` and ``POST /alerts/{id}/commands``), Starlette
+    answers from the first route that matched the path alone and lists only its methods."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        methods = _documented_methods(request)
+        if methods:
+            exc = StarletteHTTPException(405, exc.detail, headers={"Allow": ", ".join(methods)})
+    return await http_exception_handler(request, exc)
+
+
+def _documented_methods(request: Request) -> list[str]:
+    """The methods the OpenAPI document gives the request's path (none for undocumented
+    routes, which keep Starlette's answer)."""
+    paths: dict[str, dict[str, Any]] = request.app.openapi().get("paths", {})
+    for template, operations in paths.items():
+        if compile_path(template)[0].match(request.url.path):
+            return sorted(m.upper() for m in operations)
+    return []

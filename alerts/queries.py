@@ -135,6 +135,15 @@ def alert_detail(conn: psycopg.Connection[Any], alert_id: int) -> dict[str, Any]
     return alert
 
 
+def command_trail(conn: psycopg.Connection[Any], alert_id: int,
+                  actions: Sequence[str]) -> list[dict[str, Any]]:
+    """The steps of the alert's trail whose action is one of ``actions`` (the device-command
+    ones: alerts.device_commands), oldest first."""
+    return _fetch_all(conn, sql.SQL(
+        "SELECT at, actor, action, detail FROM alert_audit WHERE alert_id = %(id)s"
+        " AND action = ANY(%(actions)s) ORDER BY id"), {"id": alert_id, "actions": list(actions)})
+
+
 def recent_positions(conn: psycopg.Connection[Any], device_id: str, *,
                      until: datetime) -> list[dict[str, Any]]:
     """Location fixes of ``device_id`` in (``until`` - POSITIONS_WINDOW, ``until``], the

@@ -10,7 +10,9 @@ One object the application starts and stops (and the detection stage's event sin
 - the **API** (:mod:`alerts.api`) lets the dispatch platform and duty staff claim, resolve
   and annotate alerts; it is built on :attr:`AlertService.store` by the application, which
   serves it with the duty console (``console/``) on one HTTP server, and tells
-  :meth:`AlertService.changed` of every write.
+  :meth:`AlertService.changed` of every write;
+- **device commands** (:mod:`alerts.device_commands`): "locate now" and "call the watch" on an
+  alert, through the device gateway, every step in the alert's trail.
 
 Committed work wakes the component that must act on it (``AlertStore.wake``), so an SOS goes
 from its event to the webhook without polling delays. Start order is consumers first (workers,
@@ -29,6 +31,7 @@ from alerts.channels.email import EmailChannel
 from alerts.channels.mqtt import MqttAlertChannel, channel_address
 from alerts.channels.webhook import WebhookChannel
 from alerts.delivery import DeliveryWorker
+from alerts.device_commands import DeviceCommands
 from alerts.emergency import EmergencyDispatcher
 from alerts.escalator import Escalator
 from alerts.folder import AlertFolder
@@ -103,6 +106,12 @@ class AlertService:
             self.emergency = EmergencyDispatcher(channel=webhook, url=a.webhook.url,
                                                  clock=clock, map_link=a.map_link or None,
                                                  spawn=spawn)
+        self.commands: DeviceCommands | None = None
+        if a.commands.enabled:
+            own = broker if broker is not None else MqttConfig()
+            self.commands = DeviceCommands(
+                channel_address(own, a.mqtt), client_id=f"{own.client_id}-commands",
+                store=self.store, clock=clock, settings=a.commands)
         missing = {"webhook", "sms"} - {c.name for c in self.channels}
         if missing:
             log.warning("alert channels not configured: %s (notifications to them are audited"
@@ -139,6 +148,8 @@ class AlertService:
         # claims through the API and given-up deliveries wake it themselves.
 
     def start(self) -> None:
+        if self.commands is not None:
+            self.commands.start()
         if self.emergency is not None:
             self.emergency.start()
         for w in self.workers.values():
@@ -147,6 +158,8 @@ class AlertService:
         self.folder.start()
 
     def stop(self) -> None:
+        if self.commands is not None:
+            self.commands.stop()
         self.folder.stop()
         self.escalator.stop()
         if self.emergency is not None:

@@ -13,6 +13,23 @@ from alerts.channels.email import SmtpConfig
 from alerts.channels.mqtt import AlertsMqttConfig
 from alerts.channels.webhook import WebhookConfig
 from alerts.document import DEFAULT_MAP_LINK
+from schemas.commands import PHONE_PATTERN
+
+
+class DeviceCommandsConfig(msgspec.Struct, frozen=True, kw_only=True,
+                           forbid_unknown_fields=True):
+    """``[alerts.commands]`` (docs/alerts.md, "Commands to devices")."""
+
+    enabled: bool = True
+    #: The number a watch dials on "call the watch": the dispatch centre's line. Unset, the
+    #: console asks the officer for one.
+    callback_number: Annotated[str, Meta(pattern=PHONE_PATTERN)] | None = None
+    #: After this long without any result, a command is shown as not answered. Longer than the
+    #: gateways' ``wait_s`` (600 s), which is how long they hold a command for a device that is
+    #: not connected before they report it failed.
+    result_timeout_s: Annotated[float, Meta(gt=0, le=86_400)] = 660.0
+    #: How long a request waits for the broker to take the command.
+    publish_timeout_s: Annotated[float, Meta(gt=0, le=60)] = 5.0
 
 
 class AlertsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -42,6 +59,8 @@ class AlertsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     webhook: WebhookConfig = WebhookConfig()
     aliyun: AliyunConfig | None = None
     smtp: SmtpConfig | None = None
+    #: Commands to an alert's device through the device gateway (``[alerts.commands]``).
+    commands: DeviceCommandsConfig = DeviceCommandsConfig()
 
 
 class ApiConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -346,6 +346,14 @@ class AlertStore:
             self._state(conn, alert_id)
             audit(conn, alert_id, _ts(now_ms), "note", {"note": note}, actor=by)
 
+    def record_command(self, alert_id: int, *, action: str, detail: dict[str, Any], by: str,
+                       now_ms: int) -> None:
+        """Append a step of a device command to the alert's trail (alerts.device_commands);
+        any status: a watch may be located after its alert is resolved."""
+        with self.transaction() as (conn, _):
+            self._state(conn, alert_id)
+            audit(conn, alert_id, _ts(now_ms), action, detail, actor=by)
+
     def get(self, alert_id: int) -> dict[str, Any]:
         """The alert as a dict, with its audit trail (oldest first) under ``audit``."""
         with self.transaction() as (conn, _), conn.cursor(row_factory=dict_row) as cur:

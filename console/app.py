@@ -27,6 +27,7 @@ from fastapi.staticfiles import StaticFiles
 
 from alerts.api import create_app, require_principal
 from alerts.auth import TokenTable
+from alerts.device_commands import DeviceCommands
 from alerts.probes import Liveness, ReadinessChecks
 from alerts.store import AlertStore
 from console.accounts import AccountStore
@@ -46,7 +47,8 @@ def create_api_with_accounts(
         accounts: AccountStore, secure_cookies: bool = True,
         login_limits: LoginLimits | None = None,
         on_change: Callable[[int], None] | None = None, liveness: Liveness | None = None,
-        readiness: ReadinessChecks | None = None) -> FastAPI:
+        readiness: ReadinessChecks | None = None,
+        commands: DeviceCommands | None = None) -> FastAPI:
     """The alerts API accepting console sessions beside bearer tokens, with ``/console/login``,
     ``/logout``, ``/me`` and the admin's unlock route (one login limiter for both).
     ``secure_cookies=False`` only for plain HTTP on a trusted host (demo, tests). The caller
@@ -54,7 +56,7 @@ def create_api_with_accounts(
     app = create_app(store=store, database_url=database_url, tokens=tokens, clock=clock,
                      on_change=on_change, sessions=ConsoleSessions(accounts),
                      body_limits={"/console/login": LOGIN_BODY_LIMIT},
-                     liveness=liveness, readiness=readiness)
+                     liveness=liveness, readiness=readiness, commands=commands)
     limiter = LoginLimiter(login_limits if login_limits is not None else LoginLimits(),
                            clock=clock)
     app.include_router(login_router(accounts, clock, secure_cookies=secure_cookies,

@@ -218,6 +218,30 @@ def _no_delay(client: mqtt.Client) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class Pace:
+    """When a message of simulated time ``t_ms`` is due on ``time.monotonic()``: ``start`` plus
+    its distance from ``origin_ms`` divided by ``speed`` (``None``: at once). Computed from the
+    one start, so sleeping errors never add up; shared, it keeps two senders of one run (MQTT
+    and device connections) on one schedule."""
+
+    speed: float | None
+    origin_ms: int
+    start: float
+
+    def due(self, t_ms: int) -> float:
+        """The monotonic time ``t_ms`` is due at."""
+        if self.speed is None:
+            return self.start
+        return self.start + (t_ms - self.origin_ms) / 1000 / self.speed
+
+    def sim_ms(self, now: float) -> int | None:
+        """The simulated time due at monotonic ``now`` (None when unpaced)."""
+        if self.speed is None:
+            return None
+        return self.origin_ms + round((now - self.start) * self.speed * 1000)
+
+
+@dataclass(frozen=True, slots=True)
 class PublishStats:
     """What :func:`publish` did. ``late_*``: messages sent after their due time."""
 
@@ -233,7 +257,7 @@ class PublishStats:
 def publish(pubs: Iterable[Publication], *, url: str | BrokerAddress, speed: float | None = 1.0,
             stop: threading.Event | None = None, client_id: str | None = None,
             window: int = 1000, late_after_ms: float = 10.0,
-            drain_timeout_s: float = 60.0) -> PublishStats:
+            drain_timeout_s: float = 60.0, pace: Pace | None = None) -> PublishStats:
     """Publish ``pubs`` (in non-decreasing ``t_ms``) to the broker at ``url``, paced.
 
     ``url`` is an ``mqtt[s]://`` URL or a :class:`~foundation.broker.BrokerAddress` (login and TLS
@@ -243,6 +267,8 @@ def publish(pubs: Iterable[Publication], *, url: str | BrokerAddress, speed: flo
     sent more than ``late_after_ms`` after its due time counts as late. Runs in the calling
     thread; returns when all messages are acknowledged (BrokerError if that takes longer than
     ``drain_timeout_s``) or, with ``stop`` set, after the PUBACKs of those already sent.
+    ``pace``: a schedule shared with another sender (its speed wins over ``speed``); by
+    default the schedule starts when connected, at the first message's ``t_ms``.
     """
     if speed is not None and speed <= 0:
         raise ValueError("speed must be > 0 (None: as fast as possible)")
@@ -251,13 +277,12 @@ def publish(pubs: Iterable[Publication], *, url: str | BrokerAddress, speed: flo
     max_late = 0.0
     with MqttLink(url, client_id=client_id, window=window) as link:
         start = time.monotonic()
-        first_ms: int | None = None
         for pub in pubs:
             if stop.is_set():
                 break
-            if speed is not None:
-                first_ms = pub.t_ms if first_ms is None else first_ms
-                due = start + (pub.t_ms - first_ms) / 1000 / speed
+            pace = pace or Pace(speed=speed, origin_ms=pub.t_ms, start=start)
+            if pace.speed is not None:
+                due = pace.due(pub.t_ms)
                 _wait_until(link, due, stop)
                 if stop.is_set():
                     break

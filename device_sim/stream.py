@@ -19,7 +19,7 @@ import heapq
 import math
 import random
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Final, NamedTuple
 
 from device_sim.devices import DeviceModel, LocalClock, Planned, Run
@@ -99,21 +99,22 @@ class Simulation:
         """End of the run (exclusive)."""
         return self.scenario.end_ms
 
-    def readings(self) -> Iterator[SimReading]:
-        """Every reading of every device in true-time order (ties: by device id), lazily.
-
-        Each call starts afresh and yields the same sequence.
+    def readings(self, devices: Collection[str] | None = None) -> Iterator[SimReading]:
+        """Every reading of every device (or of ``devices`` only) in true-time order (ties: by
+        device id), lazily. Each call starts afresh and yields the same sequence.
         """
         # SimReading is a tuple (t_ms, device_id, ...) and each device has one generator, so
         # heap entries never compare beyond the device id. (Merging in time slices, each
         # generator running for a whole slice, measured slower: the buffered readings go cold.)
-        return heapq.merge(*(m.readings() for m in self._models))
+        return heapq.merge(*(m.readings() for m in self._models
+                             if devices is None or m.spec.id in devices))
 
-    def publications(self) -> Iterator[Publication]:
+    def publications(self, devices: Collection[str] | None = None) -> Iterator[Publication]:
         """The MQTT messages of :meth:`readings` as the scenario's gateways and network deliver
         them (:func:`device_sim.gateway.deliver`), from a seed of their own so delivery draws
-        never mirror a device model's; lazily, and the same on every call."""
-        return deliver(self.readings(), params=self.scenario.delivery,
+        never mirror a device model's; lazily, and the same on every call. ``devices``: of
+        those devices only (the rest of a run whose other devices go through vendor gateways)."""
+        return deliver(self.readings(devices), params=self.scenario.delivery,
                        seed=substream(self.scenario.seed, "delivery"), outages=self.outages)
 
 

@@ -8,6 +8,8 @@ The simulator is a pipeline of pure stages, each a separate module:
                                                       .motion, .battery, .signals), .stream
                   -> gateway delivery -> Publication stream            device_sim.gateway
                   -> publisher (MQTT, paced) and/or recording (JSONL)   device_sim.publisher/.recording
+       or (watches, bracelets) -> vendor frames on TCP to a device gateway   device_sim.via_gateway/
+                                   .tcp_devices/.device_link/.watch_protocol/.gt06_protocol
     labels (ground truth, written by the models)  + detected events -> score   device_sim.score
 
 Times: ``t_ms`` is the simulation's true clock (Unix ms). A reading's own ``ts`` field is the

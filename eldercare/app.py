@@ -103,7 +103,7 @@ class HttpFront(StartStop):
                 store=alerts.store, database_url=url, tokens=table, clock=clock,
                 accounts=self.accounts, secure_cookies=c.secure_cookies,
                 login_limits=c.login_limits, on_change=alerts.changed, liveness=liveness,
-                readiness=readiness)
+                readiness=readiness, commands=alerts.commands)
             self.feed = ChangeFeed(url)
             install_console(self.app, database_url=url, feed=self.feed,
                             offline_after_s=config.detectors.supervision.offline_after_s,
@@ -111,7 +111,7 @@ class HttpFront(StartStop):
         else:
             self.app = create_app(store=alerts.store, database_url=url, tokens=table,
                                   clock=clock, on_change=alerts.changed, liveness=liveness,
-                                  readiness=readiness)
+                                  readiness=readiness, commands=alerts.commands)
         self.server = HttpServer(self.app, host=config.api.host, port=config.api.port)
 
     @property

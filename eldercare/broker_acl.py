@@ -11,7 +11,10 @@ device ``<device_id>``      write  ``eldercare/v1/<region>/dev/<device_id>``
 gateway ``<gateway_id>``    write  ``eldercare/v1/<region>/gw/<gateway_id>``
 ``eldercare-ingest``        read   ``eldercare/v1/#`` except (deny) ``eldercare/v1/+/alerts/#``
                                    and ``eldercare/v1/+/cmd/#``
-``eldercare-alerts``        write  ``eldercare/v1/+/alerts/#``
+``eldercare-alerts``        write  ``eldercare/v1/+/alerts/#``, ``eldercare/v1/+/cmd/+``
+                            read   ``eldercare/v1/+/cmd/+/result``
+``eldercare-gateway``       write  ``eldercare/v1/+/dev/+``, ``eldercare/v1/+/cmd/+/result``
+                            read   ``eldercare/v1/+/cmd/+``
 alert reader                read   ``eldercare/v1/<region>/alerts/#`` per region (``+``: all)
 ==========================  =====  ==============================================
 
@@ -22,7 +25,13 @@ dead-lettered, where a narrower grant would have Mosquitto drop it unseen (2.0.1
 ``deny`` lines before any grant, so the ingest account never receives the alert states (every
 open alert's, retained, on each new session) or device commands it would only drop. When one
 account is both ingest and alerts, the alerts deny would deny its own publishing: that account
-reads the alert states, and ingest drops them on receipt.
+reads the alert states and command results, and ingest drops them on receipt.
+
+The device gateway (``eldercare gateway``, issue #10) speaks for every vendor device behind it,
+so its one login writes every device topic: the vendor protocols carry no credentials to check
+per device (SECURITY.md, 18); its registry admission limits what it publishes. It reads the
+command topics and answers on their result topics; the alerts account asks (the duty console's
+"locate now", "call the watch") and reads the answers.
 
 Nothing else is written: once ``acl_file`` is set Mosquitto denies every topic not granted, so a
 device reads nothing (not even its own topic), cannot forge another device's readings, a
@@ -110,7 +119,8 @@ class _User:
 
 def render_acl(registry: Registry, *, clients: BrokerClients | None = None,
                ingest_user: str = "eldercare-ingest",
-               alerts_user: str = "eldercare-alerts") -> str:
+               alerts_user: str = "eldercare-alerts",
+               gateway_user: str = "eldercare-gateway") -> str:
     """The Mosquitto ACL text for ``registry`` and ``clients``.
 
     ``ingest_user`` and ``alerts_user`` are the service's ``[mqtt]`` and ``[alerts.mqtt]``
@@ -124,7 +134,7 @@ def render_acl(registry: Registry, *, clients: BrokerClients | None = None,
         username; the message names the entry.
     """
     clients = clients or BrokerClients()
-    service = _service_users(ingest_user, alerts_user)
+    service = _service_users(ingest_user, alerts_user, gateway_user)
     readers = [_reader(i, r) for i, r in enumerate(clients.alert_readers)]
     gateways = [_gateway(i, g) for i, g in enumerate(clients.gateways)]
     devices = list(_devices(registry))
@@ -155,18 +165,21 @@ def load_broker_clients(path: str | Path) -> BrokerClients:
                          fmt="json" if p.suffix.lower() == ".json" else "yaml")
 
 
-def _service_users(ingest: str, alerts: str) -> list[_User]:
-    for name, option in ((ingest, "--ingest-user"), (alerts, "--alerts-user")):
+def _service_users(ingest: str, alerts: str, gateway: str) -> list[_User]:
+    for name, option in ((ingest, "--ingest-user"), (alerts, "--alerts-user"),
+                         (gateway, "--gateway-user")):
         _check(name, what="service username", where=option, reserved_ok=True)
     # Denials first in the block, where Mosquitto applies them (see the module docstring).
-    denials = {ns: ("deny", f"{TOPIC_ROOT}/+/{ns}/#") for ns in SERVICE_NAMESPACES}
+    denials = tuple(("deny", f"{TOPIC_ROOT}/+/{ns}/#") for ns in SERVICE_NAMESPACES)
     reads = (("read", f"{TOPIC_ROOT}/#"),)
-    writes = (("write", f"{TOPIC_ROOT}/+/alerts/#"),)
+    commands, results = f"{TOPIC_ROOT}/+/cmd/+", f"{TOPIC_ROOT}/+/cmd/+/result"
+    writes = (("write", f"{TOPIC_ROOT}/+/alerts/#"), ("write", commands), ("read", results))
+    gateway_user = _User(gateway, "--gateway-user", (
+        ("write", f"{TOPIC_ROOT}/+/dev/+"), ("read", commands), ("write", results)))
     if ingest == alerts:  # one account (see render_acl): one block, or Mosquitto merges anyway
-        kept = tuple(deny for ns, deny in denials.items() if ns != "alerts")
-        return [_User(ingest, "--ingest-user", kept + reads + writes)]
-    return [_User(ingest, "--ingest-user", tuple(denials.values()) + reads),
-            _User(alerts, "--alerts-user", writes)]
+        return [_User(ingest, "--ingest-user", reads + writes), gateway_user]
+    return [_User(ingest, "--ingest-user", denials + reads),
+            _User(alerts, "--alerts-user", writes), gateway_user]
 
 
 def _reader(i: int, reader: AlertReader) -> _User:

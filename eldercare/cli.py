@@ -220,7 +220,7 @@ def _cmd_broker_acl(args: argparse.Namespace) -> int:
     registry = load_registry(args.registry)
     clients = load_broker_clients(args.gateways) if args.gateways else BrokerClients()
     text = render_acl(registry, clients=clients, ingest_user=args.ingest_user,
-                      alerts_user=args.alerts_user)
+                      alerts_user=args.alerts_user, gateway_user=args.gateway_user)
     if args.out is None:
         sys.stdout.write(text)
         return 0
@@ -254,6 +254,9 @@ def _add_broker_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     a.add_argument("--alerts-user", default="eldercare-alerts",
                    help="broker username publishing alerts (default eldercare-alerts; the"
                         " service's [alerts.mqtt] username)")
+    a.add_argument("--gateway-user", default="eldercare-gateway",
+                   help="broker username of the device gateway (default eldercare-gateway; its"
+                        " [mqtt] username)")
     a.set_defaults(func=_cmd_broker_acl)
 
 

@@ -20,6 +20,7 @@ from foundation.broker import Backoff, BrokerAddress
 from gateway.codec import Codec
 from gateway.link import BrokerLink
 from gateway.server import GatewayMetrics, GatewayServer
+from schemas.commands import COMMAND_SUBSCRIPTION
 from schemas.registry import Registry, load_registry
 
 log = logging.getLogger(__name__)
@@ -46,15 +47,21 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None,
     """Run the gateway of ``config`` until ``stop`` is set (or the task is cancelled)."""
     g = config.gateway
     registry = load_registry(config.registry) if config.registry else None
-    link = BrokerLink(BrokerAddress.from_config(config.mqtt), client_id=g.client_id,
-                      backoff=Backoff(max_s=config.mqtt.reconnect_max_s))
+    link = BrokerLink(BrokerAddress.from_config(config.mqtt), client_id=g.mqtt_client_id,
+                      backoff=Backoff(max_s=config.mqtt.reconnect_max_s),
+                      subscriptions=(COMMAND_SUBSCRIPTION,) if g.commands.enabled else ())
     metrics = GatewayMetrics()
     if g.metrics_port:
         from prometheus_client import start_http_server
         start_http_server(g.metrics_port, registry=metrics.registry)
+    from gateway.geolocate import build_locator, metrics_observer
+    locator = build_locator(g.geolocation,
+                            observe=metrics_observer(metrics.lookups, metrics.lookup_latency))
     server = GatewayServer(codec=codec_of(g.protocol), settings=g, publisher=link,
                            regions=regions_of(registry) if registry is not None else None,
-                           metrics=metrics)
+                           metrics=metrics, locator=locator)
+    if server.desk is not None:
+        link.on_message = server.desk.receive
     stop = stop or asyncio.Event()
     link_task = asyncio.create_task(link.run(), name="eldercare-gateway-broker")
     try:
@@ -69,6 +76,8 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None,
             link_task.result()
     finally:
         await server.stop()
+        if locator is not None:
+            await locator.aclose()
         link.close()
         link_task.cancel()
         # Bounded: a broker that does not answer our DISCONNECT must not hold the stop.

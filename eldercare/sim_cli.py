@@ -6,6 +6,9 @@ Subcommands (docs/simulator.md):
   publish them paced (``--speed``, ``--max-speed``) and/or record them (``--record``);
   ``--no-broker`` only records, as fast as possible. Writes the ground-truth labels (default:
   next to the recording, ``.labels.jsonl``) and, if asked, the registry the service needs.
+  ``--via-gateway watch=HOST:PORT`` / ``gt06=HOST:PORT``: the scenario's watches / bracelets
+  speak their vendor protocol over TCP to that device gateway instead (device_sim.via_gateway),
+  with a progress bar on a terminal (a line every 10 s otherwise); the rest publishes as usual.
 * ``replay FILE``: publish a recording again with its original timing (scaled by ``--speed``).
 * ``load``: synthetic readings at a fixed rate (device_sim.load).
 * ``score``: match detected events against labels (device_sim.score).
@@ -23,6 +26,7 @@ import os
 import signal
 import sys
 import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -33,6 +37,8 @@ from eldercare.config import load_config
 from foundation.errors import ConfigError, ValidationError
 
 if TYPE_CHECKING:
+    from device_sim.stream import Simulation
+    from device_sim.tcp_devices import DeviceStats
     from foundation.broker import BrokerAddress
 
 
@@ -51,6 +57,13 @@ def add_sim_commands(subparsers: Any) -> None:
                    help="ground-truth labels (JSONL); default: the recording's .labels.jsonl")
     p.add_argument("--registry-out", metavar="FILE",
                    help="write the fleet's device registry here (.json, else YAML)")
+    p.add_argument("--via-gateway", action="append", metavar="PROTOCOL=HOST:PORT",
+                   help="watch=HOST:PORT: the watches speak the 3G watch protocol to that"
+                        " gateway; gt06=HOST:PORT: the bracelets speak GT06 (under IMEIs);"
+                        " one or both; other devices publish over MQTT as usual")
+    p.add_argument("--frames-per-s", type=float, default=15.0, metavar="N",
+                   help="with --via-gateway: frames a second per device connection, at most"
+                        " (default 15, under the gateway's default limit of 20)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("replay", help="publish a recording with its original timing")
@@ -172,6 +185,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     scenario = load_scenario(Path(args.scenario))
     sim = build(scenario)
+    if args.via_gateway:
+        return _run_via_gateways(sim, args)
     if args.registry_out:  # first: the service needs it before the first reading arrives
         _write_registry(sim.registry, Path(args.registry_out))
     pubs = sim.publications()
@@ -186,6 +201,102 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _write_labels(sim.labels, Path(labels))
         print(f"eldercare sim: {len(sim.labels)} labels written to {labels}", file=sys.stderr)
     return 0
+
+
+def _run_via_gateways(sim: Simulation, args: argparse.Namespace) -> int:
+    from device_sim.tcp_devices import DeviceSettings
+    from device_sim.via_gateway import parse_target, route, run_via_gateways
+
+    if args.no_broker or args.record:
+        raise ConfigError("--via-gateway sends frames to device gateways: it cannot go with"
+                          " --record or --no-broker (--labels FILE writes the ground truth)")
+    if args.frames_per_s <= 0:
+        raise ConfigError("--frames-per-s must be > 0")
+    routes = route(sim, [parse_target(text) for text in args.via_gateway])
+    if args.registry_out:  # under the ids the gateways publish (a GT06 tracker's IMEI)
+        _write_registry(routes.registry(sim.registry), Path(args.registry_out))
+    progress = _Progress(sim.start_ms, sim.end_ms)
+    try:
+        stats = run_via_gateways(sim, routes, mqtt=_broker(args), speed=_speed(args),
+                                 stop=_stop_on_signals(), on_progress=progress,
+                                 settings=DeviceSettings(max_frames_per_s=args.frames_per_s))
+    finally:
+        progress.close()
+    kinds = Counter(str(t.protocol) for t in routes.targets.values())
+    for line in _device_summary(stats.devices, kinds):
+        print(f"eldercare sim: {line}", file=sys.stderr)
+    if stats.mqtt is not None:
+        m = stats.mqtt
+        print(f"eldercare sim: the other devices published {m.messages} messages"
+              f" ({m.readings} readings) over MQTT; {m.late_messages} late (max"
+              f" {m.max_late_ms:.0f} ms)", file=sys.stderr)
+    if args.labels:
+        _write_labels(routes.labels(sim.labels), Path(args.labels))
+        print(f"eldercare sim: {len(sim.labels)} labels written to {args.labels}",
+              file=sys.stderr)
+    return 0
+
+
+def _device_summary(s: DeviceStats, kinds: Counter[str]) -> list[str]:
+    protocols = ", ".join(f"{name} {n}" for name, n in sorted(kinds.items()))
+    first = (f"via gateways: {_n(s.devices, 'device')} ({protocols}) on"
+             f" {_n(s.connections, 'connection')} ({s.reconnects} after an outage or a lost"
+             f" connection); {_n(s.readings, 'reading')} as {_n(s.frames, 'frame')},"
+             f" {_n(s.replies, 'reply', 'replies')} ({s.replies_missing} missing);"
+             f" {_n(s.alarms, 'alarm')}, {s.alarms_answered} answered, {s.alarm_repeats}"
+             f" repeated, {s.alarms_unanswered} unanswered; {s.late_frames} frames late (max"
+             f" {s.max_late_ms:.0f} ms){'; stopped' if s.stopped else ''}")
+    lines = [first]
+    if s.not_carried or s.unlocated:
+        skipped = ", ".join(f"{what} {n}" for what, n in sorted(s.not_carried.items()))
+        lines.append(f"not carried by the protocols: {skipped or 'nothing'};"
+                     f" {_n(s.unlocated, 'Wi-Fi/cell fix', 'Wi-Fi/cell fixes')} sent without a"
+                     " position (the serving cell only)")
+    if s.connect_failures or s.frames_undelivered or s.errors:
+        lines.append(f"{s.connect_failures} failed connection attempts, {s.frames_undelivered}"
+                     f" frames undelivered, {s.errors} readings not encoded (see the log)")
+    return lines
+
+
+def _n(count: int, noun: str, plural: str | None = None) -> str:
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
+class _Progress:
+    """Progress of a long run on stderr: a bar redrawn in place on a terminal, else a line
+    every ``every_s`` seconds (logs and CI keep every line)."""
+
+    def __init__(self, start_ms: int, end_ms: int, *, stream: IO[str] | None = None,
+                 every_s: float = 10.0) -> None:
+        self.start_ms, self.span_ms = start_ms, max(end_ms - start_ms, 1)
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.every_s = every_s
+        self._last: float | None = None
+        self._drawn = False
+
+    def __call__(self, stats: DeviceStats) -> None:
+        import time
+
+        now = time.monotonic()
+        done = min(max((stats.sim_ms - self.start_ms) / self.span_ms, 0.0), 1.0)
+        text = (f"{done:4.0%} of the run (t+{max(stats.sim_ms - self.start_ms, 0) // 1000} s):"
+                f" {_n(stats.frames, 'frame')} sent, {_n(stats.replies, 'reply', 'replies')},"
+                f" {_n(stats.alarms, 'alarm')} ({stats.alarm_repeats} repeated)")
+        if self.tty:
+            bar = "#" * round(done * 30)
+            self.stream.write(f"\r[{bar:<30}] {text}\x1b[K")
+            self.stream.flush()
+            self._drawn = True
+        elif self._last is None or now - self._last >= self.every_s:
+            print(f"eldercare sim: {text}", file=self.stream, flush=True)
+            self._last = now
+
+    def close(self) -> None:
+        """End the bar's line (a terminal)."""
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 def _run_pipeline(pubs: Iterable[Publication], writer: RecordingWriter | None,

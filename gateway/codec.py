@@ -15,6 +15,10 @@ owns sockets, time and the broker), so each is tested on bytes alone:
   before the PUBACK could lose it between the device and us).
 - A frame the codec does not understand (an unknown command) is :attr:`Decoded.unknown`, with
   whatever reply the protocol requires; it is logged and counted by the server, never fatal.
+- :meth:`Codec.encode_command` turns a duty officer's :class:`~schemas.commands.DeviceCommand`
+  into the protocol's own frame, with the key the device's answer will carry
+  (:attr:`Decoded.acknowledges`), so the server can tell the command was received. A command
+  the protocol has no word for is :class:`UnsupportedCommand`, never a guess.
 
 Device time: codecs put the device's own time in ``ts`` when it is plausible; otherwise they
 use ``now_ms`` (the receipt time the server passes) and keep the device's value as evidence in
@@ -23,10 +27,12 @@ use ``now_ms`` (the receipt time the server passes) and keep the device's value 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol
 
 from foundation.errors import ValidationError
+from schemas.commands import DeviceCommand
 from schemas.readings import MIN_TS_MS, Reading
 
 #: How far ahead of the receipt time a device clock may be before its time is not believed.
@@ -39,6 +45,20 @@ ReplyWhen = Literal["now", "after_publish"]
 
 class FrameError(ValidationError):
     """The byte stream cannot be framed (a frame over the size limit): close the connection."""
+
+
+class UnsupportedCommand(ValidationError):
+    """The protocol (or the device model) has no word for this command."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A command as the device's protocol says it."""
+
+    frame: bytes
+    #: What the device's answer carries in :attr:`Decoded.acknowledges` (the watch's command
+    #: word, the GT06 server flag), to match answer and command.
+    ack: str
 
 
 class Framer(Protocol):
@@ -76,6 +96,8 @@ class Decoded:
     #: Facts the readings cannot carry (cell towers, Wi-Fi access points, raw status bits), for
     #: logs and future contract versions; never personal data.
     extra: dict[str, object] = field(default_factory=dict)
+    #: The frame answers a command the server sent (:attr:`Outgoing.ack` of it).
+    acknowledges: str | None = None
 
 
 class Codec(Protocol):
@@ -95,6 +117,14 @@ class Codec(Protocol):
         connection logged in with, if any. Raises :class:`~foundation.errors.ValidationError`
         (with a specific message) for a frame that is malformed; the server counts it and keeps
         the connection."""
+        ...
+
+    def encode_command(self, command: DeviceCommand, *, device_id: str,
+                       context: Mapping[str, object], serial: int) -> Outgoing:
+        """``command`` as a frame for ``device_id``. ``context`` is the ``extra`` of the last
+        frame the device sent (a watch's vendor code and index field, which a frame to it
+        repeats); ``serial`` a number the server increments per command. Raises
+        :class:`UnsupportedCommand`."""
         ...
 
 

@@ -16,6 +16,9 @@ login (0x01) names the device (IMEI in BCD); every later frame is decoded for th
 - :class:`~gateway.gt06_tables.AlarmTable` (its own module) says what an alarm code and the terminal-information alarm bits mean,
   per device model, because vendors reuse them (docs/gateway-protocols.md has the tables).
   An alarm a table does not know is still raised, as ``DeviceAlarm("other")`` with its code.
+- A location or alarm without a usable fix, and every multi-cell LBS 0x28, also yields a
+  ``RadioScan`` of its towers (:mod:`gateway.radio`), after any alarm: what a geolocation
+  provider needs to place a tracker indoors. With a usable fix it does not.
 
 Sources: the Concox JM-VL03 protocol V1.1.2 and the GT06 protocol (packet layouts, alarm codes,
 voltage and GSM levels, reply examples) and Traccar's ``Gt06ProtocolDecoder`` (MNC width bit,
@@ -25,11 +28,12 @@ the alarm bits 110/111 and the VXT01 variant).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from foundation.errors import ConfigError, ValidationError
-from gateway.codec import Decoded, plausible_ts
+from gateway import gt06_commands
+from gateway.codec import Decoded, Outgoing, plausible_ts
 from gateway.gt06_framing import (
     LONG_START,
     MAX_LONG_FRAME,
@@ -47,6 +51,8 @@ from gateway.gt06_tables import (
     AlarmTable,
     Meaning,
 )
+from gateway.radio import radio_scan
+from schemas.commands import DeviceCommand
 from schemas.readings import DeviceAlarm, Fall, Heartbeat, Location, Reading, Sos
 
 LOGIN, LOCATION, STATUS, ALARM, LOCATION_2, ALARM_2, ALARM_FENCES, LBS, TIME = (
@@ -150,11 +156,24 @@ class Gt06Codec:
             STATUS: self._status, LOCATION: self._location, LOCATION_2: self._location,
             LBS: self._lbs, ALARM: self._alarm, ALARM_2: self._alarm, ALARM_FENCES: self._alarm,
             TIME: self._time,
+            gt06_commands.ANSWER_GT06: self._answer, gt06_commands.ANSWER_CONCOX: self._answer,
         }
 
     def framer(self) -> Gt06Framer:
         """A new framer for one connection."""
         return Gt06Framer()
+
+    def encode_command(self, command: DeviceCommand, *, device_id: str,
+                       context: Mapping[str, object], serial: int) -> Outgoing:
+        """``command`` as an online command 0x80 (:mod:`gateway.gt06_commands`)."""
+        return gt06_commands.encode_command(command, device_id=device_id, context=context,
+                                            serial=serial)
+
+    def _answer(self, ctx: _Ctx, r: _Reader) -> Decoded:
+        # The tracker's answer to a 0x80 command; its text is not kept (gt06_commands).
+        flag = gt06_commands.answer_flag(ctx.protocol, r.rest())
+        return Decoded(device_id=None, command=ctx.command, acknowledges=flag,
+                       extra={"serial": ctx.serial})
 
     def decode(self, frame: bytes, *, now_ms: int, session_device: str | None) -> Decoded:
         """One frame; :class:`ValidationError` for a malformed one (see the module docstring)."""
@@ -212,11 +231,13 @@ class Gt06Codec:
             _check_position(fix, ctx.command)
             readings = (Location(device_id=ctx.device, ts=ts, lat=fix.lat, lon=fix.lon,
                                  speed_mps=round(fix.speed_kmh / 3.6, 2), source="gps"),)
+        else:
+            readings = _scan(ctx, ts, [extra["cell"]])
         return Decoded(device_id=None, command=ctx.command, readings=readings,
                        device_time=device_time, extra=extra)
 
     def _lbs(self, ctx: _Ctx, r: _Reader) -> Decoded:
-        _, device_time = _ts(r.take(6, "date-time"), ctx.now_ms)
+        ts, device_time = _ts(r.take(6, "date-time"), ctx.now_ms)
         mcc = r.uint(2, "MCC")
         mnc = r.uint(2 if mcc & 0x8000 else 1, "MNC")
         cells = []
@@ -231,7 +252,8 @@ class Gt06Codec:
             extra["language"] = r.uint(2, "language")
         if r.left():
             extra["trailing"] = r.rest().hex()
-        return Decoded(device_id=None, command=ctx.command, device_time=device_time, extra=extra)
+        return Decoded(device_id=None, command=ctx.command, readings=_scan(ctx, ts, cells),
+                       device_time=device_time, extra=extra)
 
     def _alarm(self, ctx: _Ctx, r: _Reader) -> Decoded:
         fix = _read_fix(r)
@@ -262,6 +284,8 @@ class Gt06Codec:
                                      speed_mps=round(position.speed_kmh / 3.6, 2),
                                      source="gps"))
         readings += _alarms(ctx, code=code, bits=(info >> 3) & 7, ts=ts, fix=position)
+        if position is None and "cell" in extra:
+            readings += _scan(ctx, ts, [extra["cell"]])
         return Decoded(device_id=None, command=ctx.command, readings=tuple(readings),
                        reply=build_frame(ctx.protocol, b"", ctx.serial),
                        reply_when="after_publish", device_time=device_time, extra=extra)
@@ -326,6 +350,13 @@ def _ts(raw: bytes, now_ms: int) -> tuple[int, str | None]:
     if device_ms is not None and plausible_ts(device_ms, now_ms=now_ms):
         return device_ms, None
     return now_ms, text
+
+
+def _scan(ctx: _Ctx, ts: int, cells: Sequence[object]) -> tuple[Reading, ...]:
+    """The towers of a frame without a usable fix, as a radio scan (GT06 levels are a raw
+    byte, not dBm: none is kept)."""
+    scan = radio_scan(device_id=ctx.device, ts=ts, cells=cells, signal_key=None)
+    return (scan,) if scan is not None else ()
 
 
 def _valid_position(fix: _Fix) -> bool:

@@ -99,3 +99,37 @@ BATTERY_PCT: Final = MappingProxyType({0: 0.0, 1: 5.0, 2: 15.0, 3: 35.0, 4: 60.0
 #: GSM level 0-4 -> dBm: the lower edge of each band on the 3GPP CSQ scale (CSQ 0, 5, 10, 15,
 #: 20; dBm = 2*CSQ - 113). The device reports only the band, never a measurement.
 RSSI_DBM: Final = MappingProxyType({0: -113.0, 1: -103.0, 2: -93.0, 3: -83.0, 4: -73.0})
+
+#: Lowest battery percent of each voltage level, for a device reporting one (the inverse of
+#: :data:`BATTERY_PCT`): band edges half-way between the levels' percents, except that level 2
+#: ends at the detectors' 20 % line, since level 2 is the vendor's own low-battery alarm: a
+#: battery at 22 % must not read as 15 %, nor one at 18 % as 35 %.
+_VOLTAGE_FLOORS: Final = (0.0, 2.5, 10.0, 20.0, 47.5, 70.0, 90.0)
+
+
+def voltage_level(battery_pct: float) -> int:
+    """The voltage level 0-6 a device reports for ``battery_pct``."""
+    return max(level for level, floor in enumerate(_VOLTAGE_FLOORS)
+               if battery_pct >= floor or level == 0)
+
+
+def gsm_level(rssi_dbm: float) -> int:
+    """The GSM level 0-4 a device reports for ``rssi_dbm`` (the band it lies in)."""
+    return max(level for level, edge in RSSI_DBM.items() if rssi_dbm >= edge or level == 0)
+
+
+def code_for(meaning: Meaning, table: AlarmTable = DEFAULT_TABLE) -> int:
+    """The alarm byte a device sends for ``meaning``: the lowest code of ``table`` that means it
+    (SOS 0x01, fall 0x23, tamper 0x13). KeyError when no code does."""
+    codes = [code for code, entry in table.codes.items() if entry.meaning == meaning]
+    if not codes:
+        raise KeyError(f"no GT06 alarm code means {meaning!r} in table {table.name!r}")
+    return min(codes)
+
+
+def status_bits_for(meaning: Meaning, table: AlarmTable = DEFAULT_TABLE) -> int:
+    """The terminal-information alarm bits (3-5, as 0-7) that mean ``meaning`` in ``table``."""
+    bits = [b for b, entry in table.status.items() if entry.meaning == meaning]
+    if not bits:
+        raise KeyError(f"no GT06 status bits mean {meaning!r} in table {table.name!r}")
+    return min(bits)

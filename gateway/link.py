@@ -8,6 +8,11 @@ the broker. While the broker is unreachable, publishes wait (the link reconnects
 service's jittered backoff, ``foundation.broker.Backoff``), so an alarm's reply is held back and
 the device repeats the alarm; a publish interrupted by a lost connection is sent again after the
 reconnect (a duplicate at worst, which ingest drops by its dedup key).
+
+With ``subscriptions`` (the command topics), the link keeps a persistent session
+(``clean_session=False``) and hands every message to ``on_message``: the broker then holds
+commands for the gateway through its own outage or restart and delivers them on reconnect
+(the desk refuses those grown too old, gateway.commands).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiomqtt
 
@@ -29,10 +35,13 @@ class BrokerLink:
     """Owns the gateway's MQTT connection; run :meth:`run` as a task for the process's life."""
 
     def __init__(self, address: BrokerAddress, *, client_id: str,
-                 backoff: Backoff | None = None) -> None:
+                 backoff: Backoff | None = None, subscriptions: Sequence[str] = (),
+                 on_message: Callable[[str, bytes], Awaitable[None]] | None = None) -> None:
         self.address = address
         self.client_id = client_id
         self.backoff = backoff or Backoff()
+        self.subscriptions = tuple(subscriptions)
+        self.on_message = on_message
         self._client: aiomqtt.Client | None = None
         self._up = asyncio.Event()
         #: Set when the current connection is lost: a publish waiting for its PUBACK on it
@@ -61,8 +70,11 @@ class BrokerLink:
                 async with aiomqtt.Client(
                         self.address.host, self.address.port, identifier=self.client_id,
                         username=self.address.username, password=self.address.password,
-                        protocol=aiomqtt.ProtocolVersion.V311, clean_session=True,
+                        protocol=aiomqtt.ProtocolVersion.V311,
+                        clean_session=not self.subscriptions,
                         tls_context=context, keepalive=30, timeout=5) as client:
+                    for topic in self.subscriptions:
+                        await client.subscribe(topic, qos=1)
                     self._client = client
                     self._lost = asyncio.Event()
                     self._up.set()
@@ -70,10 +82,11 @@ class BrokerLink:
                     attempt = 0
                     log.info("gateway: connected to the broker at %s:%d", self.address.host,
                              self.address.port)
-                    # Nothing is subscribed: iterating ends (raising MqttError) when the
-                    # connection is lost, which is all this loop waits for.
-                    async for _ in client.messages:
-                        pass
+                    # Iterating ends (raising MqttError) when the connection is lost.
+                    async for message in client.messages:
+                        if self.on_message is not None and isinstance(
+                                message.payload, bytes | bytearray):
+                            await self.on_message(str(message.topic), bytes(message.payload))
             except aiomqtt.MqttError as exc:
                 self._up.clear()
                 self._lost.set()

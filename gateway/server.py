@@ -22,6 +22,10 @@ is published under the configured region, where ingest's registry admission deci
 device (alarms admitted, the rest dead-lettered and shown as unregistered); without a configured
 region its connection is closed. The same device id connected from two addresses at once is
 flagged (a device id is the only credential these protocols have: SECURITY.md).
+
+The server is also the command desk's way to the devices (:class:`gateway.commands.DeviceLinks`):
+it knows which connection holds each device, tells the desk when a device is ready for what
+waits for it, and hands it the device's answers to commands.
 """
 
 from __future__ import annotations
@@ -40,9 +44,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from foundation.errors import ValidationError
 from gateway.codec import Codec, Decoded, FrameError
+from gateway.commands import CommandDesk
+from gateway.geolocate import Geolocator
 from gateway.settings import GatewayConfig
 from schemas import device_topic
-from schemas.readings import Reading
+from schemas.readings import Location, RadioScan, Reading
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +58,8 @@ _READ_BYTES: Final = 4096
 #: Frames with readings one connection may have waiting for the broker; beyond, reading from
 #: the device pauses (TCP back-pressure) until the broker takes them.
 _OUTBOX_FRAMES: Final = 64
+#: A command written to a device whose TCP window stays shut this long is not delivered.
+_COMMAND_WRITE_S: Final = 5.0
 
 
 class Publisher(Protocol):
@@ -87,10 +95,22 @@ class GatewayMetrics:
                                     "Frames from devices the registry does not name", registry=r)
         self.duplicates = Counter("eldercare_gateway_duplicate_connections",
                                   "A device id connected from two addresses at once", registry=r)
+        self.commands = Counter("eldercare_gateway_command_results",
+                                "Results of commands to devices, by status", ["status"],
+                                registry=r)
         self.publish_latency = Histogram(
             "eldercare_gateway_publish_seconds", "Frame decoded -> broker PUBACK",
             buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r)
+        self.lookups = Counter("eldercare_gateway_geolocation_lookups",
+                               "Radio scans looked up, by outcome (hit, miss, rate_limited,"
+                               " failed)", ["outcome"], registry=r)
+        self.lookup_latency = Histogram(
+            "eldercare_gateway_geolocation_seconds", "A lookup's request to the provider",
+            buckets=(0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 3, 5, 10, 30), registry=r)
+        self.positions = Counter("eldercare_gateway_positions_published",
+                                 "Locations resolved from radio scans and published, by source",
+                                 ["source"], registry=r)
 
     def value(self, name: str, **labels: str) -> float:
         return self.registry.get_sample_value(name, labels or None) or 0.0
@@ -108,8 +128,10 @@ class _Session:
     #: Frames with readings, in arrival order, for the connection's publishing task.
     outbox: asyncio.Queue[tuple[str, Decoded, float]] = field(
         default_factory=lambda: asyncio.Queue(maxsize=_OUTBOX_FRAMES))
-    #: One writer, two tasks (immediate replies, replies after the PUBACK).
+    #: One writer, three tasks (immediate replies, replies after the PUBACK, commands).
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: The ``extra`` of the device's last frame, for commands to it (a watch's vendor code).
+    context: Mapping[str, object] = field(default_factory=dict)
 
 
 class _Closed(Exception):
@@ -122,11 +144,14 @@ class GatewayServer:
     def __init__(self, *, codec: Codec, settings: GatewayConfig, publisher: Publisher,
                  regions: Mapping[str, str] | None = None,
                  now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
-                 metrics: GatewayMetrics | None = None) -> None:
+                 metrics: GatewayMetrics | None = None,
+                 locator: Geolocator | None = None) -> None:
         """``regions``: device id -> region (the registry); None admits every device id under
-        ``settings.region``."""
+        ``settings.region``. ``locator`` resolves radio scans to positions (none: a scan is
+        published as it is)."""
         self.codec = codec
         self.settings = settings
+        self.locator = locator
         self.publisher = publisher
         self.regions = regions
         self.now_ms = now_ms
@@ -134,6 +159,15 @@ class GatewayServer:
         self._per_address: Tally[str] = Tally()
         self._where: dict[str, set[str]] = {}
         self._server: asyncio.Server | None = None
+        #: Device id -> the connection that holds it (the latest, if two claim it).
+        self._sessions: dict[str, _Session] = {}
+        self.desk: CommandDesk | None = None
+        if settings.commands.enabled:
+            self.desk = CommandDesk(codec=codec, links=self, publisher=publisher,
+                                    settings=settings.commands, now_ms=now_ms,
+                                    on_result=lambda status: self.metrics.commands.labels(
+                                        status).inc())
+        self._desk_task: asyncio.Task[None] | None = None
         #: The connections' tasks, so a stop ends them (closing the listener does not).
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -148,6 +182,8 @@ class GatewayServer:
         self._server = await asyncio.start_server(self._handle, host or None, int(port),
                                                   limit=max(_READ_BYTES,
                                                             self.codec.max_frame_bytes))
+        if self.desk is not None:
+            self._desk_task = asyncio.create_task(self.desk.run(), name="gateway-commands")
         log.info("gateway (%s) listening on %s", self.codec.name, self.settings.listen)
 
     async def stop(self) -> None:
@@ -156,6 +192,8 @@ class GatewayServer:
         if self._server is not None:
             self._server.close()
         tasks = list(self._tasks)
+        if self._desk_task is not None:
+            tasks.append(self._desk_task)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -199,6 +237,8 @@ class GatewayServer:
                 del self._per_address[address]
             if session.device is not None:
                 self._leave(session.device, address)
+                if self._sessions.get(session.device) is session:
+                    del self._sessions[session.device]
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -294,6 +334,11 @@ class GatewayServer:
             await self._send(session, decoded.reply, "now")
         if device is None:
             return
+        session.context = decoded.extra
+        if self.desk is not None:
+            if decoded.acknowledges is not None:
+                self.desk.answered(device, decoded.acknowledges)
+            await self.desk.device_ready(device)
         # An alarm with nothing to publish (a code that is routine state) is answered in
         # turn too, after what the device sent before it.
         if decoded.readings or (decoded.reply is not None
@@ -313,6 +358,52 @@ class GatewayServer:
             raise _Closed("broker") from None
         self.metrics.readings.inc(len(readings))
         self.metrics.publish_latency.observe(time.perf_counter() - started)
+        self._locate_later(device, region, readings)
+
+    def _locate_later(self, device: str, region: str, readings: tuple[Reading, ...]) -> None:
+        """Resolve the frame's radio scan, if any, in a task of its own, once its readings are
+        with the broker: an alarm is never held for a lookup, and neither is any frame behind
+        it on the connection (an alarm may be next). The position follows as a ``location``
+        of its own, a lookup's time later (bounded by the provider's timeout). The task joins
+        the connections' so a stop ends it too. A device the registry does not name is not
+        looked up: its readings are dead-lettered by ingest, and its radios are no business
+        of the provider's (nor of our quota)."""
+        if self.locator is None or (self.regions is not None and device not in self.regions):
+            return
+        scan = next((r for r in readings if isinstance(r, RadioScan)), None)
+        if scan is None:
+            return
+        task = asyncio.create_task(self._publish_position(device, region, scan),
+                                   name=f"gateway-locate-{device}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish_position(self, device: str, region: str, scan: RadioScan) -> None:
+        """Look ``scan`` up and publish its position. Nothing here ends the connection or
+        raises: a scan without a position is a normal outcome (counted by the locator)."""
+        assert self.locator is not None
+        try:
+            fix = await self.locator.locate(scan)
+            if fix is None:
+                return
+            # Built through the contract's limits: a provider's answer is outside input.
+            location = msgspec.convert(
+                {"device_id": device, "ts": scan.ts, "lat": fix.lat, "lon": fix.lon,
+                 "accuracy_m": fix.accuracy_m, "source": fix.source}, Location)
+            await asyncio.wait_for(
+                self.publisher.publish(device_topic(region, device),
+                                       _ENCODER.encode([location])),
+                self.settings.publish_timeout_s)
+        except TimeoutError:
+            log.warning("gateway: the position of %s from its radio scan was not published:"
+                        " no PUBACK within %g s", device, self.settings.publish_timeout_s)
+            return
+        except Exception as exc:  # noqa: BLE001 - one position lost, never the gateway
+            log.warning("gateway: the position of %s from its radio scan was not published:"
+                        " %s", device, type(exc).__name__)
+            return
+        self.metrics.readings.inc()
+        self.metrics.positions.labels(fix.source).inc()
 
     def _region(self, device: str) -> str:
         region = self.regions.get(device) if self.regions is not None else None
@@ -332,7 +423,10 @@ class GatewayServer:
     def _join(self, session: _Session, device: str) -> None:
         if session.device is not None:
             self._leave(session.device, session.peer)
+            if self._sessions.get(session.device) is session:
+                del self._sessions[session.device]
         session.device = device
+        self._sessions[device] = session
         where = self._where.setdefault(device, set())
         if where and session.peer not in where:
             self.metrics.duplicates.inc()
@@ -346,3 +440,22 @@ class GatewayServer:
             where.discard(peer)
             if not where:
                 del self._where[device]
+
+    # --- gateway.commands.DeviceLinks ----------------------------------------------------
+
+    def connected(self, device: str) -> bool:
+        return device in self._sessions
+
+    def context(self, device: str) -> Mapping[str, object]:
+        session = self._sessions.get(device)
+        return session.context if session is not None else {}
+
+    async def write(self, device: str, frame: bytes) -> None:
+        session = self._sessions.get(device)
+        if session is None or session.writer.is_closing():
+            raise ConnectionError(f"{device} is not connected")
+        try:
+            await asyncio.wait_for(self._send(session, frame, "command"), _COMMAND_WRITE_S)
+        except TimeoutError:
+            raise ConnectionError(f"{device} did not take the command within"
+                                  f" {_COMMAND_WRITE_S:.0f} s") from None

@@ -24,6 +24,9 @@ The Traccar trio, kept pure (docs/gateway-protocols.md, "3G watch protocol", has
   readings on any report; state bits (0-3) raise only on an ``AL`` frame that has no alarm
   bit, and an ``AL`` frame with neither raises ``DeviceAlarm("other")``: an alarm frame is
   never silent.
+- A report without a usable fix (``V``, or 0,0) that lists cell towers or Wi-Fi access points
+  also yields a ``RadioScan`` of them (:mod:`gateway.radio`), after its alarms: indoors that is
+  all a watch knows of where it is. With a usable fix it does not (the fix says it better).
 
 Never logged, never put in ``extra``: coordinates, Wi-Fi network names (they name families).
 """
@@ -32,7 +35,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
@@ -40,8 +43,11 @@ from typing import Final
 import msgspec
 
 from foundation.errors import ValidationError
-from gateway.codec import Decoded, ReplyWhen, plausible_ts
+from gateway import watch3g_commands
+from gateway.codec import Decoded, Outgoing, ReplyWhen, plausible_ts
+from gateway.radio import radio_scan
 from gateway.watch3g_framing import MAX_FRAME_BYTES, Header, WatchFramer, parse_header
+from schemas.commands import DeviceCommand
 from schemas.readings import (
     BodyTemp,
     DeviceAlarm,
@@ -288,6 +294,11 @@ def _position(head: Header, args: bytes, now_ms: int) -> Decoded:
     for kind in _alarm_kinds(report.status, alarm_frame=alarm_frame):
         readings.append(_alarm_reading(kind, device_id=head.device_id, ts=report.ts,
                                        code=code, lat=report.lat, lon=report.lon))
+    if report.lat is None:  # no usable fix: the towers and access points say where it was
+        scan = radio_scan(device_id=head.device_id, ts=report.ts,
+                          cells=report.extra.get("cells"), wifi=report.extra.get("wifi"))
+        if scan is not None:
+            readings.append(scan)
     reply = head.reply("AL") if alarm_frame else None
     when: ReplyWhen = "after_publish" if alarm_frame else "now"
     return Decoded(device_id=head.device_id, command=head.command, readings=tuple(readings),
@@ -361,8 +372,15 @@ def _echo(reply: str | None) -> Callable[[Header, bytes, int], Decoded]:
     return handle
 
 
+def _acknowledgement(head: Header, args: bytes, now_ms: int) -> Decoded:
+    # The watch echoes a platform command's word to say it took it (gateway.watch3g_commands).
+    return Decoded(device_id=head.device_id, command=head.command,
+                   acknowledges=head.command.upper(), extra=dict(head.extra))
+
+
 _Handler = Callable[[Header, bytes, int], Decoded]
 _HANDLERS: Final[dict[str, _Handler]] = {
+    **{word: _acknowledgement for word in watch3g_commands.ACK_WORDS},
     "LK": _keepalive, "INIT": _echo("INIT,1"), "TKQ": _echo(None), "TKQ2": _echo(None),
     "TK": _media, "JXTK": _media, "IMG": _media,
     **{name: _health for name in _HEALTH},
@@ -380,6 +398,12 @@ class WatchCodec:
     def framer(self) -> WatchFramer:
         """A new framer for one connection."""
         return WatchFramer(max_frame_bytes=self.max_frame_bytes)
+
+    def encode_command(self, command: DeviceCommand, *, device_id: str,
+                       context: Mapping[str, object], serial: int) -> Outgoing:
+        """``command`` in the watch's words (:mod:`gateway.watch3g_commands`)."""
+        return watch3g_commands.encode_command(command, device_id=device_id, context=context,
+                                               serial=serial)
 
     def decode(self, frame: bytes, *, now_ms: int, session_device: str | None) -> Decoded:
         """One frame to readings and reply. The frame names its device, which is

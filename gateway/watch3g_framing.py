@@ -86,8 +86,15 @@ class Header:
 
     def reply(self, content: str) -> bytes:
         """``content`` framed for this watch: same vendor, id and index field."""
-        index = f"{self.index}*" if self.index is not None else ""
-        return f"[{self.vendor}*{self.device_id}*{index}{len(content):04X}*{content}]".encode()
+        return build_frame(self.vendor, self.device_id, content.encode(), index=self.index)
+
+
+def build_frame(vendor: str, device_id: str, content: bytes, *, index: str | None = None) -> bytes:
+    """A whole frame ``[VV*ID*LLLL*CONTENT]`` (or with the index field): what a watch sends and
+    what the gateway answers. ``content`` goes as is (binary content already escaped); the
+    length counts it as sent, which is how :func:`parse_header` reads it."""
+    head = f"[{vendor}*{device_id}*" + (f"{index}*" if index is not None else "")
+    return head.encode() + f"{len(content):04X}*".encode() + content + b"]"
 
 
 def unescape(raw: bytes) -> tuple[bytes, int]:

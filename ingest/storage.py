@@ -36,7 +36,9 @@ from functools import partial
 from operator import attrgetter
 from typing import Any, Final, Literal, Protocol
 
+import msgspec
 import psycopg
+from psycopg.types.json import Jsonb
 
 from foundation.errors import StorageError
 from ingest.batch import Batch
@@ -53,6 +55,7 @@ _COLUMN_TYPES: Final = {
     "body_temp_c": "float4", "systolic_mmhg": "float4", "diastolic_mmhg": "float4",
     "steps": "int4", "confidence": "float4", "rssi_dbm": "float4", "worn": "bool",
     "sensor": "text", "active": "bool", "alarm": "text", "code": "text",
+    "cells": "jsonb", "wifi": "jsonb",
 }
 _HEAD: Final = ("device_id", "ts", "seq")
 _TAIL: Final = ("type", "region", "received_at")
@@ -83,6 +86,28 @@ def _one(field: str) -> Callable[[Any], tuple[Any, ...]]:
     return lambda reading: (get(reading),)
 
 
+def _json(value: Any) -> Jsonb | None:
+    """A list of structs (a radio scan's towers or access points) as a jsonb value; an empty
+    list as NULL, like any field a reading does not carry."""
+    return Jsonb(msgspec.to_builtins(value)) if value else None
+
+
+def _getter(fields: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """The row values of ``fields``: plain attributes straight through ``attrgetter`` (the hot
+    path), jsonb columns through :func:`_json`."""
+    get = attrgetter(*fields) if len(fields) > 1 else _one(fields[0])
+    json_at = [i for i, f in enumerate(fields) if _COLUMN_TYPES[f] == "jsonb"]
+    if not json_at:
+        return get
+
+    def row(reading: Any) -> tuple[Any, ...]:
+        values = list(get(reading))
+        for i in json_at:
+            values[i] = _json(values[i])
+        return tuple(values)
+    return row
+
+
 def _layouts() -> dict[type, _TypeLayout]:
     out: dict[type, _TypeLayout] = {}
     for cls in READING_TYPES:
@@ -96,7 +121,7 @@ def _layouts() -> dict[type, _TypeLayout]:
         args = ", ".join(f"%s::{t}[]" for t in pg_types)
         out[cls] = _TypeLayout(
             name=TYPE_NAMES[cls],
-            getter=attrgetter(*fields) if len(fields) > 1 else _one(fields[0]),
+            getter=_getter(fields),
             pg_types=pg_types,
             copy_sql=f"COPY readings ({names}) FROM STDIN (FORMAT BINARY)",
             stage_sql=f"COPY readings_stage ({names}) FROM STDIN (FORMAT BINARY)",

@@ -59,6 +59,20 @@ DeviceAlarmKind = Literal["low_battery", "fence_exit", "fence_enter", "power_cut
 #: Printable ASCII: a vendor code is shown to people and written to logs.
 VENDOR_CODE_PATTERN: Final = r"^[ -~]+\Z"
 VendorCode = Annotated[str, Meta(min_length=1, max_length=64, pattern=VENDOR_CODE_PATTERN)]
+#: Radio scans (``radio``): at most this many cell towers and Wi-Fi access points. A watch reports
+#: its serving cell and up to six neighbours, and up to a few dozen access points; a geolocation
+#: service takes about thirty.
+MAX_CELLS: Final = 16
+MAX_WIFI_APS: Final = 32
+#: A BSSID as the gateway writes it: lowercase hex pairs separated by colons.
+MAC_PATTERN: Final = r"^[0-9a-f]{2}(?::[0-9a-f]{2}){5}\Z"
+Mcc = Annotated[int, Meta(ge=0, le=999)]
+Mnc = Annotated[int, Meta(ge=0, le=999)]
+#: LAC (2G/3G, 16 bits) or TAC (LTE 16 bits, 5G 24 bits).
+AreaCode = Annotated[int, Meta(ge=0, le=2**24 - 1)]
+#: Cell identity: GSM 16 bits, UMTS 28, LTE 28 (ECI), 5G 36 (NCI).
+CellIdentity = Annotated[int, Meta(ge=0, le=2**36 - 1)]
+Mac = Annotated[str, Meta(pattern=MAC_PATTERN)]
 
 
 class _ReadingBase(
@@ -170,9 +184,46 @@ class DeviceAlarm(_ReadingBase, frozen=True, tag="device_alarm"):
     lon: Longitude | None = None
 
 
-Reading = Location | Vitals | Sos | Fall | Accel | Heartbeat | Wear | HomeAlarm | DeviceAlarm
+class Cell(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One cell tower a device heard (``radio``). ``signal_dbm`` only when the device reported
+    dBm: vendor protocols also send levels on scales of their own, which are left out."""
+
+    mcc: Mcc
+    mnc: Mnc
+    lac: AreaCode
+    cid: CellIdentity
+    signal_dbm: Rssi | None = None
+
+
+class WifiAp(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One Wi-Fi access point a device heard (``radio``): its BSSID, never its network name
+    (SSIDs name families and homes)."""
+
+    mac: Mac
+    signal_dbm: Rssi | None = None
+
+
+CellList = Annotated[list[Cell], Meta(max_length=MAX_CELLS)]
+WifiList = Annotated[list[WifiAp], Meta(max_length=MAX_WIFI_APS)]
+
+
+class RadioScan(_ReadingBase, frozen=True, tag="radio"):
+    """The cell towers and Wi-Fi access points a device heard when it had no GPS fix (indoors,
+    mostly): evidence of where it was, which a geolocation service can turn into a position
+    (published as a ``location`` of source ``cell`` or ``wifi``). Not a position, not an alarm."""
+
+    cells: CellList = []
+    wifi: WifiList = []
+
+    def __post_init__(self) -> None:
+        if not self.cells and not self.wifi:
+            raise ValueError("radio scan carries no cell tower and no access point")
+
+
+Reading = (Location | Vitals | Sos | Fall | Accel | Heartbeat | Wear | HomeAlarm | DeviceAlarm
+           | RadioScan)
 READING_TYPES: Final[tuple[type[_ReadingBase], ...]] = (
-    Location, Vitals, Sos, Fall, Accel, Heartbeat, Wear, HomeAlarm, DeviceAlarm,
+    Location, Vitals, Sos, Fall, Accel, Heartbeat, Wear, HomeAlarm, DeviceAlarm, RadioScan,
 )
 #: Wire ``type`` name of each struct.
 TYPE_NAMES: Final[dict[type[_ReadingBase], str]] = {

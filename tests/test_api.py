@@ -385,7 +385,8 @@ def test_openapi_documents_every_endpoint_outcome_and_error(api: Api) -> None:
         ("/api/v1/health", "get"), ("/healthz", "get"), ("/readyz", "get"),
         ("/api/v1/alerts", "get"),
         ("/api/v1/alerts/{alert_id}", "get"), ("/api/v1/alerts/{alert_id}/acknowledge", "post"),
-        ("/api/v1/alerts/{alert_id}/resolve", "post"), ("/api/v1/alerts/{alert_id}/notes", "post")}
+        ("/api/v1/alerts/{alert_id}/resolve", "post"), ("/api/v1/alerts/{alert_id}/notes", "post"),
+        ("/api/v1/alerts/{alert_id}/commands", "get"), ("/api/v1/alerts/{alert_id}/commands", "post")}
     schemas = doc["components"]["schemas"]
     assert schemas["ResolveIn"]["properties"]["outcome"]["enum"] == list(OUTCOMES)
     assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"

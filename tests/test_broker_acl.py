@@ -42,6 +42,13 @@ EXPECTED = """\
 # the eldercare service
 user eldercare-alerts
 topic write eldercare/v1/+/alerts/#
+topic write eldercare/v1/+/cmd/+
+topic read eldercare/v1/+/cmd/+/result
+
+user eldercare-gateway
+topic write eldercare/v1/+/dev/+
+topic read eldercare/v1/+/cmd/+
+topic write eldercare/v1/+/cmd/+/result
 
 user eldercare-ingest
 topic deny eldercare/v1/+/alerts/#
@@ -86,16 +93,18 @@ def test_nothing_precedes_the_first_user_line() -> None:
 def test_one_service_account_gets_one_block_with_both_grants() -> None:
     """Today's service connects ingest and alerts with one [mqtt] url, hence one username."""
     text = render_acl(SMALL, ingest_user="eldercare", alerts_user="eldercare")
-    # No alerts deny here: Mosquitto applies denials first, to writes too.
-    assert ("user eldercare\ntopic deny eldercare/v1/+/cmd/#\ntopic read eldercare/v1/#\n"
-            "topic write eldercare/v1/+/alerts/#\n") in text
+    # No deny here: Mosquitto applies denials first, to writes too, and this account writes
+    # alerts and commands and reads command results.
+    assert ("user eldercare\ntopic read eldercare/v1/#\n"
+            "topic write eldercare/v1/+/alerts/#\ntopic write eldercare/v1/+/cmd/+\n"
+            "topic read eldercare/v1/+/cmd/+/result\n") in text
     assert text.count("user eldercare\n") == 1
 
 
 def test_empty_registry_grants_the_service_only() -> None:
     text = render_acl(Registry(wearers=[]))
     assert [line for line in text.splitlines() if line.startswith("user ")] == [
-        "user eldercare-alerts", "user eldercare-ingest"]
+        "user eldercare-alerts", "user eldercare-gateway", "user eldercare-ingest"]
 
 
 @pytest.mark.parametrize(("device_id", "why"), [
@@ -192,7 +201,7 @@ def test_cli_writes_the_acl(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     text = out.read_text()
     assert "user BR-1\ntopic write eldercare/v1/371002/dev/BR-1\n" in text
     assert "user GW-1\ntopic write eldercare/v1/371002/gw/GW-1\n" in text
-    assert "4 broker users written" in capsys.readouterr().err
+    assert "5 broker users written" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("acl")] == ["acl"]
 
     assert main(["broker", "acl", "--registry", str(reg), "--gateways", str(clients)]) == 0

@@ -102,7 +102,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
     ca, cert, key = make_pki(d)
     r1, r2 = "t" + uuid.uuid4().hex[:8], "u" + uuid.uuid4().hex[:8]
     users = ["D-A", "D-B", "D-C", "GW-A", "GW-B", "centre-r1", "eldercare-ingest",
-             "eldercare-alerts", AUDITOR, TOOL]
+             "eldercare-alerts", "eldercare-gateway", AUDITOR, TOOL]
     passwords = {u: secrets.token_urlsafe(16) for u in users}
     write_passwords(d / "passwd", passwords)
     acl = fleet_acl(r1, r2, devices={"D-A": r1, "D-B": r1, "D-C": r2})
@@ -287,6 +287,36 @@ def test_alerts_user_publishes_alerts_and_the_ingest_user_cannot(
     alerts.send(a1, b"claimed " + nonce, retain=True)
     late = connect("centre-r1", subscribe=(a1,))
     late.wait_for(b"claimed " + nonce)
+
+
+def test_the_device_gateway_speaks_for_devices_and_answers_commands_and_nothing_more(
+        connect: Connect, fleet: Fleet) -> None:
+    """The vendor-protocol gateway (issue #10) publishes any device's readings, reads commands
+    the alerts account asks and answers on their result topics; it cannot publish alerts or
+    commands, and a device cannot command another."""
+    r1, nonce = fleet.r1, uuid.uuid4().hex.encode()
+    cmd, result = f"eldercare/v1/{r1}/cmd/D-A", f"eldercare/v1/{r1}/cmd/D-A/result"
+    audit = connect(AUDITOR, tls=False, subscribe=("#",))
+    ingest = connect("eldercare-ingest", tls=False, subscribe=ingest_topics())
+    gateway = connect("eldercare-gateway", tls=False, subscribe=("eldercare/v1/+/cmd/+",))
+    alerts = connect("eldercare-alerts", tls=False,
+                     subscribe=("eldercare/v1/+/cmd/+/result",))
+    gateway.send(device_topic(r1, "D-A"), b"reading " + nonce)
+    ingest.wait_for(b"reading " + nonce)
+    alerts.send(cmd, b"locate " + nonce)
+    gateway.wait_for(b"locate " + nonce)
+    gateway.send(result, b"sent " + nonce)
+    alerts.wait_for(b"sent " + nonce)
+    assert_refused(connect, "eldercare-gateway", [f"eldercare/v1/{r1}/alerts/A-1", cmd,
+                                                  gateway_topic(r1, "GW-A")],
+                   b"forged by the gateway " + nonce, tls=False)
+    assert_refused(connect, "D-A", [f"eldercare/v1/{r1}/cmd/D-B", result],
+                   b"forged by a device " + nonce)
+    alerts.send(cmd, b"marker " + nonce)
+    audit.wait_for(b"marker " + nonce)
+    assert [p for p in audit.payloads() if nonce in p] == [
+        b"reading " + nonce, b"locate " + nonce, b"sent " + nonce, b"marker " + nonce]
+    assert all(b"locate" not in p and b"sent" not in p for p in ingest.payloads())
 
 
 def test_ingest_reads_all_of_v1_except_alert_states_and_commands(

@@ -18,6 +18,7 @@ from schemas import (
     HomeAlarm,
     Location,
     MessageDecoder,
+    RadioScan,
     Sos,
     Vitals,
     Wear,
@@ -44,6 +45,9 @@ VALID: dict[str, tuple[dict[str, object], type]] = {
     "home_alarm": ({"sensor": "smoke", "active": True}, HomeAlarm),
     "device_alarm": ({"alarm": "power_cut", "code": "GT06 0x16/0x02", "lat": 37.5, "lon": 122.1},
                      DeviceAlarm),
+    "radio": ({"cells": [{"mcc": 460, "mnc": 0, "lac": 9360, "cid": 4082, "signal_dbm": -71},
+                         {"mcc": 460, "mnc": 0, "lac": 9360, "cid": 4092}],
+               "wifi": [{"mac": "22:74:1d:39:64:ff", "signal_dbm": -46}]}, RadioScan),
 }
 
 
@@ -92,6 +96,17 @@ def test_msgpack_by_content_type() -> None:
     (enc(type="heartbeat", ts=1_500_000_000_000), "`$.ts`"),
     (enc(type="heartbeat", ts=float(NOW)), "`$.ts`"),
     (enc(type="location", ts=NOW, lat=1, lon=2, seq=-1), "`$.seq`"),
+    (enc(type="radio", ts=NOW), "no cell tower and no access point"),
+    (enc(type="radio", ts=NOW, cells=[], wifi=[]), "no cell tower and no access point"),
+    (enc(type="radio", ts=NOW, wifi=[{"mac": "22:74:1D:39:64:FF"}]), "`$.wifi[0].mac`"),
+    (enc(type="radio", ts=NOW, wifi=[{"mac": "22-74-1d-39-64-ff"}]), "`$.wifi[0].mac`"),
+    (enc(type="radio", ts=NOW, cells=[{"mcc": 1000, "mnc": 0, "lac": 1, "cid": 1}]),
+     "`$.cells[0].mcc`"),
+    (enc(type="radio", ts=NOW, cells=[{"mcc": 460, "mnc": 0, "lac": 1}]), "`$.cells[0]`"),
+    (enc(type="radio", ts=NOW, cells=[{"mcc": 460, "mnc": 0, "lac": 1, "cid": 1,
+                                       "signal_dbm": 20}]), "`$.cells[0].signal_dbm`"),
+    (enc(type="radio", ts=NOW, cells=[{"mcc": 460, "mnc": 0, "lac": 1, "cid": 1}] * 17),
+     "`$.cells`"),
     # Alarms are kept whatever else is wrong with them (see the salvage tests below), but one
     # that names another device than its topic's is not the topic's to keep.
     (enc(type="sos", ts=NOW, device_id="BR-2"), "spoofed"),
@@ -124,6 +139,17 @@ def test_gateway_reading_needs_device_id_and_array() -> None:
     assert "device_id is required" in out.rejects[0].reason
     out = decoder.decode(GW, enc(type="sos", ts=NOW, device_id="D1"), now_ms=NOW)
     assert "must be an array" in out.rejects[0].reason
+
+
+def test_radio_scan_carries_no_network_name() -> None:
+    # Firmware that sends an SSID beside the BSSID: ignored as any unknown field, never kept.
+    out = decoder.decode(DEV, enc(type="radio", ts=NOW, wifi=[
+        {"mac": "22:74:1d:39:64:ff", "signal_dbm": -46, "ssid": "Zhang-family"}]), now_ms=NOW)
+    (r,) = out.readings
+    assert isinstance(r, RadioScan) and "Zhang" not in repr(r)
+    assert msgspec.json.encode(r) == (b'{"type":"radio","wifi":[{"mac":"22:74:1d:39:64:ff",'
+                                      b'"signal_dbm":-46.0}],"device_id":"BR-1","ts":'
+                                      + str(NOW).encode() + b"}")
 
 
 def test_sos_with_no_fix_and_old_timestamp_is_accepted() -> None:

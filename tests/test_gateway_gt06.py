@@ -25,11 +25,23 @@ from gateway.codec import MAX_AHEAD_MS, Codec, Decoded, FrameError
 from gateway.gt06 import Gt06Codec
 from gateway.gt06_framing import MAX_LONG_FRAME, Gt06Framer, build_frame, crc_itu
 from gateway.gt06_tables import BATTERY_PCT, RSSI_DBM
-from schemas.readings import DeviceAlarm, Fall, Heartbeat, Location, Reading, Sos
+from schemas.readings import (
+    Cell,
+    DeviceAlarm,
+    Fall,
+    Heartbeat,
+    Location,
+    RadioScan,
+    Reading,
+    Sos,
+)
 
 NOW = int(dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.UTC).timestamp()) * 1000
 DEV = "864717003664467"
 CELL = bytes.fromhex("01CC00287D001F71")  # MCC 460, MNC 0, LAC 0x287D, cell 0x001F71
+#: The radio scan of a frame that carries CELL and no usable fix (device time one minute ago).
+SCAN = RadioScan(device_id=DEV, ts=NOW - 60_000,
+                 cells=[Cell(mcc=460, mnc=0, lac=0x287D, cid=0x1F71)])
 CASES: Counter[str] = Counter()
 PLANNED = {"framer": 10_000, "decode": 10_000, "round_trip": 3_000}
 
@@ -230,10 +242,13 @@ def test_location_speed_hemispheres_and_mileage() -> None:
     assert (d.extra["course"], d.extra["mileage"], d.extra["reupload"]) == (181, 1234, False)
 
 
-def test_unpositioned_location_yields_no_reading() -> None:
+def test_unpositioned_location_yields_its_tower_as_a_radio_scan() -> None:
     d = decode(h("787822221106160a1016c60278019407c7783800040001940504700046fc01030100065f570d0a"))
-    assert d.readings == () and d.extra["cell"] == {"mcc": 404, "mnc": 5, "lac": 1136,
-                                                    "cid": 18172}
+    assert d.extra["cell"] == {"mcc": 404, "mnc": 5, "lac": 1136, "cid": 18172}
+    # No fix: no position, and the serving tower for a geolocation provider (device time
+    # 2017, implausible, so the receipt time).
+    assert d.readings == (RadioScan(device_id=DEV, ts=NOW,
+                                    cells=[Cell(mcc=404, mnc=5, lac=1136, cid=18172)]),)
 
 
 def test_positioned_location_out_of_range_is_malformed() -> None:
@@ -245,7 +260,11 @@ def test_positioned_location_out_of_range_is_malformed() -> None:
 def test_lbs_0x28_vendor_example_carries_towers_only() -> None:
     d = decode(h("78783B2810010D02020201CC00287D001F713E287D001F7231287D001E232D287D001F4018"
                  "000000000000000000000000000000000000FF00020005B14B0D0A"))
-    assert d.readings == () and d.reply is None and not d.unknown
+    assert d.reply is None and not d.unknown
+    # The four towers (the zero slots are empty); their RSSI byte is not dBm, so not kept.
+    (scan,) = d.readings
+    assert scan == RadioScan(device_id=DEV, ts=NOW, cells=[
+        Cell(mcc=460, mnc=0, lac=0x287D, cid=cid) for cid in (0x1F71, 0x1F72, 0x1E23, 0x1F40)])
     assert [c["cid"] for c in d.extra["cells"]] == [0x1F71, 0x1F72, 0x1E23, 0x1F40]
     assert d.extra["cells"][0] == {"mcc": 460, "mnc": 0, "lac": 0x287D, "cid": 0x1F71,
                                    "rssi": 0x3E}
@@ -256,7 +275,7 @@ def test_lbs_0x28_vendor_example_carries_towers_only() -> None:
 
 @pytest.mark.parametrize(("frame", "expected"), [
     ("787825260F0C1D030B26C9027AC8180C4658600004000901CC00287D001F718004041302000C472A0D0A",
-     [("DeviceAlarm", "cover_removed")]),  # JM-VL03 example: tamper, no fix
+     [("DeviceAlarm", "cover_removed"), ("RadioScan", None)]),  # JM-VL03: tamper, no fix
     ("787825160F0C1D0A2B21C8027AC8040C46581000146F0901CC00287D001F714804040301001C84CF0D0A",
      [("Location", None), ("DeviceAlarm", "vibration")]),  # byte and bits agree: once
     ("78782516110819110208d402f264dc08289a4058d4c70901944600d300c0954606040600014057e90d0a",
@@ -266,7 +285,7 @@ def test_lbs_0x28_vendor_example_carries_towers_only() -> None:
     ("7878251613020C12141AC5027951430C2A16F60014000900000000001A00007C550300020002F1E70D0A",
      [("Location", None), ("DeviceAlarm", "cover_removed")]),  # status bits 111 (Traccar)
     ("7878252612030C063816C3026C10540C38C9700144030901CC002866000EEE0C06040302000DA2DB0D0A",
-     [("DeviceAlarm", "vibration")]),
+     [("DeviceAlarm", "vibration"), ("RadioScan", None)]),
     ("78782727110c0b0e170f850450059107f461ae001c7e0a81360104cb8a00bef32806030c02ff000316b10d0a",
      [("Location", None), ("DeviceAlarm", "other")]),  # 0x0C powered on: no alarm
     ("787825160B051B093523CF027AC8360C4657B30014000901CC00266A001E1740050400020008D7B10D0A",
@@ -301,7 +320,7 @@ def test_alarm_position_is_carried_by_the_alarm() -> None:
 def test_alarm_with_impossible_position_is_still_raised() -> None:
     gps = fix()[:7] + b"\xff\xff\xff\xff" + fix()[11:]
     d = decode(wire(0x16, alarm_content(0x23, gps=gps), 4))
-    assert d.readings == (Fall(device_id=DEV, ts=NOW - 60_000),)
+    assert d.readings == (Fall(device_id=DEV, ts=NOW - 60_000), SCAN)
     assert d.extra["position_rejected"] == "coordinates out of range"
 
 
@@ -321,10 +340,11 @@ INFORMATIONAL = {0x0A, 0x0B, 0x0C, 0x0D, 0x20, 0x29, 0x2A, 0x2B, 0x30, 0xFE, 0xF
 def test_every_alarm_code_gives_a_reading(code: int) -> None:
     d = decode(wire(0x26, alarm_content(code, gps=fix(positioned=False)), code))
     if code == 0x00 or code in INFORMATIONAL:
-        assert d.readings == () and d.reply is not None   # answered all the same
+        assert d.readings == (SCAN,) and d.reply is not None   # answered all the same
         return
-    (reading,) = d.readings
-    assert kinds(d) == [SPEC_CODES.get(code, ("DeviceAlarm", "other"))]
+    reading, scan = d.readings
+    assert kinds(d) == [SPEC_CODES.get(code, ("DeviceAlarm", "other")), ("RadioScan", None)]
+    assert scan == SCAN  # no fix: the alarm's tower, after the alarm
     if isinstance(reading, DeviceAlarm):
         assert reading.code == f"GT06 0x26/0x{code:02X}"
 
@@ -340,7 +360,7 @@ def test_status_bits_table_per_model() -> None:
 
 def test_alarm_byte_and_bits_that_differ_both_count() -> None:
     d = decode(wire(0x16, alarm_content(0x05, bits=4, gps=fix(positioned=False)), 2))
-    assert kinds(d) == [("DeviceAlarm", "fence_exit"), ("Sos", None)]
+    assert kinds(d) == [("DeviceAlarm", "fence_exit"), ("Sos", None), ("RadioScan", None)]
 
 
 # --- Errors, unknowns, session ---------------------------------------------------------------

@@ -20,14 +20,17 @@ from gateway.codec import Codec, Decoded, FrameError
 from gateway.watch3g import WatchCodec
 from gateway.watch3g_framing import MAX_FRAME_BYTES, WatchFramer
 from schemas.readings import (
+    Cell,
     DeviceAlarm,
     Fall,
     Heartbeat,
     Location,
+    RadioScan,
     Reading,
     Sos,
     Vitals,
     Wear,
+    WifiAp,
 )
 
 NOW = int(datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC).timestamp()) * 1000
@@ -88,7 +91,8 @@ REAL = [
      "00000000,0,1,,,,00]"), ["Location"], None),
     (("[3G*8809008845*00C0*AL,271219,094744,V,00.000000,N, 0.0000000,E,0.00,0.0,0.0,0,100,81,0,"
      "0,00010000,7,0,460,0,9336,3981,141,9336,3912,141,9336,3982,140,9765,4233,134,9765,4071,"
-     "134,9765,4321,134,9336,4353,132,0,0.0]"), ["Sos"], b"[3G*8809008845*0002*AL]"),
+     "134,9765,4321,134,9336,4353,132,0,0.0]"), ["Sos", "RadioScan"],
+     b"[3G*8809008845*0002*AL]"),
     (("[ZJ*014111001332708*0075*0064*AL,040418,052156,A,22.536207,N,113.938673,E,0,0,0,5,100,82,"
      "1000,50,00100000,1,255,460,0,9340,3663,35]"), ["Location", "Wear"],
      b"[ZJ*014111001332708*0075*0002*AL]"),
@@ -105,12 +109,12 @@ REAL = [
     (("[3G*358839237678820*0122*ALCUSTOMER1,251120,081821,V,0.0,N,0.0,E,2.58,317.462,35.147,14,"
      "100,2,11089,0,00100008,1,1,460,01,42308,101992452,100,5,shizhou1,44:56:e2:03:ea:2a,-69,"
      "FART3,30:0d:9e:bb:fa:4d,-70,ZKY-A209,88:c3:97:c1:f4:7f,-73,ChinaNet-HNeD,"
-     "e8:84:c6:21:7c:dc,-77,,30:45:96:10:14:5d,-79,1.2035439]"), ["Wear"],
+     "e8:84:c6:21:7c:dc,-77,,30:45:96:10:14:5d,-79,1.2035439]"), ["Wear", "RadioScan"],
      b"[3G*358839237678820*0002*AL]"),
     (("[3G*6005412902*011F*WT,170517,133811,V,18.512200,N,73.7750283,E,0.00,0.0,0.0,0,92,82,4262,"
      "0,00000010,2,1,404,22,10125,8301,141,10125,13921,122,5,Skynet,28:c6:8e:be:87:c0,-60,"
      "Intel Wi-Fi,4c:60:de:32:3d:38,-70,Nirvanic-2,40:e3:d6:4a:d9:c2,-73,A4-Guest,"
-     "40:e3:d6:4a:d9:c4,-73,A4Idatix,40:e3:d6:4a:d9:c3,-73,13.8]"), [], None),
+     "40:e3:d6:4a:d9:c4,-73,A4Idatix,40:e3:d6:4a:d9:c3,-73,13.8]"), ["RadioScan"], None),
     (("[3G*2104326058*00E9*UD_LTE,300621,135101,A,32.162652,N,34.888748,E,30.84,265.158,65.621,18,"
      "100,83,0,0,00000000,1,1,425,01,10223,8012811,100,3,ES4104,22:74:1d:39:64:ff,-46,"
      "metropoline-wifi,a8:3f:a1:e0:66:ba,-89,Egged.co.il,00:0c:42:51:cf:cd,-81,1.7055488]"),
@@ -118,10 +122,10 @@ REAL = [
     (("[3G*0304187088*0100*UD_WCDMA,100720,094202,V,0.0,N,0.0,E,22.0,0,-1,21,75,92,0,0,00000000,1,"
      "1,425,01,10192,1282125,75,5,Inet,04:f0:21:46:1f:57,-54,iNetSecurity,00:1e:42:25:2f:3e,-71,"
      "Gilad,58:d5:6e:9d:1b:af,-80,weekend,14:ae:db:cb:99:25,-82,advancemed1,04:f0:21:4c:c8:3e,"
-     "-89,0.0]"), [], None),
+     "-89,0.0]"), ["RadioScan"], None),
     # Trimmed after the first cell (the capture goes on with Wi-Fi).
     (("[3G*8308406279*00CC*UD3,170417,190930,V,54.739618,N,25.273213,E,0.0,323.53,175.1,6,51,83,0,"
-     "0,00000000,1,1,246,01,200,13242758,51,0]"), [], None),
+     "0,00000000,1,1,246,01,200,13242758,51,0]"), ["RadioScan"], None),
     ("[SG*9081000548*0009*LK,0,100]", ["Heartbeat"], b"[SG*9081000548*0002*LK]"),
     ("[3G*4700186508*000B*LK,0,10,100]", ["Heartbeat", "Vitals"], b"[3G*4700186508*0002*LK]"),
     ("[SG*8800000015*0002*LK]", ["Heartbeat"], b"[SG*8800000015*0002*LK]"),
@@ -132,7 +136,7 @@ REAL = [
     ("[3G*6005412902*0007*heart,0]", [], None),
     ("[3G*6005412902*0008*heart,71]", ["Vitals"], None),
     (("[ZJ*014111001350304*0033*0064*UD,070318,020827,V,00.000000,N,000.000000,E,0,0,0,0,100,19,"
-     "1000,50,00000000,1,255,460,0,9346,5223,42]"), [], None),
+     "1000,50,00000000,1,255,460,0,9346,5223,42]"), ["RadioScan"], None),
 ]
 
 
@@ -167,6 +171,61 @@ def test_real_network_goes_to_extra_without_network_names() -> None:
     cells_only = decode(REAL[3][0])
     assert len(cells_only.extra["cells"]) == 7  # type: ignore[arg-type]
     assert "wifi" not in cells_only.extra
+
+
+def test_no_fix_publishes_towers_and_access_points_without_network_names() -> None:
+    d = decode(REAL[13][0], now_ms=utc_ms(2020, 7, 10, 9, 45, 0))
+    (scan,) = d.readings
+    assert scan == RadioScan(
+        device_id="0304187088", ts=utc_ms(2020, 7, 10, 9, 42, 2),
+        # The tower level (75) is on the watch's own scale, not dBm: left out, not guessed.
+        cells=[Cell(mcc=425, mnc=1, lac=10192, cid=1282125)],
+        wifi=[WifiAp(mac="04:f0:21:46:1f:57", signal_dbm=-54),
+              WifiAp(mac="00:1e:42:25:2f:3e", signal_dbm=-71),
+              WifiAp(mac="58:d5:6e:9d:1b:af", signal_dbm=-80),
+              WifiAp(mac="14:ae:db:cb:99:25", signal_dbm=-82),
+              WifiAp(mac="04:f0:21:4c:c8:3e", signal_dbm=-89)])
+    assert "Inet" not in repr(d) and "weekend" not in repr(d)
+
+
+def test_a_valid_fix_publishes_no_scan() -> None:
+    d = decode(REAL[12][0])  # the same layout with fix A: the fix says it better
+    assert kinds(d) == ["Location"] and "wifi" in d.extra
+
+
+def test_the_scan_follows_the_alarm_and_keeps_its_time() -> None:
+    d = decode(frame(report("AL", status="00010000", fix="V")))
+    sos, scan = d.readings
+    assert isinstance(sos, Sos) and isinstance(scan, RadioScan)
+    assert scan.ts == sos.ts == utc_ms(2025, 6, 1, 11, 59, 0)
+    assert [(c.lac, c.cid, c.signal_dbm) for c in scan.cells] == [
+        (9360, 4082, None), (9360, 4092, None), (9360, 4091, None), (9360, 4153, None)]
+
+
+@pytest.mark.parametrize(("network", "cells", "wifi"), [
+    # Towers in dBm are kept with their level; a tower with MCC 0 is an empty slot.
+    ("2,1,460,0,9360,4082,-71,9360,4092,-150", [(4082, -71.0), (4092, -150.0)], 0),
+    ("1,1,0,0,9360,4082,-71", [], 0),
+    ("1,1,460,0,0,0,-71", [], 0),
+    # Out of the contract's range: a negative cell id, an MNC over 999, a level of +5 dBm.
+    ("2,1,460,0,9360,-1,-71,9360,7,5", [(7, None)], 0),
+    ("1,1,460,1000,9360,4082,-71", [], 0),
+    # Access points only (with or without the timing advance before their count).
+    ("0,2,a,00:11:22:33:44:55,-60,b,00:11:22:33:44:56,-61", [], 2),
+    ("0,0,2,a,00:11:22:33:44:55,-60,b,00:11:22:33:44:56,-61", [], 2),
+    ("0,40," + ",".join(f"n{i},00:11:22:33:44:{i:02x},-60" for i in range(40)), [], 32),
+])
+def test_scan_keeps_what_the_contract_can_carry(network: str, cells: list[tuple[int, float]],
+                                                wifi: int) -> None:
+    body = report("UD", fix="V").split(",")[:17]
+    d = decode(frame(",".join(body) + "," + network))
+    scans = [r for r in d.readings if isinstance(r, RadioScan)]
+    if not cells and not wifi:
+        assert scans == []
+        return
+    (scan,) = scans
+    assert [(c.cid, c.signal_dbm) for c in scan.cells] == cells
+    assert len(scan.wifi) == wifi
 
 
 def test_wrong_length_is_evidence_not_an_error() -> None:
@@ -237,7 +296,7 @@ def test_bits_21_and_22_are_one_fall() -> None:
 ])
 def test_al_always_raises(status: str, expected: list[str]) -> None:
     d = decode(frame(report("AL", status=status, fix="V")))
-    assert kinds(d) == expected
+    assert kinds(d) == [*expected, "RadioScan"]  # no fix: the towers follow the alarms
     for r in d.readings:
         if isinstance(r, DeviceAlarm):
             assert r.code == f"3G status 0x{status}"
@@ -300,8 +359,8 @@ def test_signed_coordinates(lat: str, lon: str, expected: tuple[float, float]) -
 ])
 def test_no_position_without_a_usable_fix(fix: str, lat: str, lon: str) -> None:
     d = decode(frame(report("AL", status="00410000", fix=fix, lat=lat, lon=lon)))
-    assert kinds(d) == ["Sos", "Fall"]
-    for r in d.readings:
+    assert kinds(d) == ["Sos", "Fall", "RadioScan"]
+    for r in d.readings[:2]:
         assert isinstance(r, Sos | Fall) and r.lat is None and r.lon is None
 
 

@@ -39,7 +39,7 @@ def test_migrations_are_idempotent_and_detect_edits(db_url: str,
         assert first.applied == ["0001_readings", "0002_registry", "0003_events",
                                  "0004_alerts", "0005_alert_folding", "0006_alert_routing",
                                  "0007_console", "0008_console_login_unlock",
-                                 "0009_device_alarm"]
+                                 "0009_device_alarm", "0010_radio"]
         assert again.applied == []
         real_load = migrations.load_migrations
         monkeypatch.setattr(migrations, "load_migrations", lambda sources: [
@@ -84,7 +84,14 @@ def test_store_writes_every_type_and_drops_duplicates(db_url: str, method: str) 
             "SELECT lat, lon, source, region, seq, extract(epoch from ts) * 1000"
             " FROM readings WHERE type = 'location' ORDER BY seq LIMIT 1").fetchone()
         accel = conn.execute("SELECT n_samples, z FROM accel_chunks LIMIT 1").fetchone()
+        radio = conn.execute("SELECT cells, wifi FROM readings WHERE type = 'radio'"
+                             " ORDER BY seq LIMIT 1").fetchone()
+        no_radio = conn.execute("SELECT count(*) FROM readings WHERE type <> 'radio'"
+                                " AND (cells IS NOT NULL OR wifi IS NOT NULL)").fetchone()
     assert row == (b"\x00\xffraw", "why\\x00")
+    # The scan's towers and access points as JSON, as they came (a signal left out stays out).
+    assert radio == (VALID["radio"][0]["cells"], VALID["radio"][0]["wifi"])
+    assert no_radio == (0,)
     assert loc is not None and loc[:5] == (37.5, 122.1, "gps", "371002", sorted(VALID).index("location")) and int(loc[5]) == now
     assert accel is not None and accel[0] == 2 and accel[1] == pytest.approx([1.0, 0.98])
 

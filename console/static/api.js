@@ -120,6 +120,10 @@ export const acknowledge = (id, note) => post(`${ALERTS}/${id}/acknowledge`, not
 export const resolve = (id, outcome, note) =>
   post(`${ALERTS}/${id}/resolve`, note ? { outcome, note } : { outcome });
 export const addNote = (id, note) => post(`${ALERTS}/${id}/notes`, { note });
+/** Commands to the alert's device (locate now, call the watch) and what became of them. */
+export const deviceCommands = (id) => get(`${ALERTS}/${id}/commands`);
+export const sendCommand = (id, command, number) =>
+  post(`${ALERTS}/${id}/commands`, number ? { command, number } : { command });
 
 // --- Devices ------------------------------------------------------------------------------
 

@@ -67,8 +67,8 @@ export class DetailPanel {
     // The evidence only changes with new events: fetch it again only when one arrived.
     const key = a ? `${a.last_ts}|${a.event_count}` : null;
     const needEvidence = !this.evidence || !key || key !== this.evidenceKey;
-    const [det, ev] = await Promise.allSettled([
-      api.alertDetail(id), needEvidence ? api.evidence(id) : this.evidence]);
+    const [det, ev, cmds] = await Promise.allSettled([
+      api.alertDetail(id), needEvidence ? api.evidence(id) : this.evidence, api.deviceCommands(id)]);
     if (seq !== this.seq || id !== this.id) return; // a newer selection or refresh won
     this.loadError = det.status === 'rejected' ? api.errorText(det.reason) : null;
     if (det.status === 'fulfilled') {
@@ -80,6 +80,8 @@ export class DetailPanel {
       this.evidence = ev.value;
       this.evidenceKey = key;
     }
+    // Commands are an extra: a service without them (503) just shows no command box.
+    this.commands = cmds.status === 'fulfilled' ? cmds.value : null;
     this.renderTop();
     this.renderInfo();
   }
@@ -87,7 +89,7 @@ export class DetailPanel {
   /** Language switch: rebuild everything but keep what was typed. */
   rerender() {
     if (!this.els) return this.renderEmpty();
-    const fields = ['note', 'resolveNote', 'outcome'];
+    const fields = ['note', 'resolveNote', 'outcome', 'cmdNumber'];
     const typed = fields.map((f) => this.els[f].value);
     this.build();
     fields.forEach((f, i) => { this.els[f].value = typed[i]; });
@@ -116,9 +118,19 @@ export class DetailPanel {
     e.noteSubmit = h('button', { type: 'submit', class: 'btn', dataset: { testid: 'note-submit' } }, t('act.note.submit'));
     e.resolveForm = form('resolve-form', () => this.resolve(),
       h('label', { class: 'field-label' }, t('act.outcome')), e.outcome, e.resolveNote, e.resolve);
+    e.locate = h('button', { type: 'button', class: 'btn', dataset: { testid: 'cmd-locate' },
+      onclick: () => this.command(e.locate, 'locate') }, t('cmd.locate'));
+    e.call = h('button', { type: 'button', class: 'btn', dataset: { testid: 'cmd-call' },
+      onclick: () => this.command(e.call, 'call_back') }, t('cmd.call'));
+    e.cmdNumber = h('input', { type: 'tel', maxlength: 21, pattern: '\\+?[0-9]{3,20}', dataset: { testid: 'cmd-number' },
+      placeholder: t('cmd.number'), 'aria-label': t('cmd.number') });
+    e.cmdList = h('ul', { class: 'cmd-list', dataset: { testid: 'cmd-list' } });
+    e.commands = h('div', { class: 'commands', dataset: { testid: 'device-commands' }, hidden: true },
+      h('label', { class: 'field-label' }, t('cmd.title')), h('div', { class: 'cmd-buttons' }, e.locate, e.cmdNumber, e.call),
+      e.cmdList);
     e.actions = h('section', { class: 'card actions' }, e.conflict, e.stateLine, e.ack, e.resolveForm,
       form('note-form', () => this.addNote(), h('label', { class: 'field-label' }, t('act.note')), e.note, e.noteSubmit),
-      e.error, e.ok);
+      e.commands, e.error, e.ok);
     for (const k of ['facts', 'evidence', 'deliveries', 'audit']) e[k] = h('div', { class: k });
     e.loadError = h('div', { class: 'load-error', role: 'alert', hidden: true });
     this.els = e;
@@ -166,6 +178,47 @@ export class DetailPanel {
     }
     setText(e.stateLine, state);
     e.stateLine.classList.toggle('mine', mine);
+    this.renderCommands();
+  }
+
+  /** The device-command box: buttons, the number field when no centre number is set, states. */
+  renderCommands() {
+    const e = this.els;
+    const c = this.commands;
+    e.commands.hidden = !c;
+    if (!c) return;
+    e.cmdNumber.hidden = Boolean(c.callback_number);
+    const rows = c.commands.slice(-5).map((x) => h('li', { class: `cmd cmd-${x.status}`,
+      dataset: { testid: 'cmd-row', status: x.status, command: x.command } },
+    h('span', null, tEnum('cmd.name', x.command)), ' · ',
+    h('span', { class: 'cmd-status' }, tEnum('cmdstatus', x.status)),
+    x.reason ? h('span', { class: 'err-text' }, ` ${x.reason}`) : null,
+    ' ', relSpan(x.updated_at)));
+    clear(e.cmdList).append(...(rows.length ? rows : [h('li', { class: 'muted' }, t('cmd.none'))]));
+  }
+
+  /** Send a command to the alert's device; its states follow through the trail's stream. */
+  async command(button, name) {
+    const number = name === 'call_back' && !(this.commands && this.commands.callback_number)
+      ? this.els.cmdNumber.value.trim() : '';
+    if (name === 'call_back' && !number && !(this.commands && this.commands.callback_number)) {
+      this.message(t('cmd.number.required'));
+      return this.els.cmdNumber.focus();
+    }
+    const id = this.id;
+    const label = button.textContent;
+    button.disabled = true;
+    button.textContent = t('act.busy');
+    this.message('');
+    try {
+      this.commands = await api.sendCommand(id, name, number || undefined);
+      if (id === this.id) this.renderCommands();
+    } catch (err) {
+      if (id === this.id) this.message(api.errorText(err));
+    } finally {
+      button.disabled = false;
+      button.textContent = label;
+    }
   }
 
   message(error, ok = '') {

@@ -22,10 +22,12 @@ from schemas.decode import DEFAULT_MAX_FUTURE_MS, Decoded, MessageDecoder
 from schemas.readings import (
     ALARM_TYPES,
     DEVICE_ID_PATTERN,
+    MAC_PATTERN,
     MIN_TS_MS,
     READING_TYPES,
     TYPE_NAMES,
     VENDOR_CODE_PATTERN,
+    RadioScan,
     Reading,
     Vitals,
 )
@@ -55,12 +57,16 @@ _ROUNDTRIP: Final = msgspec.json.Decoder(Reading)
 
 
 # -- the decoder's contract ---------------------------------------------------------------------
-def _floats(reading: Reading) -> Iterable[float]:
-    for value in msgspec.structs.astuple(reading):
-        if isinstance(value, float):
-            yield value
-        elif isinstance(value, list):
-            yield from value
+def _floats(value: object) -> Iterable[float]:
+    """Every float of a reading, in its lists and nested structs too."""
+    if isinstance(value, float):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _floats(item)
+    elif isinstance(value, msgspec.Struct):
+        for item in msgspec.structs.astuple(value):
+            yield from _floats(item)
 
 
 def check_decoded(decoder: MessageDecoder, topic: str, payload: bytes, out: Decoded, *,
@@ -157,6 +163,8 @@ def r_valid(rng: random.Random, t: mi.Type) -> Any:
             lo, hi = t.min_length or 1, t.max_length or 64
             return "".join(chr(rng.randint(0x20, 0x7E)) for _ in range(rng.choice((lo, hi,
                                                                                    rng.randint(lo, hi)))))
+        if t.pattern == MAC_PATTERN:
+            return ":".join(f"{rng.randrange(256):02x}" for _ in range(6))
         assert t.pattern == DEVICE_ID_PATTERN, "a new string field needs a generator here"
         return r_id(rng)
     if isinstance(t, mi.LiteralType):
@@ -166,6 +174,9 @@ def r_valid(rng: random.Random, t: mi.Type) -> Any:
     if isinstance(t, mi.ListType):
         n = rng.randint(t.min_length or 0, min(t.max_length or 8, 8))
         return [r_valid(rng, t.item_type) for _ in range(n)]
+    if isinstance(t, mi.StructType):  # a nested object (a radio scan's tower or access point)
+        return {f.name: r_valid(rng, f.type) for f in t.fields
+                if f.required or rng.random() < 0.5}
     raise TypeError(f"no generator for {t}")
 
 
@@ -220,9 +231,25 @@ def r_invalid(rng: random.Random, t: mi.Type, *, required: bool) -> Any:
             out.insert(rng.randint(0, len(out)), bad)
             return out
 
-        options += [list, lambda: r_text(rng), lambda: r_number(rng),
-                    lambda: {"0": r_valid(rng, item)},
+        # An empty list is wrong only where the schema asks for items.
+        options += [*([list] if t.min_length else []), lambda: r_text(rng),
+                    lambda: r_number(rng), lambda: {"0": r_valid(rng, item)},
                     lambda: [0.0] * ((t.max_length or 8) + 1), one_bad_item]
+    elif isinstance(t, mi.StructType):
+        fields = t.fields
+
+        def one_bad_field() -> dict[str, Any]:
+            obj: dict[str, Any] = r_valid(rng, t)
+            f = rng.choice(fields)
+            bad = r_invalid(rng, f.type, required=f.required)
+            if isinstance(bad, Missing):
+                obj.pop(f.name, None)
+            else:
+                obj[f.name] = bad
+            return obj
+
+        options += [lambda: r_text(rng), lambda: r_number(rng), lambda: [r_valid(rng, t)],
+                    lambda: rng.random() < 0.5, one_bad_field]
     else:
         raise TypeError(f"no generator for {t}")
     return rng.choice(options)()
@@ -240,6 +267,10 @@ def r_doc(rng: random.Random, cls: type | None = None) -> dict[str, Any]:
             doc[f.name] = r_valid(rng, f.type)
     if cls is Vitals and not any(doc.get(m) is not None for m in MEASUREMENTS):
         doc["steps"] = rng.randint(0, 100_000)
+    if cls is RadioScan and not (doc.get("cells") or doc.get("wifi")):
+        wifi = next(f.type for f in STRUCTS[cls].fields if f.name == "wifi")
+        assert isinstance(wifi, mi.ListType)
+        doc["wifi"] = [r_valid(rng, wifi.item_type)]
     if any(f.name == "x" for f in STRUCTS[cls].fields):
         n = rng.randint(1, 8)  # accel: three axes of one length
         for axis in AXES:
