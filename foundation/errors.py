@@ -8,7 +8,10 @@ have to know which library sits underneath::
     ├── ConfigError            bad configuration file, URL or option (fix and restart)
     ├── RegistryError          the device registry file is invalid (names the bad entry)
     ├── ValidationError        one message or reading broke the wire contract; carries
-    │                          ``reason`` (names the field) and is dead-lettered, never fatal
+    │   │                      ``reason`` (names the field) and is dead-lettered, never fatal
+    │   ├── FrameError         (gateway.codec) a device's byte stream cannot be framed: the
+    │   │                      gateway closes that connection
+    │   └── UnsupportedCommand (gateway.codec) the device's protocol has no word for a command
     ├── StorageError           the database refused or is unreachable (retryable)
     │   └── MigrationError     a schema migration failed (fatal at start-up)
     ├── BrokerError            the MQTT broker refused us or is unreachable
@@ -22,7 +25,9 @@ have to know which library sits underneath::
     │                          wrong or outside the replay window (``problem``)
     ├── AccountError           (console.accounts) a console account request is invalid
     ├── UnknownWearer          (eldercare.privacy) no such wearer (export, delete)
-    └── DeletionRefused        (eldercare.privacy) erasure refused: an alert is still unresolved
+    ├── DeletionRefused        (eldercare.privacy) erasure refused: an alert is still unresolved
+    └── GeolocationError       (gateway.geolocate) a cell/Wi-Fi lookup failed; the reading is
+                               published without a position
 """
 
 from __future__ import annotations

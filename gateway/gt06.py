@@ -258,11 +258,13 @@ class Gt06Codec:
     def _alarm(self, ctx: _Ctx, r: _Reader) -> Decoded:
         fix = _read_fix(r)
         extra: dict[str, object] = {"serial": ctx.serial, "model": ctx.table.name, **fix.facts}
-        lbs_length = r.uint(1, "LBS length")  # counts itself; 0: no cell
-        if lbs_length:
-            cell = _Reader(r.take(lbs_length - 1, "LBS information") if lbs_length > 1
-                           else b"", ctx.command)
-            extra["cell"] = _read_cell(cell)
+        lbs_length = r.uint(1, "LBS length")  # counts itself; 0 or 1: no cell
+        if lbs_length > 1:
+            lbs = r.take(lbs_length - 1, "LBS information")
+            try:
+                extra["cell"] = _read_cell(_Reader(lbs, ctx.command))
+            except ValidationError as exc:  # a short cell block must not cost the alarm
+                extra["cell_unparsed"] = exc.reason
         info = r.uint(1, "terminal info")
         level, gsm = r.uint(1, "voltage level"), r.uint(1, "GSM level")
         code = r.uint(1, "alarm byte")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -19,6 +21,9 @@ from eldercare.config import Config, load_config
 from eldercare.schema import migrate
 from tests.aliyun_fake import FakeAliyun
 from tests.services import Mosquitto, Postgres
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 
 @pytest.fixture(autouse=True)
@@ -173,3 +178,22 @@ def aliyun() -> Iterator[FakeAliyun]:
     fake.start()
     yield fake
     fake.stop()
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert found, "Chromium is missing: scripts/test installs Debian's chromium package"
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's headless Chromium driven by Playwright, one per test module (the console)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium(), headless=True,
+                              args=["--no-sandbox", "--disable-dev-shm-usage"])
+        yield b
+        b.close()
+

@@ -7,17 +7,16 @@ Real service, gateway, Mosquitto and PostgreSQL; the watch is a plain socket.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from console.accounts import AccountStore
 from eldercare.app import Application
 from eldercare.config import Config
 from tests.services import Mosquitto
-from tests.test_console_browser import PASSWORD, chromium, login
+from tests.test_console_browser import PASSWORD, login
 from tests.test_gateway_e2e import WATCH, Gateway, frame, gateway_config, port_of, report, watch
 
 REGISTRY = """
@@ -27,15 +26,6 @@ wearers:
     region: "{region}"
     devices: [{{id: "{watch}", kind: watch}}]
 """
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium(), headless=True,
-                              args=["--no-sandbox", "--disable-dev-shm-usage"])
-        yield b
-        b.close()
 
 
 def test_an_officer_locates_and_calls_the_watch_of_an_sos_from_the_console(

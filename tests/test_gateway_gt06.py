@@ -401,7 +401,8 @@ def test_time_request_vendor_example() -> None:
                                                 "too short"),
     (h("78780401") + h("000100000d0a"), "length field 4"),
     (wire(0x12, fix()[:10], 1), "before the latitude"),
-    (wire(0x16, fix() + b"\x05" + CELL, 1), "0x16: content ends before the LAC"),
+    # A short cell block costs the cell, never the alarm: this frame is cut short after it.
+    (wire(0x16, fix() + b"\x05" + CELL, 1), "0x16: content ends before the language"),
     (wire(0x28, h("10010D020202") + CELL, 1), "0x28: content ends before the RSSI"),
     (wire(0x13, b"\x40", 1), "status_raw"),
 ])
@@ -623,3 +624,14 @@ def test_zz_fuzz_case_count() -> None:
     print(f"\nGT06 fuzz cases: {dict(CASES)} = {sum(CASES.values()):,}")
     assert all(CASES[name] >= n for name, n in PLANNED.items())
     assert sum(CASES.values()) >= 20_000
+
+
+@pytest.mark.parametrize("lbs", [b"\x00", b"\x01", b"\x05" + CELL[:4]])
+def test_an_alarm_without_a_readable_cell_is_still_the_alarm(lbs: bytes) -> None:
+    """LBS length 0 or 1 means no cell (firmware sends both); a cell block too short to read
+    is noted, and the SOS after it is decoded, not refused."""
+    d = decode(wire(0x16, fix(positioned=False) + lbs + bytes([0, 4, 4, 0x01, 0x02]), 3))
+    assert [k for k, _ in kinds(d)] == ["Sos"]
+    assert d.reply_when == "after_publish"
+    assert ("cell_unparsed" in d.extra) == (len(lbs) > 1)
+
