@@ -84,6 +84,12 @@ class DeviceEncoder(Protocol):
         """A framer for the replies of one connection (the gateway's own)."""
         ...
 
+    def answer(self, frame: bytes) -> bytes | None:
+        """What the device sends back for a frame from the gateway that is a platform command
+        ("locate now", "call the watch"): the protocol's acknowledgement; None for anything
+        else (replies to its own frames)."""
+        ...
+
 
 def serving_cell(lat: float, lon: float) -> tuple[int, int]:
     """A plausible (LAC, cell id) for a position: the same square gives the same cell, so a

@@ -41,6 +41,8 @@ from gateway.gt06_framing import SHORT_START, STOP, Gt06Framer, build_frame, crc
 from gateway.gt06_tables import code_for, gsm_level, status_bits_for, voltage_level
 
 LOGIN, LOCATION, STATUS, ALARM, LOCATION_2, LBS = 0x01, 0x12, 0x13, 0x16, 0x22, 0x28
+#: An online command from the server, and the Concox answer to it (gateway/gt06_commands.py).
+_COMMAND, _ANSWER = 0x80, 0x21
 #: Type-identification bytes of the login (a model number; the gateway keeps it as evidence).
 _TYPE_ID: Final = bytes.fromhex("2208")
 #: Time zone and language of the login: UTC+8 east (800 << 4), Chinese (0x01); frame times
@@ -108,6 +110,15 @@ class Gt06Encoder:
     def framer(self) -> Gt06Framer:
         """The gateway's own framer, for the replies."""
         return Gt06Framer()
+
+    def answer(self, frame: bytes) -> bytes | None:
+        """A Concox tracker answers an online command (0x80) with 0x21: the server flag it
+        was given, encoding 1 (ASCII), a short text."""
+        if len(frame) < 16 or frame[:2] != SHORT_START or frame[3] != _COMMAND:
+            return None
+        flag = frame[5:9]
+        serial = int.from_bytes(frame[-6:-4], "big")
+        return build_frame(_ANSWER, flag + b"\x01" + b"OK!", serial)
 
     def encode(self, body: Mapping[str, Any], *, backlog: bool = False) -> Encoded:
         """The frames of one wire reading."""

@@ -44,6 +44,7 @@ from device_sim.device_frames import (
 from device_sim.devices import SUPERVISION
 from foundation.errors import ValidationError
 from gateway.watch3g import ALARM_BITS, STATE_BITS
+from gateway.watch3g_commands import ACK_WORDS
 from gateway.watch3g_framing import WatchFramer, build_frame, parse_header
 
 _ALARM_BIT: Final = {kind: min(b for b, k in ALARM_BITS.items() if k == kind)
@@ -87,6 +88,17 @@ class WatchEncoder:
     def framer(self) -> WatchFramer:
         """The gateway's own framer, for the replies."""
         return WatchFramer()
+
+    def answer(self, frame: bytes) -> bytes | None:
+        """A real watch echoes a platform command's word, bare, with the frame's index."""
+        try:
+            head, _ = parse_header(frame)
+        except ValidationError:
+            return None
+        word = head.command.upper()
+        if word not in ACK_WORDS:
+            return None
+        return build_frame(head.vendor, head.device_id, word.encode(), index=head.index)
 
     def encode(self, body: Mapping[str, Any], *, backlog: bool = False) -> Encoded:
         """The frames of one wire reading."""

@@ -244,7 +244,9 @@ def _device_summary(s: DeviceStats, kinds: Counter[str]) -> list[str]:
              f" connection); {_n(s.readings, 'reading')} as {_n(s.frames, 'frame')},"
              f" {_n(s.replies, 'reply', 'replies')} ({s.replies_missing} missing);"
              f" {_n(s.alarms, 'alarm')}, {s.alarms_answered} answered, {s.alarm_repeats}"
-             f" repeated, {s.alarms_unanswered} unanswered; {s.late_frames} frames late (max"
+             f" repeated, {s.alarms_unanswered} unanswered;"
+             f" {_n(s.commands_answered, 'command')} from duty staff answered;"
+             f" {s.late_frames} frames late (max"
              f" {s.max_late_ms:.0f} ms){'; stopped' if s.stopped else ''}")
     lines = [first]
     if s.not_carried or s.unlocated:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from gateway.codec import Outgoing, UnsupportedCommand
+from gateway.watch3g_framing import build_frame
 from schemas.commands import DeviceCommand
 
 #: The words a watch echoes to acknowledge a platform command.
@@ -66,7 +67,6 @@ def encode_command(command: DeviceCommand, *, device_id: str, context: Mapping[s
     """``command`` framed for the watch ``device_id``: its vendor code and, where its firmware
     numbers frames, an index field (the command's serial)."""
     content = content_of(command)
-    vendor = str(context.get("vendor") or "3G")
-    index = f"{serial & 0xFFFF:04X}*" if "index" in context else ""
-    frame = f"[{vendor}*{device_id}*{index}{len(content.encode()):04X}*{content}]".encode()
+    frame = build_frame(str(context.get("vendor") or "3G"), device_id, content.encode(),
+                        index=f"{serial & 0xFFFF:04X}" if "index" in context else None)
     return Outgoing(frame=frame, ack=content.partition(",")[0])

@@ -44,6 +44,7 @@ from gateway.codec import Codec, Decoded
 from gateway.gt06 import Gt06Codec
 from gateway.gt06_tables import BATTERY_PCT, RSSI_DBM, gsm_level, voltage_level
 from gateway.watch3g import WatchCodec
+from schemas.commands import DeviceCommand
 from schemas.readings import (
     TYPE_NAMES,
     DeviceAlarm,
@@ -242,6 +243,33 @@ def test_an_outage_backlog_uses_the_re_upload_forms() -> None:
     assert d.extra["realtime"] is False and isinstance(d.readings[0], Location)
 
 
+@pytest.mark.parametrize(("encoder", "codec"), [
+    (WatchEncoder("8800000015", vendor="SG"), WatchCodec()),
+    (Gt06Encoder("861234910000010"), Gt06Codec()),
+], ids=["watch", "gt06"])
+def test_a_simulated_device_acknowledges_a_command_as_the_gateway_expects(
+        encoder: DeviceEncoder, codec: Codec) -> None:
+    """Duty staff's "locate now" reaches a simulated device, whose answer the gateway takes
+    for the acknowledgement of that very command; the gateway's replies are no commands."""
+    command = msgspec.convert({"id": "c1", "command": "locate", "ts": 1_760_000_000_000},
+                              DeviceCommand)
+    out = codec.encode_command(command, device_id=encoder.wire_id,
+                               context={"vendor": "SG"}, serial=7)
+    answer = encoder.answer(out.frame)
+    assert answer is not None
+    (whole,) = codec.framer().feed(answer)
+    decoded = codec.decode(whole, now_ms=1_760_000_000_000, session_device=encoder.wire_id)
+    assert decoded.acknowledges == out.ack and not decoded.unknown
+    # The gateway's replies to the device's own frames (its login, a keepalive) are no
+    # commands: the device answers nothing.
+    heartbeat = encoder.encode({"type": "heartbeat", "ts": 1_760_000_000_000,
+                                "battery_pct": 80.0})
+    for sent in [*encoder.opening(), *heartbeat.frames]:
+        reply = codec.decode(sent.data, now_ms=1_760_000_000_000,
+                             session_device=encoder.wire_id).reply
+        assert reply is not None and encoder.answer(reply) is None
+
+
 def test_imeis_are_fifteen_digits_luhn_checked_and_one_to_one() -> None:
     ids = [f"{kind}-{i:05d}" for kind in ("BR", "WT", "FS") for i in range(1, 2000)]
     imeis = {imei_for(i) for i in ids}
@@ -297,8 +325,11 @@ class ScriptedGateway:
     says: the delay before a frame's reply (None: no reply). Records every frame it gets."""
 
     def __init__(self, codec: Codec,
-                 answer: Callable[[Decoded, int], float | None] = lambda d, n: 0.0) -> None:
-        self.codec, self.answer = codec, answer
+                 answer: Callable[[Decoded, int], float | None] = lambda d, n: 0.0,
+                 command: DeviceCommand | None = None) -> None:
+        """``command``: sent to the device after its first frame (as duty staff would)."""
+        self.codec, self.answer, self.command = codec, answer, command
+        self.acks: list[tuple[str, str]] = []   # (expected, received)
         self.frames: list[tuple[float, str]] = []   # (monotonic, command)
         self.replied: list[tuple[float, str]] = []
         self.port = 0
@@ -318,12 +349,22 @@ class ScriptedGateway:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         framer, session = self.codec.framer(), None
         counts: dict[str, int] = {}
+        commanded = False
         while data := await reader.read(4096):
             for frame in framer.feed(data):
                 d = self.codec.decode(frame, now_ms=T0, session_device=session)
                 session = d.device_id if d.login else session
                 self.frames.append((time.monotonic(), d.command))
                 counts[d.command] = counts.get(d.command, 0) + 1
+                if d.acknowledges is not None:
+                    self.acks.append(("answer", d.acknowledges))
+                if self.command is not None and not d.login and not commanded:
+                    commanded = True
+                    out = self.codec.encode_command(self.command,
+                                                    device_id=d.device_id or session or "?",
+                                                    context=d.extra, serial=5)
+                    self.acks.append(("expected", out.ack))
+                    writer.write(out.frame)
                 delay = self.answer(d, counts[d.command])
                 if d.reply is not None and delay is not None:
                     # Scheduled, not awaited: what the device sends meanwhile is still read.
@@ -384,6 +425,25 @@ def test_an_alarm_answered_late_is_repeated_and_counted_answered_once() -> None:
     assert (stats.alarms, stats.alarm_repeats, stats.alarms_answered,
             stats.alarms_unanswered) == (1, 1, 1, 0)
     assert stats.replies_missing == 0 and stats.frames_undelivered == 0
+
+
+@pytest.mark.parametrize("protocol", ["watch", "gt06"])
+def test_a_simulated_device_answers_duty_staffs_command_over_its_connection(
+        protocol: str) -> None:
+    sim = build(tiny_scenario(watches=int(protocol == "watch"),
+                              bracelets=int(protocol == "gt06")))
+    kind = "watch" if protocol == "watch" else "bracelet"
+    device = next(d for d, spec in sim.devices.items() if spec.kind == kind)
+    encoder: DeviceEncoder = (WatchEncoder(device) if protocol == "watch"
+                              else Gt06Encoder(imei_for(device)))
+    codec: Codec = WatchCodec() if protocol == "watch" else Gt06Codec()
+    locate = msgspec.convert({"id": "c1", "command": "locate", "ts": T0}, DeviceCommand)
+    with ScriptedGateway(codec, command=locate) as gw:
+        stats = run_devices(sim, {device: (encoder, Endpoint("127.0.0.1", gw.port))},
+                            speed=None, settings=DeviceSettings(max_frames_per_s=1000.0))
+    (expected,) = [key for what, key in gw.acks if what == "expected"]
+    assert [key for what, key in gw.acks if what == "answer"] == [expected]
+    assert stats.commands_answered == 1 and stats.replies_missing == 0
 
 
 def test_an_alarm_never_answered_is_repeated_then_given_up() -> None:
