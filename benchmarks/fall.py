@@ -14,7 +14,16 @@ computing the magnitude; numpy concatenation + magnitude (a ceiling for any dete
 least read every sample once); and a per-chunk loop that only resamples each chunk to 50 Hz with
 ``np.interp`` and takes the magnitude (the floor of a detector that works device by device).
 
+Sweep (``--sweep POSITION``): every threshold of the detector varied one at a time around its
+default (each default was fixed from physics or the literature before a run: FallParams), with
+sensitivity and specificity (trial end = silence) per value; then a leave-one-subject-out
+estimate: for each of the 19 subjects, the value set scoring best (sensitivity + specificity) on
+the other 18 is applied to the held-out subject, and the held-out results are pooled. If that
+estimate is close to the fixed defaults' result, the defaults are not a lucky fit to these
+trials; a large gap says the thresholds are doing the fitting.
+
 Usage: python -m benchmarks.fall [--data DIR] [--skip-quality] [--skip-throughput]
+       [--sweep WAIST]
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from detectors.fall import AccelChunk, AccelFallDetector, FallHit, chunk_times
+from detectors.fall import AccelChunk, AccelFallDetector, FallHit, FallParams, chunk_times
 
 BASE_MS = 1_700_000_000_000
 POSITIONS = ("WAIST", "WRIST", "CHEST", "ANKLE", "RIGHTPOCKET")
@@ -51,13 +60,14 @@ def _chunks(dev: str, t: npt.NDArray[np.int64], xyz: npt.NDArray[np.float32],
 
 
 def run_trials(traces: dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]],
+               params: FallParams | None = None,
                ) -> tuple[dict[str, list[FallHit]], dict[str, list[FallHit]]]:
     """Feed every trace as its own device, one batch per second of all traces.
 
     Returns the falls raised by ``feed`` and, apart, those ``expire`` raises once all traces
     have ended (candidates in a trace's last 3 s, decided as if the device had gone silent).
     """
-    det = AccelFallDetector()
+    det = AccelFallDetector(params=params or FallParams())
     per = {k: _chunks(k, BASE_MS + t.astype(np.int64), x) for k, (t, x) in traces.items()}
     hits: dict[str, list[FallHit]] = defaultdict(list)
     for step in range(max(len(c) for c in per.values())):
@@ -203,6 +213,61 @@ def throughput(n_dev: int = 1000, seconds: int = 20) -> dict[str, Any]:
     return out
 
 
+#: The thresholds swept, each around its default (docs/fall-detector.md gives their sources).
+SWEEP: dict[str, tuple[float, ...]] = {
+    "impact_g": (1.8, 2.0, 2.2), "freefall_g": (0.5, 0.6, 0.7),
+    "descent_mps": (0.7, 1.0, 1.3), "orientation_deg": (35.0, 45.0, 55.0),
+    "still_std_g": (0.07, 0.1, 0.15), "rotation_band_g": (0.0, 0.1, 0.15, 0.2),
+    "hard_impact_g": (2.5, 3.0, 3.5), "lying_deg": (50.0, 60.0, 70.0),
+    "rhythm_window_s": (1.0, 1.5, 2.0),
+}
+
+
+def sweep(data: Path, position: str) -> dict[str, Any]:
+    """One-at-a-time sweep of :data:`SWEEP` and the leave-one-subject-out estimate."""
+    with (data / "index.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["position"] == position]
+    with np.load(data / "umafall_accel.npz") as npz:
+        traces = {r["key"]: (npz[r["key"] + "__t_ms"], npz[r["key"] + "__xyz_g"]) for r in rows}
+    variants = [("default", FallParams())] + [
+        (f"{name}={value:g}", FallParams(**{name: value}))
+        for name, values in SWEEP.items() for value in values
+        if value != getattr(FallParams(), name)]
+    # raised[variant][trial key]: the trial raised a fall (trial end = silence).
+    raised: dict[str, set[str]] = {}
+    for i, (label, params) in enumerate(variants, 1):
+        hits, at_end = run_trials(traces, params)
+        raised[label] = set(hits) | set(at_end)
+        print(f"sweep {position}: {i}/{len(variants)} {label}", flush=True)
+    subjects = sorted({r["subject"] for r in rows})
+
+    def score(label: str, keep: set[str]) -> tuple[int, int, int, int]:
+        sel = [r for r in rows if r["subject"] in keep]
+        falls = [r["key"] for r in sel if r["label"] == "FALL"]
+        adls = [r["key"] for r in sel if r["label"] == "ADL"]
+        return (sum(k in raised[label] for k in falls), len(falls),
+                sum(k not in raised[label] for k in adls), len(adls))
+
+    def rates(tp: int, p: int, tn: int, n: int) -> tuple[float, float]:
+        return tp / p if p else math.nan, tn / n if n else math.nan
+
+    table = {label: rates(*score(label, set(subjects))) for label, _ in variants}
+    pooled = [0, 0, 0, 0]
+    chosen: Counter[str] = Counter()
+    for held in subjects:
+        train = set(subjects) - {held}
+        best = max(variants, key=lambda v: sum(rates(*score(v[0], train))))[0]
+        chosen[best] += 1
+        for j, x in enumerate(score(best, {held})):
+            pooled[j] += x
+    loso = rates(*pooled)
+    return {"position": position, "table": {k: {"sensitivity": round(v[0], 4),
+                                                "specificity": round(v[1], 4)}
+                                            for k, v in table.items()},
+            "loso": {"sensitivity": round(loso[0], 4), "specificity": round(loso[1], 4),
+                     "chosen": dict(chosen)}}
+
+
 def _markdown(q: dict[str, Any]) -> str:
     header = ("| position | trials | falls | ADLs | sensitivity | specificity "
               "| sens / spec, trial end = silence | ADL hours | false alarms | FA/hour |")
@@ -223,11 +288,22 @@ def main(argv: Sequence[str] | None = None) -> None:
                     default=Path(os.environ.get("ELDERCARE_UMAFALL_DIR", DEFAULT_DATA)))
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--sweep", metavar="POSITION",
+                    help="sweep every threshold and estimate leave-one-subject-out (e.g. WAIST)")
     args = ap.parse_args(argv)
     result: dict[str, Any] = {"date": date.today().isoformat(),
                               "machine": f"{platform.machine()} {platform.processor()} "
                                          f"{os.cpu_count()} cpus, python "
                                          f"{platform.python_version()}, numpy {np.__version__}"}
+    if args.sweep:
+        result["sweep"] = sw = sweep(args.data, args.sweep)
+        print(f"| {args.sweep}: value | sensitivity | specificity (trial end = silence) |")
+        print("|---|---|---|")
+        for label, r in sw["table"].items():
+            print(f"| {label} | {r['sensitivity']:.1%} | {r['specificity']:.1%} |")
+        lo = sw["loso"]
+        print(f"leave-one-subject-out: sensitivity {lo['sensitivity']:.1%}, specificity"
+              f" {lo['specificity']:.1%}; value sets chosen: {lo['chosen']}")
     if not args.skip_quality:
         if (args.data / "umafall_accel.npz").exists():
             result["umafall"] = q = quality(args.data)

@@ -105,11 +105,45 @@ class FallParams:
     #: :meth:`AccelFallDetector.expire` waits this long past a candidate's after-window for data
     #: that is merely late (1 s messages, gateway batching, MQTT retries) before deciding without.
     expire_grace_s: float = 5.0
+    #: The descent speed ignores magnitude deviations within this of the device's own 1 g. A
+    #: trunk turning about a horizontal axis (rolling over in bed: ~90 deg in about a second,
+    #: peaking near 3 rad/s) carries a waist sensor 0.1-0.15 m from the axis through a centripetal
+    #: acceleration w^2 r of up to 1.35 m/s^2 = 0.14 g, and a tangential one of the same order,
+    #: without descending at all. A falling trunk is far below the band for most of its descent
+    #: (0.1-0.6 g in free fall, 0.6-0.8 g partly supported).
+    rotation_band_g: float = 0.15
+    #: A hard impact: 3 g, the lower end of trunk impacts of falls onto a floor (3-6 g, Kangas et
+    #: al. 2008). Landing on a mattress, a bed or a chair stays under it: the bed turns and fast
+    #: lie-downs that raised false alarms on another dataset peaked at 2.0-2.8 g.
+    hard_impact_g: float = 3.0
+    #: Lying: the trunk tilted at least 60 deg from the device's learned upright (lying is
+    #: 80-90 deg; 60 leaves room for a pillow or a raised back; sitting tilts the pelvis 15-30 deg).
+    lying_deg: float = 60.0
+    #: A cut-off impact comes alone when no other peak reached ``impact_g`` in
+    #: [-rhythm_window_s, -rhythm_gap_s]: jogging (2.5-3 strides a second) and hopping repeat their
+    #: impacts every 0.3-0.5 s, walking stays under 2 g; 0.3 s skips the impact's own onset.
+    rhythm_window_s: float = 2.0
+    rhythm_gap_s: float = 0.3
+    #: Learning each device's upright direction from walking (pendants and clips are worn at any
+    #: angle). A 1 s window is walking-like when the acceleration vector's spread is 0.1-0.6 g
+    #: (the trunk's 0.2-0.35 g in gait, docs/fall-detector.md), its mean is 1 g within 0.15 g and
+    #: nothing reached ``impact_g``; it counts once such windows have pointed the same way (within
+    #: ``walk_steady_deg``) for ``walk_min_s`` in a row, so a roll in bed or a transition, which
+    #: turn, never teach it. Standing still is not used: lying still looks the same.
+    walk_std_g: tuple[float, float] = (0.1, 0.6)
+    walk_min_s: float = 4.0
+    walk_steady_deg: float = 20.0
+    #: The learned axis is used after this much walking, and follows a re-clipped device with a
+    #: memory of ``upright_memory_s`` of walking.
+    upright_min_s: float = 10.0
+    upright_memory_s: float = 120.0
 
     def __post_init__(self) -> None:
         if not (self.grid_ms > 0 and self.before_start_s > self.before_end_s >= 0
                 and self.after_end_s > self.after_start_s >= 0 and self.max_gap_s > 0
-                and self.reorder_gap_s >= self.max_gap_s and self.reorder_hold_s >= 0):
+                and self.reorder_gap_s >= self.max_gap_s and self.reorder_hold_s >= 0
+                and self.before_start_s >= self.rhythm_window_s > self.rhythm_gap_s >= 0
+                and self.upright_memory_s >= self.upright_min_s > 0):
             raise ValueError(f"inconsistent fall detector windows: {self}")
 
     def windows(self) -> Windows:
@@ -168,6 +202,8 @@ class AccelFallDetector:
     def __init__(self, *, params: FallParams = FallParams(), max_devices: int = 100_000) -> None:
         self.params = params
         self._w = params.windows()
+        self._rhythm = (round(params.rhythm_window_s * 1000 / params.grid_ms),
+                        round(params.rhythm_gap_s * 1000 / params.grid_ms))
         self._g = params.grid_ms
         self._len = self._w.back + self._w.ahead  # tail: back-window of the oldest undecided
         self._max = max_devices
@@ -183,6 +219,9 @@ class AccelFallDetector:
             "eval_t": (np.int64, -1, ()), "pending": (np.int64, -1, ()),
             "last_hit": (np.int64, _NEVER, ()), "fed": (np.int64, 0, ()),
             "rate": (np.float32, 0.0, ()),
+            # The learned upright direction and the walking that teaches it.
+            "up": (np.float32, 0.0, (3,)), "up_s": (np.float32, 0.0, ()),
+            "walk_dir": (np.float32, 0.0, (3,)), "walk_s": (np.float32, 0.0, ()),
         }
         self._arrays: dict[str, npt.NDArray[Any]] = {
             k: np.full((0, *shape), init, dtype) for k, (dtype, init, shape) in self._fields.items()}
@@ -214,6 +253,7 @@ class AccelFallDetector:
         grid = self._ingest(np.repeat(rows[order], lengths), t, xyz)
         if grid is None:
             return hits
+        self._learn_upright(grid)
         hot = np.union1d(grid.row[grid.hi >= self.params.impact_g],
                          grid.dev[a["pending"][grid.dev] >= 0])
         if len(hot):
@@ -346,6 +386,69 @@ class AccelFallDetector:
         di = np.cumsum(first, dtype=np.int64) - 1
         return _Grid(gr, gt, v, hi, seg[pair], di[pair], dev, seg[first] - brk[first], seg[last])
 
+    def _learn_upright(self, grid: _Grid) -> None:
+        """Update each device's upright direction from this batch's walking (see ``FallParams``):
+        per 1 s window of the grid, vectorized over devices; a walking run carries across
+        batches."""
+        p, a = self.params, self._arrays
+        if not len(grid.t):  # samples that completed no grid point yet
+            return
+        win = grid.t // 1000
+        new = np.ones(len(win), dtype=bool)
+        new[1:] = (grid.row[1:] != grid.row[:-1]) | (win[1:] != win[:-1]) | (
+            grid.seg[1:] != grid.seg[:-1])
+        starts = np.flatnonzero(new)
+        gid = np.cumsum(new) - 1
+        ng = len(starts)
+        x = grid.xyz.astype(np.float64)
+        cnt = np.bincount(gid, minlength=ng).astype(np.float64)
+        mean = np.stack([np.bincount(gid, weights=x[:, k], minlength=ng) for k in range(3)],
+                        axis=1) / cnt[:, None]
+        sq = np.bincount(gid, weights=np.einsum("ij,ij->i", x, x), minlength=ng) / cnt
+        norm = np.linalg.norm(mean, axis=1)
+        spread = np.sqrt(np.maximum(sq - norm * norm, 0.0))
+        top = np.maximum.reduceat(grid.hi, starts)
+        dur = cnt * (self._g / 1000)
+        lo, hi = p.walk_std_g
+        walk = ((dur >= 0.5) & (spread >= lo) & (spread <= hi) & (np.abs(norm - 1.0) <= 0.15)
+                & (top < p.impact_g))
+        direction = mean / np.where(norm > 0, norm, 1.0)[:, None]
+        grow = grid.row[starts]
+        first = np.ones(ng, dtype=bool)
+        first[1:] = grow[1:] != grow[:-1]
+        prev_dir = np.empty_like(direction)
+        prev_dir[1:] = direction[:-1]
+        prev_dir[first] = a["walk_dir"][grow[first]]
+        prev_walk = np.empty(ng, dtype=bool)
+        prev_walk[1:] = walk[:-1]
+        prev_walk[first] = a["walk_s"][grow[first]] > 0
+        steady = walk & prev_walk & (np.einsum("ij,ij->i", direction, prev_dir)
+                                     >= np.cos(np.radians(p.walk_steady_deg)))
+        # Length of the walking run each window ends: a segmented cumulative sum that restarts
+        # at every window not continuing a run (the first of a device continues its stored run).
+        add = np.where(walk, dur, 0.0) + np.where(first & steady, a["walk_s"][grow], 0.0)
+        total = np.cumsum(add)
+        begin = np.maximum.accumulate(np.where(~steady | first, np.arange(ng), 0))
+        run = total - total[begin] + add[begin]
+        ends = np.append(np.flatnonzero(first)[1:], ng) - 1
+        a["walk_s"][grow[ends]] = run[ends]
+        a["walk_dir"][grow[ends]] = direction[ends]
+        learn = walk & (run >= p.walk_min_s)
+        if not learn.any():
+            return
+        dev_of = np.cumsum(first) - 1
+        nd = int(dev_of[-1]) + 1
+        taught = np.bincount(dev_of[learn], weights=dur[learn], minlength=nd)
+        pull = np.stack([np.bincount(dev_of[learn], weights=(direction * dur[:, None])[learn, k],
+                                     minlength=nd) for k in range(3)], axis=1)
+        rows = grow[np.flatnonzero(first)]
+        has = taught > 0
+        rows, taught, pull = rows[has], taught[has], pull[has]
+        old_w = np.minimum(a["up_s"][rows], np.maximum(p.upright_memory_s - taught, 0.0))
+        up = a["up"][rows] * old_w[:, None] + pull
+        a["up"][rows] = up / np.linalg.norm(up, axis=1, keepdims=True)
+        a["up_s"][rows] = np.minimum(a["up_s"][rows] + taught, p.upright_memory_s)
+
     def _pool(self, r: I64, t: I64, cnt: I64, xyz: F32, cont: I64, old_last: I64, dev: I64,
               gr: I64, gt: I64, hi: F32) -> None:
         """Raise ``hi`` of each grid point to the peak raw magnitude in its cell (g - grid, g].
@@ -415,11 +518,16 @@ class AccelFallDetector:
         self._stats["candidates"] += len(c)
         hits: list[FallHit] = []
         if len(c):
+            up = a["up"][row[c]].astype(np.float64)
+            up[a["up_s"][row[c]] < p.upright_min_s] = np.nan
             f = impact_features(hi, xyz, c, seg_lo[c], seg_hi[c], self._w,
-                                grid_s=p.grid_ms / 1000)
+                                grid_s=p.grid_ms / 1000, up=up,
+                                rotation_band_g=p.rotation_band_g, rhythm=self._rhythm)
             partial = c + ahead > seg_hi[c]
-            alarm, conf = decide(f, partial, freefall_g=p.freefall_g, descent_mps=p.descent_mps,
-                                 orientation_deg=p.orientation_deg, still_std_g=p.still_std_g)
+            alarm, conf = decide(f, partial, impact_g=p.impact_g, freefall_g=p.freefall_g,
+                                 descent_mps=p.descent_mps, orientation_deg=p.orientation_deg,
+                                 still_std_g=p.still_std_g, hard_impact_g=p.hard_impact_g,
+                                 lying_deg=p.lying_deg)
             for j in np.flatnonzero(alarm).tolist():
                 hits += self._hit(int(row[c[j]]), int(t[c[j]]), f, j, float(conf[j]),
                                   bool(partial[j]))
@@ -442,6 +550,8 @@ class AccelFallDetector:
               "descent_mps": f.descent_mps[j],
               "orientation_change_deg": f.orientation_change_deg[j],
               "post_still_std_g": f.post_std_g[j], "rate_hz": self._arrays["rate"][row],
+              "tilt_before_deg": f.tilt_before_deg[j], "tilt_after_deg": f.tilt_after_deg[j],
+              "prior_peak_g": f.prior_peak_g[j],
               "partial": float(partial)}
         evidence = {k: float(v) for k, v in ev.items() if np.isfinite(v)}
         return [FallHit(self._ids[row], t, conf, evidence)]

@@ -8,11 +8,19 @@ grid at fixed offsets from the impact sample (:class:`Windows`):
 - impact: the largest peak of the acceleration magnitude within ±``peak`` samples;
 - free fall: the lowest magnitude in the ``freefall`` samples before the impact;
 - descent speed: in the same samples, the largest speed gained while the body was not fully
-  supported, ``g * integral of (1 - |a|) dt`` over the best interval (the trunk's velocity at
-  impact; it does not depend on sampling a short peak);
+  supported, ``g * integral of (1 - |a| / g_ref) dt`` over the best interval (the trunk's velocity
+  at impact; it does not depend on sampling a short peak). ``g_ref`` is the device's own reading
+  of 1 g (the magnitude of its mean vector before the event: a sensor that reads 0.95 g at rest
+  would otherwise "descend" 0.5 m/s every second), and deviations within ``rotation_band_g`` of
+  it count as nothing: a trunk turning (rolling over in bed) moves the magnitude that much with
+  no descent at all (module ``detectors.fall``, ``FallParams.rotation_band_g``);
 - orientation change: the angle between the mean acceleration (the gravity direction, as the
   person is near rest) ``before`` and ``after`` the impact;
-- stillness: the spread of the acceleration vector ``after`` the impact.
+- stillness: the spread of the acceleration vector ``after`` the impact;
+- posture: the trunk's tilt before and after, from the device's own upright direction learned
+  while its wearer walked (NaN until learned);
+- rhythm: the largest other peak in the seconds before the impact (jogging, hopping and brisk
+  stairs repeat their impacts; a fall's impact comes alone).
 
 Windows are 2-D arrays (one row per candidate, one column per offset) with a validity mask, since
 a window may run past the start or end of a contiguous segment of the stream. Nothing here keeps
@@ -60,6 +68,9 @@ class ImpactFeatures(NamedTuple):
     descent_mps: F64               # (k,) speed gained before the impact, m/s
     orientation_change_deg: F64    # (k,) angle between the gravity directions before and after
     post_std_g: F64                # (k,) RMS deviation of the acceleration vector after, g
+    tilt_before_deg: F64           # (k,) trunk tilt from upright before (NaN: axis not learned)
+    tilt_after_deg: F64            # (k,) trunk tilt from upright after
+    prior_peak_g: F64              # (k,) largest peak in the rhythm window before the impact, g
 
 
 def resample(t: I64, t_prev: I64, xyz: F32, xyz_prev: F32, *,
@@ -154,15 +165,22 @@ def _window_mean(cs: F64, centres: I64, lo: int, hi: int, seg_lo: I64, seg_hi: I
 G0 = 9.80665
 
 
-def descent_speed(mag: F32, valid: Bools, dt_s: float) -> F64:
+def descent_speed(mag: F32, valid: Bools, dt_s: float, g_ref: F64 | None = None,
+                  band_g: float = 0.0) -> F64:
     """Largest speed (m/s) a body gains over any interval of each row of a magnitude window.
 
     While the magnitude ``|a|`` is under 1 g the body is not fully supported and accelerates
     downwards by ``(1 - |a|) g``; over the interval where that gains the most (the maximum
     subarray sum, from prefix sums and their running minimum) it is the speed at the end of the
     descent. Invalid samples add nothing. NaN where a row has no valid sample.
+
+    ``g_ref`` (k,): each row's own reading of 1 g (default 1); ``band_g``: deviations from it
+    smaller than this add nothing, in either direction (the magnitude a turning trunk shows
+    without descending: see ``FallParams.rotation_band_g``).
     """
-    deficit = np.where(valid, 1.0 - mag.astype(np.float64), 0.0)
+    ref = np.ones(len(mag)) if g_ref is None else g_ref
+    deficit = 1.0 - mag.astype(np.float64) / ref[:, None]
+    deficit = np.where(valid & (np.abs(deficit) > band_g), deficit, 0.0)
     prefix = np.zeros((len(mag), mag.shape[1] + 1))
     np.cumsum(deficit, axis=1, out=prefix[:, 1:])
     gain: F64 = (prefix - np.minimum.accumulate(prefix, axis=1)).max(axis=1) * (G0 * dt_s)
@@ -170,8 +188,18 @@ def descent_speed(mag: F32, valid: Bools, dt_s: float) -> F64:
     return gain
 
 
+def _angle_deg(u: F64, v: F64) -> F64:
+    """Angle (degrees) between the rows of ``u`` and ``v``; NaN where either is NaN or zero."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.einsum("ki,ki->k", u, v) / (np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1))
+    angle: F64 = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    return angle
+
+
 def impact_features(hi: F32, xyz: F32, centres: I64, seg_lo: I64, seg_hi: I64,
-                    w: Windows, *, grid_s: float) -> ImpactFeatures:
+                    w: Windows, *, grid_s: float, up: F64 | None = None,
+                    rotation_band_g: float = 0.0, rhythm: tuple[int, int] = (0, 0)
+                    ) -> ImpactFeatures:
     """Evaluate the fall features for ``k`` impact candidates.
 
     Window means and spreads come from prefix sums over the stream, so each candidate costs
@@ -189,48 +217,73 @@ def impact_features(hi: F32, xyz: F32, centres: I64, seg_lo: I64, seg_hi: I64,
         Window offsets.
     grid_s : float
         Grid step, seconds.
+    up : (k, 3) float64, optional
+        Each candidate's device's learned upright direction (the gravity vector while its wearer
+        walks, in the sensor's axes); NaN rows where it is not known yet.
+    rotation_band_g : float
+        See :func:`descent_speed`.
+    rhythm : (lo, hi)
+        The window ``[-lo, -hi]`` (samples) where an earlier peak makes the impact rhythmic.
     """
     x = xyz.astype(np.float64)
     sq = np.einsum("ij,ij->i", x, x)
     cs = np.zeros((len(x) + 1, 4))
     np.cumsum(np.column_stack((x, sq)), axis=0, out=cs[1:])
 
+    g0 = _window_mean(cs, centres, -w.before[0], -w.before[1], seg_lo, seg_hi, w.min_count)[:, :3]
+    # The device's own 1 g: the mean vector's length before the event (near rest, or walking,
+    # whose accelerations average out); a value no plausible sensor reads at rest is not used.
+    g_ref = np.linalg.norm(g0, axis=1)
+    g_ref = np.where(np.isfinite(g_ref) & (np.abs(g_ref - 1.0) <= 0.2), g_ref, 1.0)
     mag, valid = gather(np.sqrt(sq).astype(np.float32), centres, -w.freefall, -1, seg_lo, seg_hi)
     ff = np.where(valid, mag, np.inf).min(axis=1).astype(np.float64)
     few = valid.sum(axis=1) < w.min_count
     ff[few] = np.nan
-    speed = descent_speed(mag, valid, grid_s)
+    speed = descent_speed(mag, valid, grid_s, g_ref, rotation_band_g)
     speed[few] = np.nan
 
-    g0 = _window_mean(cs, centres, -w.before[0], -w.before[1], seg_lo, seg_hi, w.min_count)[:, :3]
     after = _window_mean(cs, centres, w.after[0], w.after[1], seg_lo, seg_hi, w.min_count)
     g1 = after[:, :3]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cos = np.einsum("ki,ki->k", g0, g1) / (
-            np.linalg.norm(g0, axis=1) * np.linalg.norm(g1, axis=1))
-    angle = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    angle = _angle_deg(g0, g1)
+    upright = np.full((len(centres), 3), np.nan) if up is None else up
+    tilt0, tilt1 = _angle_deg(g0, upright), _angle_deg(g1, upright)
+    prior = np.full(len(centres), np.nan)
+    if rhythm[0] > rhythm[1]:
+        h, ok = gather(hi, centres, -rhythm[0], -rhythm[1], seg_lo, seg_hi)
+        prior = np.where(ok, h, -np.inf).max(axis=1).astype(np.float64)
+        prior[ok.sum(axis=1) < w.min_count] = np.nan
     # Total variance of the vector: E|a|^2 - |E a|^2 (rotation counts as movement, not only
     # changes of magnitude).
     var = after[:, 3] - np.einsum("ki,ki->k", g1, g1)
     std = np.sqrt(np.maximum(var, 0.0))
-    return ImpactFeatures(hi[centres], ff, speed, angle, std)
+    return ImpactFeatures(hi[centres], ff, speed, angle, std, tilt0, tilt1, prior)
 
 
-def decide(f: ImpactFeatures, partial: Bools, *, freefall_g: float, descent_mps: float,
-           orientation_deg: float, still_std_g: float) -> tuple[Bools, F64]:
+def decide(f: ImpactFeatures, partial: Bools, *, impact_g: float, freefall_g: float,
+           descent_mps: float, orientation_deg: float, still_std_g: float, hard_impact_g: float,
+           lying_deg: float) -> tuple[Bools, F64]:
     """Fall or not, and a confidence, from the features of impact candidates.
 
-    A fall is an impact after which the body rests at a new orientation (the most specific
-    feature at the trunk), supported by a descent before it or stillness after it:
-    ``orientation and (descent or still)``. A descent is a free fall (the magnitude dipped to
-    ``freefall_g``) or, for a body partly supported on the way down that never dips that far, the
-    speed gained reaching ``descent_mps``. Jumps (descent, no new orientation), sitting down hard
-    (still, no new orientation) and lying down gently (no impact) fail it.
+    From upright or sitting, or where the device's upright axis is not known yet, a fall is an
+    impact after which the trunk rests at a new orientation (the most specific feature at the
+    trunk), supported by a descent before it or stillness after it:
+    ``turned and (descent or still)``. A descent is a free fall (the magnitude dipped to
+    ``freefall_g``) or the speed gained before the impact reaching ``descent_mps``. Jumps
+    (descent, no new orientation), sitting down hard (little tilt) and lying down gently (no
+    impact) fail it. Lying down fast onto a bed passes it: from upright to lying with an impact
+    and stillness is what a fall onto a soft floor is too (docs/fall-detector.md, "Still
+    missed").
 
-    ``partial`` candidates were cut off (the stream stopped or broke before the after-window
-    completed). They lean towards the alarm: an unknown stillness counts as still (a silent device
-    reports no movement), and an unknown final orientation is accepted when a descent preceded
-    the impact.
+    From lying (tilt before at least ``lying_deg`` from the learned upright), the trunk can only
+    go to lying: a roll in bed looks like a fall in every other feature. It is a fall only with
+    a real free fall (a bed's height) and a hard impact: a fall out of bed.
+
+    ``partial`` candidates were cut off: the stream stopped or broke before the after-window
+    was complete. The rule above is applied to what there is (an unknown feature does not
+    agree), and a cut-off alarms on top of that only on evidence that stands without the
+    after-window: a hard impact after a free fall, with no other impact in the seconds before
+    it (a jogger's or hopper's stride repeats; a fall's impact comes alone). A device that simply
+    goes silent after weaker evidence is the offline rule's case, not a fall.
 
     Returns
     -------
@@ -239,12 +292,14 @@ def decide(f: ImpactFeatures, partial: Bools, *, freefall_g: float, descent_mps:
         Fraction of the four features (impact, descent, orientation, stillness) that agreed;
         unknown features do not count as agreeing.
     """
-    down = (f.freefall_min_g <= freefall_g) | (f.descent_mps >= descent_mps)
+    freefall = f.freefall_min_g <= freefall_g
+    down = freefall | (f.descent_mps >= descent_mps)
     turned = f.orientation_change_deg >= orientation_deg
     still = f.post_std_g <= still_std_g
-    alarm = turned & (down | still)
-    lean_turned = turned | (np.isnan(f.orientation_change_deg) & down)
-    lean = lean_turned & (down | still | np.isnan(f.post_std_g))
-    alarm = np.where(partial, lean, alarm)
+    hard = f.peak_g >= hard_impact_g
+    lying = f.tilt_before_deg >= lying_deg
+    alarm = np.where(lying, freefall & hard, turned & (down | still))
+    alone = ~(f.prior_peak_g >= impact_g)
+    alarm = alarm | (partial & hard & freefall & alone)
     confidence = (1.0 + down.astype(np.float64) + turned + still) / 4.0
     return alarm, confidence
