@@ -335,15 +335,17 @@ class GatewayServer:
         if device is None:
             return
         session.context = decoded.extra
-        if self.desk is not None:
-            if decoded.acknowledges is not None:
-                self.desk.answered(device, decoded.acknowledges)
-            await self.desk.device_ready(device)
         # An alarm with nothing to publish (a code that is routine state) is answered in
         # turn too, after what the device sent before it.
         if decoded.readings or (decoded.reply is not None
                                 and decoded.reply_when == "after_publish"):
             await session.outbox.put((device, decoded, started))
+        # Commands after the frame's readings are on their way: a command waiting for this
+        # device never holds back an alarm it just sent.
+        if self.desk is not None:
+            if decoded.acknowledges is not None:
+                self.desk.answered(device, decoded.acknowledges)
+            await self.desk.device_ready(device)
 
     async def _publish(self, device: str, decoded: Decoded, started: float) -> None:
         if not decoded.readings:
