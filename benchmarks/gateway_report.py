@@ -32,8 +32,9 @@ def failures(r: dict[str, Any]) -> list[str]:
     if not d["frames_sent"] == d["frames_decoded"] == d["published"]:
         bad.append(f"frames sent {d['frames_sent']}, decoded {d['frames_decoded']:.0f},"
                    f" published {d['published']:.0f}")
-    if d["delivered"] < d["published"]:
-        bad.append(f"lost at the broker: {d['delivered']} delivered of {d['published']:.0f}")
+    if d["delivered"] < d["readings"]:
+        bad.append(f"lost at the broker: {d['delivered']} readings delivered of"
+                   f" {d['readings']:.0f} published")
     if d["sos_delivered"] < d["sent"]["AL"]:
         bad.append(f"SOS delivered {d['sos_delivered']} of {d['sent']['AL']} alarms sent")
     if d["decode_errors"]:
@@ -86,7 +87,8 @@ def _delivery(d: dict[str, Any]) -> None:
     kinds = ", ".join(f"{k} {v:,}" for k, v in d["sent"].items())
     print(f"\nDelivery, whole run: frames sent {d['frames_sent']:,} ({kinds}), decoded"
           f" {d['frames_decoded']:,.0f}, published {d['published']:,.0f}, delivered"
-          f" {d['delivered']:,} ({d['delivered'] - d['published']:,.0f} duplicates); SOS"
+          f" {d['delivered']:,} readings of {d['readings']:,.0f} published"
+          f" ({d['delivered'] - d['readings']:,.0f} duplicates); SOS"
           f" delivered {d['sos_delivered']:,} for {d['sent']['AL']:,} alarms; alarms answered"
           f" {d['al_answers']:,}; readings {d['readings']:,.0f}; decode errors"
           f" {d['decode_errors']:.0f}.")

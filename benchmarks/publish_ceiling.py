@@ -26,8 +26,8 @@ from typing import Any
 import aiomqtt
 import msgspec
 
-from benchmarks.watch_fleet import device_id, report_parts, stamp
-from schemas import device_topic
+from benchmarks.watch_fleet import report_parts, stamp
+from schemas import gateway_topic
 
 
 def gateway_payloads(region: str, devices: int) -> list[tuple[str, bytes]]:
@@ -41,7 +41,7 @@ def gateway_payloads(region: str, devices: int) -> list[tuple[str, bytes]]:
         pre, post = report_parts(i, "UD", 0)
         decoded = codec.decode(pre + stamp(now) + post, now_ms=int(now * 1000),
                                session_device=None)
-        out.append((device_topic(region, device_id(i)), encoder.encode(list(decoded.readings))))
+        out.append((gateway_topic(region, "bench-ceiling"), encoder.encode(list(decoded.readings))))
     return out
 
 

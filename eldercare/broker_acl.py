@@ -13,7 +13,7 @@ gateway ``<gateway_id>``    write  ``eldercare/v1/<region>/gw/<gateway_id>``
                                    and ``eldercare/v1/+/cmd/#``
 ``eldercare-alerts``        write  ``eldercare/v1/+/alerts/#``, ``eldercare/v1/+/cmd/+``
                             read   ``eldercare/v1/+/cmd/+/result``
-``eldercare-gateway``       write  ``eldercare/v1/+/dev/+``, ``eldercare/v1/+/cmd/+/result``
+``eldercare-gateway``       write  ``eldercare/v1/+/gw/+``, ``eldercare/v1/+/cmd/+/result``
                             read   ``eldercare/v1/+/cmd/+``
 alert reader                read   ``eldercare/v1/<region>/alerts/#`` per region (``+``: all)
 ==========================  =====  ==============================================
@@ -27,9 +27,10 @@ open alert's, retained, on each new session) or device commands it would only dr
 account is both ingest and alerts, the alerts deny would deny its own publishing: that account
 reads the alert states and command results, and ingest drops them on receipt.
 
-The device gateway (``eldercare gateway``, issue #10) speaks for every vendor device behind it,
-so its one login writes every device topic: the vendor protocols carry no credentials to check
-per device (SECURITY.md, 18); its registry admission limits what it publishes. It reads the
+The device gateway (``eldercare gateway``, issue #10) speaks for every vendor device behind it
+and publishes their readings in batches on its gateway topic (``gw/<its id>``, any region): the
+vendor protocols carry no credentials to check per device (SECURITY.md, 18), and ingest admits
+each reading of a batch by its own device. It reads the
 command topics and answers on their result topics; the alerts account asks (the duty console's
 "locate now", "call the watch") and reads the answers.
 
@@ -175,7 +176,7 @@ def _service_users(ingest: str, alerts: str, gateway: str) -> list[_User]:
     commands, results = f"{TOPIC_ROOT}/+/cmd/+", f"{TOPIC_ROOT}/+/cmd/+/result"
     writes = (("write", f"{TOPIC_ROOT}/+/alerts/#"), ("write", commands), ("read", results))
     gateway_user = _User(gateway, "--gateway-user", (
-        ("write", f"{TOPIC_ROOT}/+/dev/+"), ("read", commands), ("write", results)))
+        ("write", f"{TOPIC_ROOT}/+/gw/+"), ("read", commands), ("write", results)))
     if ingest == alerts:  # one account (see render_acl): one block, or Mosquitto merges anyway
         return [_User(ingest, "--ingest-user", reads + writes), gateway_user]
     return [_User(ingest, "--ingest-user", denials + reads),

@@ -43,13 +43,17 @@ def regions_of(registry: Registry) -> dict[str, str]:
 
 
 async def serve(config: Config, *, ready: asyncio.Event | None = None,
-                stop: asyncio.Event | None = None) -> None:
-    """Run the gateway of ``config`` until ``stop`` is set (or the task is cancelled)."""
+                stop: asyncio.Event | None = None,
+                linked: asyncio.Event | None = None) -> None:
+    """Run the gateway of ``config`` until ``stop`` is set (or the task is cancelled).
+    ``ready`` is set once devices can connect, ``linked`` once the broker link is up and
+    subscribed to commands (the first time)."""
     g = config.gateway
     registry = load_registry(config.registry) if config.registry else None
     link = BrokerLink(BrokerAddress.from_config(config.mqtt), client_id=g.mqtt_client_id,
                       backoff=Backoff(max_s=config.mqtt.reconnect_max_s),
-                      subscriptions=(COMMAND_SUBSCRIPTION,) if g.commands.enabled else ())
+                      subscriptions=(COMMAND_SUBSCRIPTION,) if g.commands.enabled else (),
+                      max_in_flight=2 * g.batch.max_in_flight)
     metrics = GatewayMetrics()
     if g.metrics_port:
         from prometheus_client import start_http_server
@@ -64,6 +68,10 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None,
         link.on_message = server.desk.receive
     stop = stop or asyncio.Event()
     link_task = asyncio.create_task(link.run(), name="eldercare-gateway-broker")
+    if linked is not None:
+        # Done by the first connection: nothing to cancel later but this short wait.
+        waiting = asyncio.create_task(link.wait_connected(), name="eldercare-gateway-linked")
+        waiting.add_done_callback(lambda t: linked.set() if not t.cancelled() else None)
     try:
         await server.start()
         if ready is not None:

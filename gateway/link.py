@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -36,12 +37,16 @@ class BrokerLink:
 
     def __init__(self, address: BrokerAddress, *, client_id: str,
                  backoff: Backoff | None = None, subscriptions: Sequence[str] = (),
-                 on_message: Callable[[str, bytes], Awaitable[None]] | None = None) -> None:
+                 on_message: Callable[[str, bytes], Awaitable[None]] | None = None,
+                 max_in_flight: int = 32) -> None:
+        """``max_in_flight``: QoS 1 messages awaiting their PUBACK at once (paho's window;
+        the batcher keeps its own below it)."""
         self.address = address
         self.client_id = client_id
         self.backoff = backoff or Backoff()
         self.subscriptions = tuple(subscriptions)
         self.on_message = on_message
+        self.max_in_flight = max_in_flight
         self._client: aiomqtt.Client | None = None
         self._up = asyncio.Event()
         #: Set when the current connection is lost: a publish waiting for its PUBACK on it
@@ -54,6 +59,10 @@ class BrokerLink:
     @property
     def connected(self) -> bool:
         return self._up.is_set()
+
+    async def wait_connected(self) -> None:
+        """Return once the link is connected (and its subscriptions made)."""
+        await self._up.wait()
 
     def close(self) -> None:
         """Make :meth:`run` return instead of reconnecting (then cancel its task). Needed
@@ -72,7 +81,10 @@ class BrokerLink:
                         username=self.address.username, password=self.address.password,
                         protocol=aiomqtt.ProtocolVersion.V311,
                         clean_session=not self.subscriptions,
-                        tls_context=context, keepalive=30, timeout=5) as client:
+                        tls_context=context, keepalive=30, timeout=5,
+                        max_inflight_messages=self.max_in_flight) as client:
+                    # aiomqtt warns past 10 pending publishes; the batcher bounds them itself.
+                    client.pending_calls_threshold = 10 * self.max_in_flight
                     for topic in self.subscriptions:
                         await client.subscribe(topic, qos=1)
                     self._client = client
@@ -108,7 +120,10 @@ class BrokerLink:
             if client is None or lost.is_set():
                 await asyncio.sleep(0.05)
                 continue
-            sending = asyncio.ensure_future(client.publish(topic, payload, qos=1, timeout=30))
+            # No timeout of its own: a lost connection ends the wait (below), and a timeout on a
+            # queued message made paho send it twice (once queued, once resent).
+            sending = asyncio.ensure_future(client.publish(topic, payload, qos=1,
+                                                           timeout=math.inf))
             losing = asyncio.ensure_future(lost.wait())
             try:
                 await asyncio.wait({sending, losing}, return_when=asyncio.FIRST_COMPLETED)

@@ -43,16 +43,16 @@ import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from foundation.errors import ValidationError
+from gateway.batcher import Batcher
 from gateway.codec import Codec, Decoded, FrameError
 from gateway.commands import CommandDesk
 from gateway.geolocate import Geolocator
 from gateway.settings import GatewayConfig
-from schemas import device_topic
-from schemas.readings import Location, RadioScan, Reading
+from schemas import gateway_topic
+from schemas.readings import ALARM_TYPES, TYPE_NAMES, Location, RadioScan, Reading
 
 log = logging.getLogger(__name__)
 
-_ENCODER: Final = msgspec.json.Encoder()
 #: Bytes read from a socket at once.
 _READ_BYTES: Final = 4096
 #: Frames with readings one connection may have waiting for the broker; beyond, reading from
@@ -168,6 +168,13 @@ class GatewayServer:
                                     on_result=lambda status: self.metrics.commands.labels(
                                         status).inc())
         self._desk_task: asyncio.Task[None] | None = None
+        g = settings.batch
+        self.batcher = Batcher(publisher=publisher,
+                               topic_of=lambda region: gateway_topic(region, settings.gateway_id),
+                               linger_s=g.linger_ms / 1000, max_readings=g.max_readings,
+                               max_in_flight=g.max_in_flight)
+        self._batcher_task: asyncio.Task[None] | None = None
+        self._stopping = False
         #: The connections' tasks, so a stop ends them (closing the listener does not).
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -182,6 +189,7 @@ class GatewayServer:
         self._server = await asyncio.start_server(self._handle, host or None, int(port),
                                                   limit=max(_READ_BYTES,
                                                             self.codec.max_frame_bytes))
+        self._batcher_task = asyncio.create_task(self.batcher.run(), name="gateway-batcher")
         if self.desk is not None:
             self._desk_task = asyncio.create_task(self.desk.run(), name="gateway-commands")
         log.info("gateway (%s) listening on %s", self.codec.name, self.settings.listen)
@@ -191,9 +199,9 @@ class GatewayServer:
         unanswered: the device repeats it to the next gateway), and wait for them."""
         if self._server is not None:
             self._server.close()
+        self._stopping = True
         tasks = list(self._tasks)
-        if self._desk_task is not None:
-            tasks.append(self._desk_task)
+        tasks += [t for t in (self._batcher_task, self._desk_task) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -227,7 +235,10 @@ class GatewayServer:
             reason = "reset"
         except asyncio.CancelledError:
             reason = "stopped"
-            raise
+            # Cancelled by stop(), which waits for it: ending quietly spares asyncio's stream
+            # callback a traceback per connection at every shutdown. Anything else propagates.
+            if not self._stopping:
+                raise
         finally:
             self._tasks.discard(task)
             self.metrics.closed.labels(reason).inc()
@@ -352,10 +363,11 @@ class GatewayServer:
             return
         region = self._region(device)
         readings: tuple[Reading, ...] = decoded.readings
-        payload = _ENCODER.encode(list(readings))
+        urgent = decoded.reply_when == "after_publish" or any(
+            TYPE_NAMES[type(r)] in ALARM_TYPES for r in readings)
         try:
-            await asyncio.wait_for(self.publisher.publish(device_topic(region, device), payload),
-                                   self.settings.publish_timeout_s)
+            async with asyncio.timeout(self.settings.publish_timeout_s):
+                await self.batcher.submit(region, readings, urgent=urgent)
         except TimeoutError:
             raise _Closed("broker") from None
         self.metrics.readings.inc(len(readings))
@@ -392,10 +404,8 @@ class GatewayServer:
             location = msgspec.convert(
                 {"device_id": device, "ts": scan.ts, "lat": fix.lat, "lon": fix.lon,
                  "accuracy_m": fix.accuracy_m, "source": fix.source}, Location)
-            await asyncio.wait_for(
-                self.publisher.publish(device_topic(region, device),
-                                       _ENCODER.encode([location])),
-                self.settings.publish_timeout_s)
+            async with asyncio.timeout(self.settings.publish_timeout_s):
+                await self.batcher.submit(region, [location], urgent=False)
         except TimeoutError:
             log.warning("gateway: the position of %s from its radio scan was not published:"
                         " no PUBACK within %g s", device, self.settings.publish_timeout_s)

@@ -48,6 +48,17 @@ class GeolocationConfig(msgspec.Struct, frozen=True, kw_only=True,
             raise ValueError(f"geolocation provider {self.provider!r} needs key_file")
 
 
+class BatchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[gateway.batch]``: many connections' readings in one message (gateway/batcher.py)."""
+
+    #: How long readings wait for others of their region (an alarm's batch goes at once).
+    linger_ms: Annotated[float, Meta(ge=0, le=1000)] = 5.0
+    #: Readings per message at most (ingest's payload limit is checked again on encoding).
+    max_readings: Annotated[int, Meta(ge=1, le=10_000)] = 500
+    #: Messages waiting for their PUBACK at once (the MQTT client's window is set to match).
+    max_in_flight: Annotated[int, Meta(ge=1, le=1000)] = 16
+
+
 class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One gateway process: one protocol on one listening address."""
 
@@ -75,6 +86,9 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     client_id: str = ""
     #: Prometheus endpoint port of the gateway; 0 disables it.
     metrics_port: Annotated[int, Meta(ge=0, le=65535)] = 0
+    #: The gateway's id in its topic ``eldercare/v1/<region>/gw/<id>``; empty: the client id.
+    id: str = ""
+    batch: BatchConfig = msgspec.field(default_factory=BatchConfig)
     #: Downlink commands (``[gateway.commands]``).
     commands: CommandsConfig = msgspec.field(default_factory=CommandsConfig)
     #: Positions from towers and access points (``[gateway.geolocation]``).
@@ -83,3 +97,7 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     @property
     def mqtt_client_id(self) -> str:
         return self.client_id or f"eldercare-gateway-{self.protocol}"
+
+    @property
+    def gateway_id(self) -> str:
+        return self.id or self.mqtt_client_id

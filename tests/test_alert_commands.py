@@ -108,8 +108,8 @@ def test_locate_now_and_call_the_watch_from_the_api_reach_the_watch_and_come_bac
     config, token = service_config(**{"alerts.commands.callback_number": "12349"})
     gw = gateway_config(broker.url, region)
     auth = {"Authorization": f"Bearer {token}"}
-    with Application(config) as svc, Gateway(gw), watch(port_of(gw)) as w:
-        assert svc.http is not None
+    with Application(config) as svc, Gateway(gw) as g, watch(port_of(gw)) as w:
+        assert svc.http is not None and g.linked.wait(20)
         api = f"http://127.0.0.1:{svc.http.port}/api/v1"
         w.send(frame("LK,0,0,80"))
         assert w.reply() == frame("LK")

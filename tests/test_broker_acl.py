@@ -46,7 +46,7 @@ topic write eldercare/v1/+/cmd/+
 topic read eldercare/v1/+/cmd/+/result
 
 user eldercare-gateway
-topic write eldercare/v1/+/dev/+
+topic write eldercare/v1/+/gw/+
 topic read eldercare/v1/+/cmd/+
 topic write eldercare/v1/+/cmd/+/result
 

@@ -291,7 +291,8 @@ def test_alerts_user_publishes_alerts_and_the_ingest_user_cannot(
 
 def test_the_device_gateway_speaks_for_devices_and_answers_commands_and_nothing_more(
         connect: Connect, fleet: Fleet) -> None:
-    """The vendor-protocol gateway (issue #10) publishes any device's readings, reads commands
+    """The vendor-protocol gateway (issue #10) publishes its devices' readings in batches on
+    gateway topics (not as any device itself), reads commands
     the alerts account asks and answers on their result topics; it cannot publish alerts or
     commands, and a device cannot command another."""
     r1, nonce = fleet.r1, uuid.uuid4().hex.encode()
@@ -301,14 +302,14 @@ def test_the_device_gateway_speaks_for_devices_and_answers_commands_and_nothing_
     gateway = connect("eldercare-gateway", tls=False, subscribe=("eldercare/v1/+/cmd/+",))
     alerts = connect("eldercare-alerts", tls=False,
                      subscribe=("eldercare/v1/+/cmd/+/result",))
-    gateway.send(device_topic(r1, "D-A"), b"reading " + nonce)
+    gateway.send(gateway_topic(r1, "eldercare-gateway-watch"), b"reading " + nonce)
     ingest.wait_for(b"reading " + nonce)
     alerts.send(cmd, b"locate " + nonce)
     gateway.wait_for(b"locate " + nonce)
     gateway.send(result, b"sent " + nonce)
     alerts.wait_for(b"sent " + nonce)
     assert_refused(connect, "eldercare-gateway", [f"eldercare/v1/{r1}/alerts/A-1", cmd,
-                                                  gateway_topic(r1, "GW-A")],
+                                                  device_topic(r1, "D-A")],
                    b"forged by the gateway " + nonce, tls=False)
     assert_refused(connect, "D-A", [f"eldercare/v1/{r1}/cmd/D-B", result],
                    b"forged by a device " + nonce)

@@ -35,8 +35,8 @@ def test_an_officer_locates_and_calls_the_watch_of_an_sos_from_the_console(
     config = make_config(**{"registry": str(tmp_path / "registry.yaml"),
                             "console.secure_cookies": False})
     gw = gateway_config(broker.url, region)
-    with Application(config) as svc, Gateway(gw), watch(port_of(gw)) as w:
-        assert svc.http is not None
+    with Application(config) as svc, Gateway(gw) as g, watch(port_of(gw)) as w:
+        assert svc.http is not None and g.linked.wait(20)
         with AccountStore(db_url) as accounts:
             accounts.add_user("officer-c", PASSWORD, role="officer", regions=[region])
         page = browser.new_page(viewport={"width": 1366, "height": 900})

@@ -48,6 +48,8 @@ class Gateway:
         self.config = config
         self.loop: asyncio.AbstractEventLoop | None = None
         self.ready = threading.Event()
+        #: Set once the gateway's broker link is up and subscribed to commands.
+        self.linked = threading.Event()
         self._stop: asyncio.Event | None = None
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="test-gateway", daemon=True)
@@ -56,8 +58,11 @@ class Gateway:
         async def main() -> None:
             self.loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
-            ready = asyncio.Event()
-            task = asyncio.create_task(serve(self.config, ready=ready, stop=self._stop))
+            ready, linked = asyncio.Event(), asyncio.Event()
+            linked_flag = asyncio.create_task(linked.wait())
+            linked_flag.add_done_callback(lambda _: self.linked.set())
+            task = asyncio.create_task(serve(self.config, ready=ready, stop=self._stop,
+                                             linked=linked))
             await ready.wait()
             self.ready.set()
             await task

@@ -453,7 +453,11 @@ class Recorder:
         self.messages.append((time.monotonic(), topic, json.loads(payload)))
 
     def device(self) -> list[list[dict[str, Any]]]:
-        return [m for _, topic, m in self.messages if f"/dev/{DEV}" in topic]
+        """The device's readings, message by message (the gateway batches many devices'
+        readings on its gateway topic; each names its device)."""
+        out = [[r for r in m if r.get("device_id") == DEV] for _, topic, m in self.messages
+               if "/gw/" in topic]
+        return [m for m in out if m]
 
     def types(self) -> list[list[str]]:
         return [[r["type"] for r in m] for m in self.device()]
