@@ -49,6 +49,9 @@ DEFAULT_START: Final = datetime(2026, 3, 2, 7, 55, tzinfo=timezone(timedelta(hou
 _MIN_START: Final = datetime(2020, 1, 2, tzinfo=UTC)
 _MAX_END: Final = datetime(2099, 12, 1, tzinfo=UTC)
 
+#: Fall models (:mod:`device_sim.falls`): ``trip`` is the original forward fall from standing.
+FallKind = Literal["trip", "backward_sit", "faint_seated", "table_cushioned", "out_of_bed"]
+
 Seconds = Annotated[float, Meta(ge=0.0, le=30 * 86400.0)]
 Count = Annotated[int, Meta(ge=0, le=1_000_000)]
 Rate = Annotated[float, Meta(ge=0.0, le=100.0)]
@@ -61,6 +64,22 @@ class Area(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     lon: Longitude = 122.1204
     radius_km: Annotated[float, Meta(gt=0.0, le=200.0)] = 8.0
     villages: Annotated[int, Meta(ge=1, le=1000)] = 12
+
+
+class ActivityRates(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everyday activities that look like falls to a waist sensor (:mod:`device_sim.activities`),
+    expected per fall-sensor wearer and worn day. All 0 by default: ordinary life as before."""
+
+    lie_down_fast: Rate = 0.0
+    jog: Rate = 0.0
+    hard_sit: Rate = 0.0
+    collapse_chair: Rate = 0.0
+    stairs_fast: Rate = 0.0
+    switched_off: Rate = 0.0
+
+    def rates(self) -> dict[str, float]:
+        """Non-zero rates by activity."""
+        return {k: getattr(self, k) for k in self.__struct_fields__ if getattr(self, k) > 0}
 
 
 class FleetSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -79,6 +98,11 @@ class FleetSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     watch_fix_s: Annotated[float, Meta(ge=10.0, le=3600.0)] = 600.0
     accel_rate_hz: Annotated[int, Meta(ge=20, le=100)] = 50
     home_heartbeat_s: Annotated[float, Meta(ge=60.0, le=86400.0)] = 86400.0
+    #: Fraction of fall sensors also worn at night (pendant-style), with rolls in bed and trips
+    #: to the toilet; they charge for an hour after getting up instead. 0: all charge at night.
+    night_wear: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.0
+    #: Everyday activities of fall-sensor wearers beyond walking, sitting and lying down.
+    activities: ActivityRates = msgspec.field(default_factory=ActivityRates)
 
 
 class ClockSkew(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -143,11 +167,13 @@ class WanderIncident(IncidentBase, frozen=True, tag="wander"):
 
 
 class FallIncident(IncidentBase, frozen=True, tag="fall"):
-    """A fall seen by a trunk accelerometer; ``at_s`` is the impact."""
+    """A fall seen by a trunk accelerometer; ``at_s`` is the impact; ``kind`` the fall model
+    (:mod:`device_sim.falls`; ``trip``, the default, is the forward fall from standing)."""
 
     get_up: bool = False
     lying_s: Annotated[float, Meta(ge=10.0, le=7200.0)] | None = None
     peak_g: Annotated[float, Meta(ge=2.5, le=8.0)] | None = None
+    kind: FallKind = "trip"
 
 
 class DeviceFallIncident(IncidentBase, frozen=True, tag="device_fall"):
@@ -244,6 +270,9 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     delivery: DeliveryParams = msgspec.field(default_factory=DeliveryParams)
     incidents: list[Incident] = []
     random_incidents: RandomIncidents = msgspec.field(default_factory=RandomIncidents)
+    #: Relative weights of the fall kinds random falls are drawn from; empty: all ``trip``
+    #: (and no extra draw, so existing scenarios are unchanged).
+    random_fall_kinds: dict[FallKind, Annotated[float, Meta(ge=0.0)]] = {}
 
     @property
     def start_ms(self) -> int:

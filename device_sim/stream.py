@@ -152,8 +152,9 @@ def _span(inc: Incident, at: int, f: FleetSpec) -> tuple[int, int]:
     before, after = 0.0, 60.0
     if isinstance(inc, WanderIncident):
         before, after = 1800.0, inc.duration_s + 1800.0   # walk to the edge; brought home
-    elif isinstance(inc, FallIncident):
-        before, after = 60.0, (inc.lying_s or 600.0) + 120.0
+    elif isinstance(inc, FallIncident):   # sitting or lying down first takes up to 200 s
+        before = 60.0 if inc.kind in ("trip", "backward_sit", "table_cushioned") else 240.0
+        after = (inc.lying_s or 600.0) + 120.0
     elif isinstance(inc, StrapRemovedIncident):
         after = inc.off_s
     elif isinstance(inc, LowBatteryIncident):
@@ -241,7 +242,12 @@ def _draw(s: Scenario, run: Run, rng: random.Random, itype: str, ref: str) -> In
         else:
             return None
     if itype == "fall":
-        return FallIncident(at_s=at_s, device=ref, get_up=rng.random() < 0.3)
+        get_up = rng.random() < 0.3
+        weights = s.random_fall_kinds
+        if not weights or not sum(weights.values()) > 0:
+            return FallIncident(at_s=at_s, device=ref, get_up=get_up)
+        kind = rng.choices(list(weights), weights=list(weights.values()))[0]
+        return FallIncident(at_s=at_s, device=ref, get_up=get_up, kind=kind)
     if itype == "outage":
         return OutageIncident(at_s=at_s, device=ref, duration_s=rng.uniform(300.0, 3 * 3600.0))
     return _FACTORIES[itype](at_s=at_s, device=ref)
