@@ -393,10 +393,14 @@ class AccelFallDetector:
         p, a = self.params, self._arrays
         if not len(grid.t):  # samples that completed no grid point yet
             return
-        win = grid.t // 1000
-        new = np.ones(len(win), dtype=bool)
-        new[1:] = (grid.row[1:] != grid.row[:-1]) | (win[1:] != win[:-1]) | (
-            grid.seg[1:] != grid.seg[:-1])
+        # 1 s windows counted from each device's first new sample in the batch, not from
+        # whole seconds: a device's 1 s messages start at any phase, and windows cut at whole
+        # seconds would halve every one of them (too short to judge, breaking every run).
+        dev_first = np.ones(len(grid.t), dtype=bool)
+        dev_first[1:] = grid.row[1:] != grid.row[:-1]
+        win = (grid.t - grid.t[np.flatnonzero(dev_first)][np.cumsum(dev_first) - 1]) // 1000
+        new = dev_first.copy()
+        new[1:] |= (win[1:] != win[:-1]) | (grid.seg[1:] != grid.seg[:-1])
         starts = np.flatnonzero(new)
         gid = np.cumsum(new) - 1
         ng = len(starts)

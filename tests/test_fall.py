@@ -224,11 +224,19 @@ def out_of_bed(s: F) -> F:
     return np.asarray(d * mag[:, None], dtype=np.float64)
 
 
+@pytest.mark.parametrize("phase_ms", [0, 430])
 def test_the_device_learns_its_own_upright_and_a_roll_in_bed_is_no_fall(
-        rng: np.random.Generator) -> None:
+        phase_ms: int, rng: np.random.Generator) -> None:
+    # 1 s messages starting at any phase of the second (here 0.43 s in), beside other devices.
     t, xyz = sample(day_then(roll_in_bed()), 50, 60, rng)
+    other_t, other_xyz = sample(walking, 50, 60, rng)
+    t = t + phase_ms
     det = AccelFallDetector()
-    assert run(det, "d", t, xyz, 50) == [] and det.expire(BASE + 10**7) == []
+    hits = []
+    for k in range(0, len(t), 50):
+        hits += det.feed([AccelChunk("o", other_t[k:k + 50], other_xyz[k:k + 50]),
+                          AccelChunk("d", t[k:k + 50], xyz[k:k + 50])])
+    assert hits == [] and det.expire(BASE + 10**7) == []
     assert det.stats["candidates"] == 1                  # the landing was judged, and refused
     # Without the walking before it the device cannot tell lying from upright: the same roll
     # then looks like a fall onto the side (impact, 90 deg, still), as it did before issue #11.
