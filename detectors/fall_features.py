@@ -274,6 +274,9 @@ def decide(f: ImpactFeatures, partial: Bools, *, impact_g: float, freefall_g: fl
     and stillness is what a fall onto a soft floor is too (docs/fall-detector.md, "Still
     missed").
 
+    Where the upright is known, the trunk must also end lying (tilt after at least
+    ``lying_deg``): sitting down hard on a low chair turns the pelvis 30-50 deg.
+
     From lying (tilt before at least ``lying_deg`` from the learned upright), the trunk can only
     go to lying: a roll in bed looks like a fall in every other feature. It is a fall only with
     a real free fall (a bed's height) and a hard impact: a fall out of bed.
@@ -298,7 +301,10 @@ def decide(f: ImpactFeatures, partial: Bools, *, impact_g: float, freefall_g: fl
     still = f.post_std_g <= still_std_g
     hard = f.peak_g >= hard_impact_g
     lying = f.tilt_before_deg >= lying_deg
-    alarm = np.where(lying, freefall & hard, turned & (down | still))
+    # With the upright known, a fall must also end lying: a hard sit on a low chair turns the
+    # pelvis 30-50 deg, which the relative change can count as "turned".
+    ends_lying = np.isnan(f.tilt_after_deg) | (f.tilt_after_deg >= lying_deg)
+    alarm = np.where(lying, freefall & hard, turned & ends_lying & (down | still))
     alone = ~(f.prior_peak_g >= impact_g)
     alarm = alarm | (partial & hard & freefall & alone)
     confidence = (1.0 + down.astype(np.float64) + turned + still) / 4.0
