@@ -274,8 +274,8 @@ def decide(f: ImpactFeatures, partial: Bools, *, impact_g: float, freefall_g: fl
     and stillness is what a fall onto a soft floor is too (docs/fall-detector.md, "Still
     missed").
 
-    Where the upright is known, the trunk must also end lying (tilt after at least
-    ``lying_deg``): sitting down hard on a low chair turns the pelvis 30-50 deg.
+    Where the upright is known, the trunk must also end at least halfway to lying (tilt after
+    at least ``orientation_deg`` from upright): sitting down hard turns the pelvis 30-50 deg.
 
     From lying (tilt before at least ``lying_deg`` from the learned upright), the trunk can only
     go to lying: a roll in bed looks like a fall in every other feature. It is a fall only with
@@ -301,9 +301,11 @@ def decide(f: ImpactFeatures, partial: Bools, *, impact_g: float, freefall_g: fl
     still = f.post_std_g <= still_std_g
     hard = f.peak_g >= hard_impact_g
     lying = f.tilt_before_deg >= lying_deg
-    # With the upright known, a fall must also end lying: a hard sit on a low chair turns the
-    # pelvis 30-50 deg, which the relative change can count as "turned".
-    ends_lying = np.isnan(f.tilt_after_deg) | (f.tilt_after_deg >= lying_deg)
+    # With the upright known, a fall must also end at least halfway to lying (the same 45 deg
+    # as the turn, but from upright): a hard sit on a low chair turns the pelvis 30-50 deg,
+    # which a relative change from a forward lean can count as "turned". Not the 60 deg of
+    # lying: falls while sitting down or onto a table often end half-sitting (50-85 deg).
+    ends_lying = np.isnan(f.tilt_after_deg) | (f.tilt_after_deg >= orientation_deg)
     alarm = np.where(lying, freefall & hard, turned & ends_lying & (down | still))
     alone = ~(f.prior_peak_g >= impact_g)
     alarm = alarm | (partial & hard & freefall & alone)
