@@ -18,7 +18,7 @@ when enrolling it. Each protocol maps them to its own words; one a protocol lack
 from __future__ import annotations
 
 import re
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, get_args
 
 import msgspec
 from msgspec import Meta
@@ -35,9 +35,7 @@ from schemas.topics import TOPIC_ROOT
 #: ``power_off``.
 CommandName = Literal["locate", "set_interval", "set_sos_numbers", "set_family_numbers", "find",
                       "call_back", "monitor", "power_off"]
-COMMAND_NAMES: Final[tuple[str, ...]] = ("locate", "set_interval", "set_sos_numbers",
-                                         "set_family_numbers", "find", "call_back", "monitor",
-                                         "power_off")
+COMMAND_NAMES: Final[tuple[str, ...]] = get_args(CommandName)
 CommandStatus = Literal["sent", "acknowledged", "failed"]
 #: Digits with an optional leading +: what a watch stores and dials. No spaces or dashes: they
 #: would reach the device's dialler as they are.
