@@ -223,6 +223,11 @@ SWEEP: dict[str, tuple[float, ...]] = {
 }
 
 
+def _one_param(name: str, value: float) -> dict[str, Any]:
+    """``{name: value}`` typed for FallParams' keywords (its fields are not all floats)."""
+    return {name: value}
+
+
 def sweep(data: Path, position: str) -> dict[str, Any]:
     """One-at-a-time sweep of :data:`SWEEP` and the leave-one-subject-out estimate."""
     with (data / "index.csv").open() as f:
@@ -230,7 +235,7 @@ def sweep(data: Path, position: str) -> dict[str, Any]:
     with np.load(data / "umafall_accel.npz") as npz:
         traces = {r["key"]: (npz[r["key"] + "__t_ms"], npz[r["key"] + "__xyz_g"]) for r in rows}
     variants = [("default", FallParams())] + [
-        (f"{name}={value:g}", FallParams(**{name: value}))
+        (f"{name}={value:g}", FallParams(**_one_param(name, value)))
         for name, values in SWEEP.items() for value in values
         if value != getattr(FallParams(), name)]
     # raised[variant][trial key]: the trial raised a fall (trial end = silence).
