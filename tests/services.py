@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -77,10 +78,69 @@ class Mosquitto:
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
+    #: The attributes holding this broker's listener ports, in the order Mosquitto binds them.
+    LISTENERS: tuple[str, ...] = ("port",)
+
     def start(self) -> None:
-        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port)
+        """Start Mosquitto and wait until every listener accepts connections.
+
+        ``free_port`` only finds a port free at the time it looks: on a busy machine another
+        process may take it before Mosquitto binds, and Mosquitto then exits ("Address already
+        in use"). On the first start the listeners are then moved to fresh ports and Mosquitto
+        started again (twice at most); a restart keeps its ports, as its clients expect them.
+        """
+        for attempt in range(3):
+            self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            taken = self._wait_listening(self.proc)
+            if not taken:
+                self._started = True
+                return
+            self.proc = None
+            if getattr(self, "_started", False) or attempt == 2:
+                raise RuntimeError(f"mosquitto could not bind its port: {taken}")
+            self._move_listeners()
+
+    def _wait_listening(self, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> str:
+        """Wait for every listener; returns the log line when Mosquitto exited because a port
+        was taken. Any other early exit or a timeout kills it and raises, with its log."""
+        deadline = time.monotonic() + timeout_s
+        for attr in self.LISTENERS:
+            port = getattr(self, attr)
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                        break
+                except OSError:
+                    pass
+                if proc.poll() is not None:
+                    log = self.log_text()
+                    if "Address already in use" in log:
+                        return log.strip().splitlines()[-1]
+                    raise RuntimeError(f"mosquitto exited ({proc.returncode}): {log[-2000:]}")
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    proc.wait(10)
+                    raise TimeoutError(f"mosquitto: nothing listens on 127.0.0.1:{port} after"
+                                       f" {timeout_s} s: {self.log_text()[-2000:]}")
+                time.sleep(0.05)
+        return ""
+
+    def _move_listeners(self) -> None:
+        text = self.conf.read_text()
+        for attr in self.LISTENERS:
+            old, new = getattr(self, attr), free_port()
+            text, n = re.subn(rf"^listener {old}\b", f"listener {new}", text, flags=re.MULTILINE)
+            assert n == 1, (attr, old)
+            setattr(self, attr, new)
+        self.conf.write_text(text)
+
+    def log_text(self) -> str:
+        """Mosquitto's own log so far ("" before it wrote one)."""
+        try:
+            return (self.workdir / "mosquitto.log").read_text(errors="replace")
+        except OSError:
+            return ""
 
     def stop(self) -> None:
         if self.proc is not None:

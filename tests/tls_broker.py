@@ -28,7 +28,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from foundation.ports import free_port
-from tests.services import Mosquitto, wait_port
+from tests.services import Mosquitto
 
 ROOT = Path(__file__).parent.parent
 PRODUCTION_CONF = ROOT / "deploy" / "mosquitto" / "production.conf"
@@ -140,11 +140,9 @@ class SecureMosquitto(Mosquitto):
             conf = conf.replace("\nrequire_certificate false\n", "\nrequire_certificate true\n")
         self.conf.write_text(conf)
 
-    def start(self) -> None:
-        super().start()  # waits for the TLS port, the first listener Mosquitto binds
-        # The loopback listener is bound after it: under load a test could otherwise connect
-        # there first and get "connection refused".
-        wait_port(self.local_port)
+    #: TLS first, the loopback listener after it: start() waits for both, so under load no
+    #: test connects to the second before it is bound ("connection refused").
+    LISTENERS = ("port", "local_port")
 
     def log(self) -> str:
         """What Mosquitto logged so far (connections name their login: ``u'<username>'``)."""
