@@ -14,7 +14,8 @@ resolve them.
   console). The token's name or the console username is the actor in the audit trail. A cookie is an
   ambient credential, so a POST authenticated by it must also send ``X-CSRF-Token``
   (403 otherwise); a bearer token is not ambient and needs none. A caller only ever
-  sees alerts of its regions: an alert elsewhere answers 404 exactly like a missing one, so ids
+  sees alerts of its regions, each covering the division codes below it
+  (:mod:`schemas.regions`): an alert elsewhere answers 404 exactly like a missing one, so ids
   do not reveal what happens in other districts.
 - **Writes** go through :class:`~alerts.store.AlertStore`, whose transaction rules decide
   conflicts; :class:`~alerts.store.AlertConflict` becomes 409 naming the owner and status.
@@ -24,7 +25,8 @@ resolve them.
   are plain ``def``: FastAPI runs them in its thread pool, so blocking psycopg calls never stall
   the event loop, and no connection is shared between threads.
 - **Errors**: 401 without a valid token or session, 403 without the CSRF header (or the
-  admin role, for unlocking a console user), 404, 409 (``{detail, owner, status}``), 413 for
+  admin role, for unlocking a console user; or a role that acts on alerts, for claiming,
+  resolving, annotating and commanding: the enrolment ``clerk`` only reads them), 404, 409 (``{detail, owner, status}``), 413 for
   a body over its route's limit (checked before it is read: :mod:`alerts.http_boundary`), 422
   for anything that fails validation, malformed JSON included (``{detail: [{loc, msg,
   type}]}``, never echoing the value sent), 503 with ``Retry-After`` when the database fails
@@ -79,7 +81,7 @@ from alerts.api_models import (
     ResolveIn,
     Status,
 )
-from alerts.auth import Principal, TokenTable
+from alerts.auth import ACTING_ROLES, Principal, TokenTable
 from alerts.device_commands import ACTIONS, DeviceCommands, command_states
 from alerts.http_boundary import BodyLimit, StrictRoute, on_http_error, on_validation_error
 from alerts.http_types import RegionCode, ZonedDatetime
@@ -244,9 +246,7 @@ def list_alerts(
                                            description="next_before_id of the last page")] = None,
 ) -> AlertPage:
     """Alerts of the caller's regions: unresolved first, then by priority, newest first."""
-    regions = caller.region_filter()
-    if region is not None:
-        regions = [r for r in region if caller.can_see(r)]
+    regions = caller.narrowed(region)   # narrowing never widens what the caller may see
     with queries.reading(ctx.database_url) as conn:
         rows = queries.list_alerts(conn, regions=regions, status=status, type=type_,
                                    priority_max=priority_max, since=since, until=until,
@@ -270,6 +270,7 @@ def acknowledge(ctx: Ctx, caller: Caller, alert_id: AlertId,
                 body: Annotated[AcknowledgeIn | None, Body()] = None) -> Alert:
     """Claim the alert. Claiming one's own claim again is harmless (a note with it is kept as a
     note); someone else's claim or a resolved alert answers 409 naming the owner."""
+    _require_acting(caller)
     before = _require_visible(ctx, caller, alert_id)
     note = body.note if body else None
     ctx.store.acknowledge(alert_id, by=caller.name, now_ms=ctx.clock.now_ms(), note=note)
@@ -284,6 +285,7 @@ def resolve(ctx: Ctx, caller: Caller, alert_id: AlertId, body: ResolveIn) -> Ale
     """Resolve the alert with an outcome; 409 if it is already resolved, or if an officer
     tries to resolve an alert someone else has claimed (supervisors, admins and the dispatch
     platform may: they take over)."""
+    _require_acting(caller)
     _require_visible(ctx, caller, alert_id)
     ctx.store.resolve(alert_id, by=caller.name, outcome=body.outcome,
                       now_ms=ctx.clock.now_ms(), note=body.note,
@@ -294,6 +296,7 @@ def resolve(ctx: Ctx, caller: Caller, alert_id: AlertId, body: ResolveIn) -> Ale
 @router.post("/alerts/{alert_id}/notes", tags=["alerts"], responses=_BODY_ERRORS)
 def add_note(ctx: Ctx, caller: Caller, alert_id: AlertId, body: NoteIn) -> Alert:
     """Append a note to the alert's trail."""
+    _require_acting(caller)
     _require_visible(ctx, caller, alert_id)
     ctx.store.add_note(alert_id, by=caller.name, note=body.note, now_ms=ctx.clock.now_ms())
     return _after_write(ctx, alert_id)
@@ -321,6 +324,7 @@ def send_command(ctx: Ctx, caller: Caller, alert_id: AlertId,
     rings). 202 once the broker has it; the gateway's answers follow in the alert's trail and
     in ``GET .../commands``. 409 for call_back without a number (none given, none configured);
     503 when the broker does not take it (recorded as not sent)."""
+    _require_acting(caller)
     commands = _commands(ctx)
     alert = _require_visible(ctx, caller, alert_id)
     args = CommandArgs()
@@ -352,6 +356,13 @@ def _commands(ctx: _Context) -> DeviceCommands:
 def _not_found(alert_id: int) -> HTTPException:
     # One message for "missing" and "not yours": the answer must not reveal which.
     return HTTPException(404, f"alert {alert_id} not found")
+
+
+def _require_acting(caller: Principal) -> None:
+    # Before the visibility check: a refusal for the role says nothing about the alert.
+    if not caller.may_act():
+        raise HTTPException(403, f"the {caller.role} role reads alerts but may not act on them;"
+                                 f" only {', '.join(ACTING_ROLES)} may")
 
 
 def _require_visible(ctx: _Context, caller: Principal, alert_id: int) -> dict[str, Any]:

@@ -14,7 +14,10 @@ hashed and compared with :func:`hmac.compare_digest` against every entry, withou
 the first match, so timing says nothing about which entries exist.
 
 A token's ``name`` is the actor written to the alert audit trail; ``system`` is reserved for the
-service itself. ``regions: ["*"]`` sees every region (dispatch centres, supervisors).
+service itself. ``regions: ["*"]`` sees every region (dispatch centres, supervisors); a
+national division code sees itself and every code below it (``3710``, the city of Weihai, sees
+its districts and streets: :mod:`schemas.regions`). The ``clerk`` role reads alerts but does not
+act on them (:data:`ACTING_ROLES`).
 """
 
 from __future__ import annotations
@@ -32,10 +35,11 @@ from msgspec import Meta
 
 from foundation.documents import decode_document, format_of, read_document
 from foundation.errors import ConfigError
+from schemas.regions import ALL_REGIONS, covers_any, narrow
 
-Role = Literal["dispatch", "officer", "supervisor", "admin"]
-#: The region wildcard: the token sees every region.
-ALL_REGIONS: Final = "*"
+Role = Literal["dispatch", "officer", "supervisor", "admin", "clerk"]
+#: The roles that act on alerts (docs/registry-database.md, "Roles"); ``clerk`` reads them.
+ACTING_ROLES: Final[tuple[Role, ...]] = ("dispatch", "officer", "supervisor", "admin")
 #: Reserved actor name of the service's own audit entries (``alerts.store.SYSTEM``).
 _RESERVED_NAMES: Final = frozenset({"system"})
 
@@ -75,12 +79,26 @@ class Principal:
         return ALL_REGIONS in self.regions
 
     def can_see(self, region: str) -> bool:
-        """Whether alerts of ``region`` are visible to the caller."""
-        return self.all_regions or region in self.regions
+        """Whether alerts (devices, wearers, changes) of ``region`` are visible to the caller:
+        one of its regions is ``region`` or lies above it (``schemas.regions.covers``)."""
+        return covers_any(self.regions, region)
 
     def region_filter(self) -> list[str] | None:
-        """The caller's regions as a query filter: ``None`` means no filter (all regions)."""
+        """The caller's regions as a query filter for ``schemas.regions.sql_in_scope``
+        (each covers the codes below it): ``None`` means no filter (all regions)."""
         return None if self.all_regions else list(self.regions)
+
+    def narrowed(self, requested: Iterable[str] | None) -> list[str] | None:
+        """The query filter for a ``?region=`` narrowing (None: none asked): the requested
+        regions cut down to what the caller sees, never wider (``schemas.regions.narrow``)."""
+        if requested is None:
+            return self.region_filter()
+        return narrow(None if self.all_regions else self.regions, requested)
+
+    def may_act(self) -> bool:
+        """Whether the caller may act on alerts (claim, resolve, annotate, command devices):
+        every role but the enrolment clerk, who reads them."""
+        return self.role in ACTING_ROLES
 
 
 class TokenTable:

@@ -27,6 +27,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from foundation.errors import StorageError
+from schemas.regions import sql_in_scope
 
 #: Page size bounds of :func:`list_alerts`.
 MAX_LIMIT: Final = 500
@@ -66,7 +67,8 @@ def list_alerts(
 ) -> list[dict[str, Any]]:
     """Alerts matching every given filter, unresolved first, then by priority, newest first.
 
-    ``regions`` ``None`` means all regions (an empty list matches nothing); ``since`` (inclusive)
+    ``regions`` ``None`` means all regions (an empty list matches nothing), else each region
+    and the division codes below it (``schemas.regions.sql_in_scope``); ``since`` (inclusive)
     and ``until`` (exclusive) bound ``opened_at``. ``before_id`` continues a listing after
     that alert (the last one of the previous page) in this order; an unknown id, or one outside
     ``regions``, gives an empty page. The cursor's *current* sort key is used, so an alert resolved between
@@ -88,7 +90,8 @@ def list_alerts(
 
 #: Filter fragment -> the parameter that enables it.
 _FILTERS: Final = (
-    ("a.region = ANY(%(regions)s)", "regions"),
+    # A region covers the division codes below it (schemas.regions: one rule with can_see).
+    (sql_in_scope("a.region", "regions"), "regions"),
     ("a.status = ANY(%(status)s)", "status"),
     ("a.type = %(type)s", "type"),
     ("a.priority <= %(priority_max)s", "priority_max"),
@@ -100,7 +103,7 @@ _FILTERS: Final = (
     (("((a.status = 'resolved')::int, a.priority, -extract(epoch FROM a.opened_at), -a.id)"
       " > (SELECT (c.status = 'resolved')::int, c.priority, -extract(epoch FROM c.opened_at),"
       " -c.id FROM alerts c WHERE c.id = %(before_id)s"
-      " AND (%(regions)s::text[] IS NULL OR c.region = ANY(%(regions)s)))"), "before_id"),
+      " AND " + sql_in_scope("c.region", "regions") + ")"), "before_id"),
 )
 
 

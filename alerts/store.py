@@ -60,6 +60,8 @@ _CLAIM: Final = (
     " AND ts = timestamptz 'epoch' + u.ms * interval '1 millisecond' AND alerted_at IS NULL"
     " RETURNING device_id, type, (extract(epoch FROM ts) * 1000)::int8"
 )
+#: The outcome of alerts ended because their wearer was deactivated (:meth:`end_for_wearer`).
+WEARER_DEACTIVATED: Final = "auto: wearer_deactivated"
 _FOLD: Final = """
 INSERT INTO alerts AS a (subject, type, status, severity, priority, region, device_id, wearer_id,
                          first_ts, last_ts, lat, lon, opened_at, updated_at)
@@ -339,6 +341,26 @@ class AlertStore:
                 detail["note"] = note
             audit(conn, alert_id, now, "resolved", detail, actor=by)
             self._ended(conn, alert_id, now=now, touched=touched)
+
+    def end_for_wearer(self, wearer_id: str, *, by: str, reason: str, now_ms: int) -> list[int]:
+        """The wearer was deactivated (moved away, deceased: docs/registry-database.md):
+        resolve each of their unresolved alerts, in one transaction, exactly as a resolution
+        does (timer cleared, unsent ladder messages cancelled, the state announced), with the
+        outcome ``auto: wearer_deactivated`` and ``reason`` in the trail. Resolution is the one
+        state that ends escalation for good (a claim only pauses it), and it keeps every alert
+        and its history. Returns the ids resolved."""
+        now = _ts(now_ms)
+        with self.transaction() as (conn, touched):
+            ids = [int(r[0]) for r in conn.execute(
+                "UPDATE alerts SET status = 'resolved', resolved_at = %s, resolved_by = %s,"
+                " outcome = %s, updated_at = %s, next_action_at = NULL"
+                " WHERE wearer_id = %s AND status <> 'resolved' RETURNING id",
+                (now, by, WEARER_DEACTIVATED, now, wearer_id)).fetchall()]
+            for alert_id in ids:
+                audit(conn, alert_id, now, "resolved",
+                      {"outcome": WEARER_DEACTIVATED, "reason": reason}, actor=by)
+                self._ended(conn, alert_id, now=now, touched=touched)
+        return ids
 
     def add_note(self, alert_id: int, *, by: str, note: str, now_ms: int) -> None:
         """Append a note to the alert's trail (any status: notes after resolution are kept)."""

@@ -1,8 +1,10 @@
 """Duty console accounts and sessions (issue #6): who may log in, and who a browser is.
 
 Accounts live in ``console_users`` (``console/sql/0007_console.sql``): a username (also the actor
-written to the alert audit trail), a role (``officer``, ``supervisor``, ``admin``), the regions
-the person sees (``["*"]`` = all, as in the API tokens file), the interface language, and an
+written to the alert audit trail), a role (``officer``, ``supervisor``, ``admin``, or ``clerk``,
+the enrolment clerk who reads alerts but does not act on them: docs/registry-database.md), the
+regions the person sees (``["*"]`` = all, as in the API tokens file; each region covers the
+division codes below it: :mod:`schemas.regions`), the interface language, and an
 argon2id password hash. Sessions live in ``console_sessions``.
 
 Security choices, and why:
@@ -54,13 +56,14 @@ import psycopg
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from alerts.auth import ALL_REGIONS, Principal
+from alerts.auth import Principal
 from foundation.errors import EldercareError, StorageError
 from foundation.pool import LazyPool
+from schemas.regions import ALL_REGIONS
 
 log = logging.getLogger(__name__)
 
-ConsoleRole = Literal["officer", "supervisor", "admin"]
+ConsoleRole = Literal["officer", "supervisor", "admin", "clerk"]
 Language = Literal["zh", "en"]
 ROLES: Final = frozenset(get_args(ConsoleRole))
 LANGUAGES: Final = frozenset(get_args(Language))

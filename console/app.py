@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
@@ -35,9 +34,15 @@ from console.devices import devices_router
 from console.evidence import evidence_router
 from console.live import ChangeFeed
 from console.ratelimit import LoginLimiter, LoginLimits
+from console.regions_api import PATH as REGIONS_PATH
+from console.regions_api import REGIONS_BODY_LIMIT, regions_router
+from console.registry_import_api import BODY_LIMITS as IMPORT_BODY_LIMITS
+from console.registry_import_api import registry_import_router
+from console.settings import MapTiles
 from console.stream import stream_router
 from console.web import LOGIN_BODY_LIMIT, ConsoleSessions, accounts_admin_router, login_router
 from foundation.clock import Clock
+from registry.idcard import IdCardVault
 
 STATIC = Path(str(resources.files("console").joinpath("static")))
 
@@ -55,7 +60,8 @@ def create_api_with_accounts(
     owns ``accounts`` (and closes it)."""
     app = create_app(store=store, database_url=database_url, tokens=tokens, clock=clock,
                      on_change=on_change, sessions=ConsoleSessions(accounts),
-                     body_limits={"/console/login": LOGIN_BODY_LIMIT},
+                     body_limits={"/console/login": LOGIN_BODY_LIMIT,
+                                  REGIONS_PATH: REGIONS_BODY_LIMIT, **IMPORT_BODY_LIMITS},
                      liveness=liveness, readiness=readiness, commands=commands)
     limiter = LoginLimiter(login_limits if login_limits is not None else LoginLimits(),
                            clock=clock)
@@ -66,7 +72,8 @@ def create_api_with_accounts(
 
 
 def install_console(app: FastAPI, *, database_url: str, feed: ChangeFeed,
-                    offline_after_s: Mapping[str, float], tile_url: str | None) -> None:
+                    offline_after_s: Mapping[str, float], tiles: MapTiles,
+                    vault: IdCardVault | None = None) -> None:
     """Add the console's own routes to an app from :func:`create_api_with_accounts`: the live
     stream on ``feed`` (its owner starts and ends it), devices (``offline_after_s``: the
     supervision rule's thresholds, so the view and the alarms agree), evidence, the page."""
@@ -74,21 +81,30 @@ def install_console(app: FastAPI, *, database_url: str, feed: ChangeFeed,
     app.include_router(devices_router(database_url, require_principal,
                                       offline_after_s=dict(offline_after_s)))
     app.include_router(evidence_router(database_url, require_principal))
-    mount_console(app, tile_url=tile_url)
+    app.include_router(regions_router(database_url, require_principal))
+    if vault is not None:   # wearer list import/export (ID-card numbers need the vault)
+        app.include_router(registry_import_router(database_url, require_principal, vault=vault))
+    mount_console(app, tiles=tiles)
 
 
-def mount_console(app: FastAPI, *, tile_url: str | None) -> None:
-    """Serve the page at ``/``, its assets at ``/static/``, and ``GET /console/config``."""
+NO_TILES = MapTiles()
+
+
+def mount_console(app: FastAPI, *, tiles: MapTiles = NO_TILES) -> None:
+    """Serve the page at ``/``, its assets at ``/static/`` (with the vendored map libraries,
+    ``static/vendor/``), and ``GET /console/config`` (the map's tile source)."""
     router = APIRouter()
 
     @router.get("/console/config", include_in_schema=False)
-    def config() -> dict[str, str | None]:
-        return {"tile_url": tile_url, "language_default": "zh"}
+    def config() -> dict[str, str | int | None]:
+        return {"tile_url": tiles.url, "tile_attribution": tiles.attribution,
+                "tile_coord_system": tiles.coord_system, "tile_max_zoom": tiles.max_zoom,
+                "tile_subdomains": tiles.subdomains, "language_default": "zh"}
 
     headers = {
         # Never cached: a new version of the page must reach a console left open all shift.
         "Cache-Control": "no-cache",
-        "Content-Security-Policy": content_security_policy(tile_url),
+        "Content-Security-Policy": content_security_policy(tiles),
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
     }
@@ -102,14 +118,12 @@ def mount_console(app: FastAPI, *, tile_url: str | None) -> None:
     app.mount("/static", StaticFiles(directory=STATIC), name="console-static")
 
 
-def content_security_policy(tile_url: str | None) -> str:
-    """The page loads nothing but its own files (no inline script or style), talks only to
-    its own origin, and cannot be framed (clickjacking an "acknowledge" button); map tiles,
-    when configured, are the one outside origin allowed, for images only."""
-    img = "'self' data:"
-    if tile_url:
-        parts = urlsplit(tile_url)
-        img += f" {parts.scheme}://{parts.netloc}"
+def content_security_policy(tiles: MapTiles) -> str:
+    """The page loads nothing but its own files (no inline script or style; Leaflet and its
+    drawing plugin are vendored under ``static/vendor/``), talks only to its own origin, and
+    cannot be framed (clickjacking an "acknowledge" button); map tiles, when configured, are
+    the one outside origin allowed (each ``{s}`` subdomain), for images only."""
+    img = " ".join(["'self' data:", *tiles.origins()])
     return ("default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
             f"img-src {img}; object-src 'none'; base-uri 'none'; form-action 'self'; "
             "frame-ancestors 'none'")

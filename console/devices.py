@@ -45,6 +45,7 @@ from console.unregistered import unregistered_router
 from detectors.params import SupervisionParams
 from foundation.clock import Clock, SystemClock
 from schemas.readings import TYPE_NAMES, Accel
+from schemas.regions import sql_in_scope
 
 PREFIX: Final = "/api/v1"
 MAX_LIMIT: Final = 2000
@@ -101,7 +102,9 @@ class DevicePage(BaseModel):
     next_after: str | None
 
 
-_DEVICES: Final = """
+#: A region covers the division codes below it (schemas.regions).
+_IN_SCOPE: Final = sql_in_scope("d.region", "regions")
+_DEVICES: Final = f"""
 SELECT * FROM (
   SELECT d.device_id, d.kind, d.region, d.model, d.wearer_id, w.name AS wearer_name,
          seen.last_seen, th.after_s AS offline_after_s,
@@ -131,7 +134,7 @@ SELECT * FROM (
   LEFT JOIN LATERAL (SELECT x.lat, x.lon, x.ts FROM readings x
       WHERE x.device_id = d.device_id AND x.type = 'location' ORDER BY x.ts DESC LIMIT 1
   ) loc ON true
-  WHERE (%(regions)s::text[] IS NULL OR d.region = ANY(%(regions)s))
+  WHERE {_IN_SCOPE}
     AND (%(after)s::text IS NULL OR d.device_id > %(after)s)
 ) s
 WHERE (%(online)s::boolean IS NULL OR s.online = %(online)s)
@@ -201,9 +204,7 @@ def devices_router(database_url: str, principal: PrincipalDependency, *,
                                                                        "previous page")] = None,
     ) -> DevicePage:
         """Registered devices of the caller's regions, by id, with their latest state."""
-        regions = caller.region_filter()
-        if region is not None:   # narrowing never widens what the caller may see
-            regions = [r for r in region if caller.can_see(r)]
+        regions = caller.narrowed(region)   # narrowing never widens what the caller may see
         now = datetime.fromtimestamp(now_ms() / 1000, UTC)
         with queries.reading(database_url) as conn:
             rows = list_devices(conn, regions=regions, now=now, thresholds=thresholds,

@@ -61,6 +61,7 @@ from psycopg.rows import dict_row
 from alerts import queries
 from console.gaps import GAP_TIMEOUT_S, GapTracker, Snapshot
 from foundation.errors import EldercareError, StorageError
+from schemas.regions import sql_in_scope
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,8 @@ _RANGE: Final = sql.SQL(
     "SELECT au.id AS audit_id, au.at, au.actor, au.action, au.detail, {cols}"
     " FROM alert_audit au JOIN alerts a ON a.id = au.alert_id"
     " WHERE au.id > %(after)s AND au.id <= %(upto)s"
-    " AND (%(regions)s::text[] IS NULL OR a.region = ANY(%(regions)s))"
-    " ORDER BY au.id LIMIT %(limit)s").format(cols=_ALERT_COLUMNS)
+    " AND {in_scope} ORDER BY au.id LIMIT %(limit)s").format(
+    cols=_ALERT_COLUMNS, in_scope=sql.SQL(sql_in_scope("a.region", "regions")))
 
 
 # --- Changes and subscribers ----------------------------------------------------------------
@@ -261,7 +262,8 @@ class ChangeFeed:
 
     async def history(self, *, after: int, upto: int, regions: list[str] | None,
                       limit: int) -> list[Change]:
-        """Changes with ``after`` < id <= ``upto`` in ``regions`` (None: all), oldest first."""
+        """Changes with ``after`` < id <= ``upto`` in ``regions`` (None: all; each region with
+        the division codes below it, as ``can_see`` decides live), oldest first."""
         async with self._history_slots:
             try:
                 async with asyncio.timeout(_QUERY_TIMEOUT_S), await self._connect() as conn:

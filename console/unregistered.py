@@ -34,6 +34,7 @@ from alerts.auth import Principal
 from alerts.http_types import PrincipalDependency, RegionCode, UtcDatetime
 from foundation.clock import Clock, SystemClock
 from schemas.admission import REASON_SQL_PATTERN
+from schemas.regions import sql_in_scope
 
 PATH: Final = "/unregistered-devices"
 DEFAULT_HOURS: Final = 24
@@ -63,20 +64,22 @@ class UnregisteredPage(BaseModel):
     truncated: bool = Field(description="more devices were seen than ``limit``")
 
 
-_UNREGISTERED: Final = """
+#: The topic's region, covering the division codes below it (schemas.regions).
+_IN_SCOPE: Final = sql_in_scope("split_part(dl.topic, '/', 3)", "regions")
+_UNREGISTERED: Final = f"""
 SELECT s.device_id, s.region, d.region AS registered_region, s.readings, s.alarms,
        s.alarm_types, s.last_seen
 FROM (
   SELECT coalesce(x.m[1], x.m[2]) AS device_id, x.region, count(*) AS readings,
          count(*) FILTER (WHERE x.m[5] = 'alarm admitted') AS alarms,
          coalesce(array_agg(DISTINCT x.m[4] ORDER BY x.m[4])
-                  FILTER (WHERE x.m[5] = 'alarm admitted'), '{}') AS alarm_types,
+                  FILTER (WHERE x.m[5] = 'alarm admitted'), '{{}}') AS alarm_types,
          max(x.received_at) AS last_seen
   FROM (SELECT dl.received_at, split_part(dl.topic, '/', 3) AS region,
                regexp_match(dl.reason, %(pattern)s) AS m
         FROM dead_letters dl
         WHERE dl.received_at > %(since)s
-          AND (%(regions)s::text[] IS NULL OR split_part(dl.topic, '/', 3) = ANY(%(regions)s))
+          AND {_IN_SCOPE}
        ) x
   WHERE x.m IS NOT NULL
   GROUP BY 1, 2
@@ -116,9 +119,7 @@ def unregistered_router(database_url: str, principal: PrincipalDependency, *,
     ) -> UnregisteredPage:
         """Devices that published on the topics of the caller's regions without being
         registered there (registry admission, docs/registry.md), in the last ``hours``."""
-        regions = caller.region_filter()
-        if region is not None:   # narrowing never widens what the caller may see
-            regions = [r for r in region if caller.can_see(r)]
+        regions = caller.narrowed(region)   # narrowing never widens what the caller may see
         since = datetime.fromtimestamp(now_ms() / 1000, UTC) - timedelta(hours=hours)
         with queries.reading(database_url) as conn:
             rows = list_unregistered(conn, regions=regions, since=since, limit=limit + 1)

@@ -96,8 +96,10 @@ class ConsoleUser(BaseModel):
 
     name: str = Field(description="username; the actor in audit trails")
     display_name: str | None
-    role: str = Field(description="officer, supervisor or admin")
-    regions: list[str] = Field(description='region codes, or ["*"] for all')
+    role: str = Field(description="officer, supervisor, admin or clerk (reads alerts, does not"
+                                  " act on them)")
+    regions: list[str] = Field(description='region codes, each covering the codes below it,'
+                                           ' or ["*"] for all')
     language: Language
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any, Final, cast
 from zoneinfo import ZoneInfo
@@ -75,18 +76,44 @@ _RECENT_ALARMS: Final = 32
 _NEVER: Final = 2**62
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PreparedRegistry:
+    """A registry as the engine's arrays (:meth:`DetectorEngine.prepare_registry`), ready to
+    be swapped in; per-device columns are parallel to ``device_ids``."""
+
+    tzs: list[tzinfo]
+    zones: ZoneSet
+    zone_ids: list[str]
+    wearer_ids: list[str]
+    win_start: npt.NDArray[np.int64]
+    win_end: npt.NDArray[np.int64]
+    device_ids: list[str]
+    device_regions: list[str]
+    wearer: npt.NDArray[np.int64]
+    tz: npt.NDArray[np.int64]
+    zone_lo: npt.NDArray[np.int64]
+    zone_hi: npt.NDArray[np.int64]
+    offline_after_ms: npt.NDArray[np.int64]
+    accel_fall: npt.NDArray[np.bool_]
+
+
 class DetectorEngine:
     """Owns per-device detector state; see the module docstring."""
 
     def __init__(self, *, params: DetectorParams | None = None,
-                 registry: Registry | None = None) -> None:
+                 registry: Registry | None = None, watch_unlisted: bool | None = None) -> None:
+        """``watch_unlisted``: whether a device the registry does not list is supervised for
+        going offline; None: only when there is no registry."""
         self.params = params = params or DetectorParams()
-        # With a registry, a device it does not list is supervised for nothing: admission
-        # (ingest/admission.py) stores only its alarms, so its silence would be a false
-        # "offline" half an hour after each one. Without a registry, every device is watched.
+        # With registry admission, a device the registry does not list is supervised for
+        # nothing: admission (ingest/admission.py) stores only its alarms, so its silence
+        # would be a false "offline" half an hour after each one. Without admission (no
+        # registry, or a live registry with admission off) every device is watched.
+        if watch_unlisted is None:
+            watch_unlisted = registry is None
         self.devices = DeviceTable(
-            offline_default_ms=_NEVER if registry is not None
-            else int(params.supervision.offline_default_s * 1000),
+            offline_default_ms=int(params.supervision.offline_default_s * 1000)
+            if watch_unlisted else _NEVER,
             accel_fall_default=params.accel_fall_unregistered)
         self.falls = AccelFallDetector(params=params.fall, max_devices=params.max_accel_devices)
         fp = params.fall
@@ -113,36 +140,89 @@ class DetectorEngine:
     # -- registry -------------------------------------------------------------------------
 
     def set_registry(self, registry: Registry) -> None:
-        """Bind devices to wearers, time zones, offline periods and safe zones."""
+        """Bind devices to wearers, time zones, offline periods and safe zones: the two steps
+        of :meth:`prepare_registry` and :meth:`apply_registry` at once."""
+        self.apply_registry(self.prepare_registry(registry))
+
+    def prepare_registry(self, registry: Registry) -> PreparedRegistry:
+        """The registry as the engine's arrays, without touching its state: safe in another
+        thread than the engine's (the service's registry watcher does this part, so the
+        pipeline thread only swaps arrays in, ``ingest/registry_watch.py``)."""
         sup = self.params.supervision
         tz_index = {self.params.timezone: 0}
-        self._tzs = [ZoneInfo(self.params.timezone)]
+        tzs: list[tzinfo] = [ZoneInfo(self.params.timezone)]
         zones: list[Zone] = []
         starts: list[int] = []
         ends: list[int] = []
-        self._zone_ids, self._wearer_ids = [], []
+        zone_ids: list[str] = []
+        wearer_ids: list[str] = []
+        dev_ids: list[str] = []
+        dev_regions: list[str] = []
+        cols: list[tuple[int, int, int, int, int, bool]] = []
+        accel_kinds = self.params.accel_fall_kinds
         for w_i, wearer in enumerate(registry.wearers):
-            self._wearer_ids.append(wearer.id)
-            if wearer.timezone not in tz_index:
-                tz_index[wearer.timezone] = len(self._tzs)
-                self._tzs.append(ZoneInfo(wearer.timezone))
+            wearer_ids.append(wearer.id)
+            tz = tz_index.get(wearer.timezone)
+            if tz is None:
+                tz = tz_index[wearer.timezone] = len(tzs)
+                tzs.append(ZoneInfo(wearer.timezone))
             lo = len(zones)
             for z in wearer.zones:
                 zones.append(z)
-                self._zone_ids.append(z.id)
+                zone_ids.append(z.id)
                 s, e = parse_window(z.active) if z.active else (0, 0)
                 starts.append(s)
                 ends.append(e)
             for dev in wearer.devices:
-                row = self.devices.row(dev.id, wearer.region)
-                self.devices.bind(row, wearer=w_i, tz=tz_index[wearer.timezone],
-                                  zone_lo=lo, zone_hi=len(zones),
-                                  offline_after_ms=int(1000 * sup.offline_after_s.get(
-                                      dev.kind, sup.offline_default_s)),
-                                  accel_fall=dev.kind in self.params.accel_fall_kinds)
-        self._zones = ZoneSet.build(zones)
-        self._win_start = np.array(starts, dtype=np.int64)
-        self._win_end = np.array(ends, dtype=np.int64)
+                dev_ids.append(dev.id)
+                dev_regions.append(wearer.region)
+                cols.append((w_i, tz, lo, len(zones), int(1000 * sup.offline_after_s.get(
+                    dev.kind, sup.offline_default_s)), dev.kind in accel_kinds))
+        table = np.array(cols, dtype=np.int64).reshape(len(cols), 6)
+        return PreparedRegistry(
+            tzs=tzs, zones=ZoneSet.build(zones), zone_ids=zone_ids, wearer_ids=wearer_ids,
+            win_start=np.array(starts, dtype=np.int64), win_end=np.array(ends, dtype=np.int64),
+            device_ids=dev_ids, device_regions=dev_regions, wearer=table[:, 0],
+            tz=table[:, 1], zone_lo=table[:, 2], zone_hi=table[:, 3],
+            offline_after_ms=table[:, 4], accel_fall=table[:, 5].astype(np.bool_))
+
+    def apply_registry(self, prepared: PreparedRegistry) -> None:
+        """Swap a prepared registry in (in the engine's thread).
+
+        Called again whenever the registry changes (the service reloads it live,
+        ``ingest/registry_watch.py``). What a device's detectors learned stays with its row:
+        episodes of alarms, a wearer known to be outside a zone, offline and battery states,
+        the fall detector's learned upright (kept by device id in ``self.falls``). A reload
+        therefore neither raises an alarm again nor loses one in progress. Two exceptions,
+        both because the facts behind the state changed: a device bound to another wearer
+        (or unbound) starts its geofence state afresh (the old wearer's "outside" is not the
+        new one's), and a device no longer listed loses its binding (no wearer, no zones,
+        the unlisted offline default).
+        """
+        d = self.devices
+        n_before = len(d)
+        old_wearer = d.wearer[:n_before].copy()
+        old_ids = np.array(self._wearer_ids + [""], dtype=object)[old_wearer]  # -1: ""
+        row_of = d.row
+        rows = np.fromiter((row_of(i, g) for i, g in zip(prepared.device_ids,
+                                                          prepared.device_regions, strict=True)),
+                           dtype=np.int64, count=len(prepared.device_ids))
+        n = len(d)
+        # Unbind everything, then bind what the registry lists: rows it no longer lists keep
+        # the unbound values (no wearer, no zones, the unlisted offline default).
+        d.wearer[:n], d.tz[:n], d.zone_lo[:n], d.zone_hi[:n] = -1, 0, 0, 0
+        d.offline_after_ms[:n], d.accel_fall[:n] = d.offline_default_ms, d.accel_fall_default
+        d.wearer[rows], d.tz[rows] = prepared.wearer, prepared.tz
+        d.zone_lo[rows], d.zone_hi[rows] = prepared.zone_lo, prepared.zone_hi
+        d.offline_after_ms[rows], d.accel_fall[rows] = prepared.offline_after_ms, \
+            prepared.accel_fall
+        new_ids = np.array(prepared.wearer_ids + [""], dtype=object)[d.wearer[:n_before]]
+        moved = np.flatnonzero((old_wearer >= 0) & (old_ids != new_ids))
+        d.geo_run[moved], d.geo_run_start[moved], d.geo_exited[moved] = 0, -1, False
+        self._tzs, self._zone_ids = prepared.tzs, prepared.zone_ids
+        self._wearer_ids = prepared.wearer_ids
+        self._zones = prepared.zones
+        self._win_start, self._win_end = prepared.win_start, prepared.win_end
 
     def watch_registered(self, now_ms: int) -> int:
         """Start the offline clock at ``now_ms`` for registered devices not heard from yet.

@@ -33,7 +33,7 @@ import psycopg
 from fastapi import FastAPI
 from prometheus_client import Gauge
 
-from alerts.api import create_app
+from alerts.api import create_app, require_principal
 from alerts.auth import TokenTable, load_tokens
 from alerts.channels.base import Channel
 from alerts.probes import Liveness, ReadinessChecks
@@ -41,6 +41,7 @@ from alerts.service import AlertService
 from console.accounts import AccountStore
 from console.app import create_api_with_accounts, install_console
 from console.live import ChangeFeed
+from console.registry_api import registry_router
 from detectors.events import Event, EventSink
 from eldercare.config import Config
 from eldercare.schema import migrate
@@ -55,6 +56,9 @@ from ingest.registry_store import store_registry
 from ingest.service import IngestService
 from ingest.settings import retention_of
 from ingest.storage import TelemetryStore
+from registry.idcard import load_vault
+from registry.regions import load_regions, read_region_tree
+from registry.store import RegistryStore
 from schemas.registry import load_registry
 
 log = logging.getLogger(__name__)
@@ -64,11 +68,15 @@ def prepare_database(config: Config, *, wait_s: float = 30.0) -> MigrationReport
     """Apply every component's migrations and load the registry file, waiting up to ``wait_s``
     for the database to answer (a service started beside its database must not crash-loop)."""
     deadline = time.monotonic() + wait_s
+    # Read (and checked) before connecting: a bad tree file is a configuration error to fix.
+    regions = read_region_tree(config.enrolment.regions) if config.enrolment.regions else None
     while True:
         try:
             with psycopg.connect(config.database.url, autocommit=True, connect_timeout=5) as conn:
                 report = migrate(conn, timescale=config.database.timescale,
                                  retention=retention_of(config.database))
+                if regions is not None:   # before the registry, whose regions it names
+                    load_regions(conn, regions, actor="system")
                 if config.registry:
                     n = store_registry(conn, load_registry(config.registry))
                     log.info("registry: %d wearers loaded from %s", n, config.registry)
@@ -96,6 +104,10 @@ class HttpFront(StartStop):
         self.accounts: AccountStore | None = None
         self.feed: ChangeFeed | None = None
         self.app: FastAPI
+        # The registry's ID-card secret, read once (a missing file is made, a bad one fails
+        # start-up); the registry API is served in both branches: programs enrol too.
+        vault = load_vault(config.enrolment.secret_file)
+        self.registry = RegistryStore(url, vault=vault, clock=clock)
         if c.enabled:
             self.accounts = AccountStore(url, session_lifetime_s=round(c.session_hours * 3600),
                                          idle_timeout_s=round(c.idle_minutes * 60))
@@ -107,11 +119,14 @@ class HttpFront(StartStop):
             self.feed = ChangeFeed(url)
             install_console(self.app, database_url=url, feed=self.feed,
                             offline_after_s=config.detectors.supervision.offline_after_s,
-                            tile_url=c.tile_url)
+                            tiles=c.tiles(), vault=vault)
         else:
             self.app = create_app(store=alerts.store, database_url=url, tokens=table,
                                   clock=clock, on_change=alerts.changed, liveness=liveness,
                                   readiness=readiness, commands=alerts.commands)
+        self.app.include_router(registry_router(self.registry, require_principal,
+                                                alerts=alerts.store,
+                                                on_alert_change=alerts.changed, clock=clock))
         self.server = HttpServer(self.app, host=config.api.host, port=config.api.port)
 
     @property
@@ -131,6 +146,7 @@ class HttpFront(StartStop):
         if self.feed is not None:
             self.feed.end_streams()  # open console streams would hold the server's shutdown
         self.server.stop()
+        self.registry.close()
         if self.accounts is not None:
             self.accounts.close()
 
@@ -155,8 +171,8 @@ class Application(StartStop):
         self.clock = clock or SystemClock()
         self.supervisor = supervisor or Supervisor()
         self.timescale = False
-        # One registry for admission and detection (the database copy serves the console).
-        registry = load_registry(config.registry) if config.registry else None
+        # Admission and detection use the database's registry, reloaded live (the file, when
+        # configured, is loaded into the database by prepare_database at start).
         detecting = config.detectors.enabled
         self.alerts: AlertService | None = None
         if detecting and config.alerts.enabled:
@@ -168,7 +184,8 @@ class Application(StartStop):
         self.ingest = IngestService(
             mqtt=config.mqtt, database=config.database, ingest=config.ingest,
             spool=config.spool, metrics=config.metrics,
-            detectors=config.detectors if detecting else None, registry=registry,
+            detectors=config.detectors if detecting else None,
+            enrolment=config.enrolment, registry_file=bool(config.registry),
             events=fan_out([s for s in (self.alerts, event_sink) if s is not None]),
             on_unstored=self.alerts.unstored if self.alerts is not None else None,
             clock=self.clock, sink=sink, store=store, supervisor=self.supervisor)

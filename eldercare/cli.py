@@ -1,4 +1,6 @@
-"""The ``eldercare`` command: ``run``, ``demo``, ``migrate``, ``detect``, ``registry check|load``,
+"""The ``eldercare`` command: ``run``, ``demo``, ``migrate``, ``detect``,
+``registry check|load|import|export``,
+``regions check|load``,
 ``token``, ``user add|disable|set-password``, ``broker acl``, ``sim run|replay|load|score``."""
 
 from __future__ import annotations
@@ -12,13 +14,19 @@ import signal
 import sys
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 
 from eldercare.config import Config, load_config
 from eldercare.gateway_cli import add_gateway_commands
+from eldercare.registry_io_cli import add_registry_io_options
 from eldercare.sim_cli import add_sim_commands
 from foundation.errors import EldercareError
+
+if TYPE_CHECKING:
+    from registry.idcard import IdCardVault
 
 log = logging.getLogger("eldercare")
 
@@ -127,6 +135,13 @@ def _cmd_registry(args: argparse.Namespace) -> int:
     from ingest.registry_store import store_registry
     from schemas.registry import load_registry
 
+    if args.action in ("import", "export"):   # wearer lists, CSV/XLSX (registry_io_cli.py)
+        from eldercare.registry_io_cli import run_export, run_import
+
+        if args.action == "import":
+            return run_import(_config(args), args.file, dry_run=args.dry_run, actor=args.actor)
+        return run_export(_config(args), args.file, lang=args.lang)
+
     reg = load_registry(args.file)
     devices = sum(len(w.devices) for w in reg.wearers)
     if args.action == "check":
@@ -136,6 +151,24 @@ def _cmd_registry(args: argparse.Namespace) -> int:
     with psycopg.connect(config.database.url, autocommit=True) as conn:
         n = store_registry(conn, reg)
     print(f"{args.file}: loaded {n} wearers, {devices} devices")
+    return 0
+
+
+def _cmd_regions(args: argparse.Namespace) -> int:
+    from registry.regions import load_regions, read_region_tree
+
+    tree = read_region_tree(args.file)
+    if args.action == "check":
+        # Offline: whether those parents exist is for `load` to check against the database.
+        outside = tree.external_parents()
+        needs = f"; needs in the database: {' '.join(outside)}" if outside else ""
+        print(f"{args.file}: valid: {len(tree.nodes)} regions{needs}")
+        return 0
+    config = _config(args)
+    with psycopg.connect(config.database.url, autocommit=True) as conn:
+        report = load_regions(conn, tree, actor=f"cli:{getpass.getuser()}")
+    print(f"{args.file}: {report.inserted} regions inserted, {report.updated} updated,"
+          f" {report.unchanged} unchanged")
     return 0
 
 
@@ -195,7 +228,8 @@ def _add_user_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     actions = p.add_subparsers(dest="action", required=True)
     a = actions.add_parser("add", help="add a console user (password on stdin, or prompted)")
     a.add_argument("name", help="username: the actor recorded in alert audit trails")
-    a.add_argument("--role", required=True, choices=["officer", "supervisor", "admin"])
+    a.add_argument("--role", required=True, choices=["officer", "supervisor", "admin", "clerk"],
+                   help="clerk: enrols wearers and devices, reads alerts without acting on them")
     a.add_argument("--regions", nargs="+", required=True, help="region codes, or * for all")
     a.add_argument("--display-name", help="the name the console shows")
     a.add_argument("--language", default="zh", choices=["zh", "en"],
@@ -273,7 +307,7 @@ def _cmd_wearer(args: argparse.Namespace) -> int:
         raise EldercareError(f"database unreachable: {str(exc).strip()}") from exc
     with conn:
         if args.action == "export":
-            return _export_wearer(conn, args.id, args.out)
+            return _export_wearer(conn, args.id, args.out, vault=_export_vault(config))
         report = delete_wearer(conn, args.id, now=datetime.now(UTC), actor=args.actor,
                                phone_region=config.alerts.phone_region)
     print(f"wearer {report.wearer_id}: data deleted by {report.actor} at"
@@ -290,7 +324,22 @@ def _cmd_wearer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_wearer(conn: psycopg.Connection, wearer_id: str, out: str) -> int:
+def _export_vault(config: Config) -> IdCardVault | None:
+    """The registry's ID-card vault, to reveal the number in the person's own export; None
+    (the number exported masked, said on stderr) when this machine has no registry secret:
+    a new one would decrypt nothing."""
+    from registry.idcard import default_secret_path, load_vault
+
+    path = Path(config.enrolment.secret_file or default_secret_path())
+    if not path.exists():
+        print(f"no registry secret at {path}: the ID-card number is exported masked",
+              file=sys.stderr)
+        return None
+    return load_vault(path)
+
+
+def _export_wearer(conn: psycopg.Connection, wearer_id: str, out: str, *,
+                   vault: IdCardVault | None = None) -> int:
     """Stream the export to stdout, or to a new file (mode 600: it is personal data) that
     replaces ``out`` only once complete."""
     from eldercare.privacy import write_export
@@ -299,7 +348,7 @@ def _export_wearer(conn: psycopg.Connection, wearer_id: str, out: str) -> int:
         sys.stdout.flush()          # UTF-8 whatever the locale says, after what was printed
         stream = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n")
         try:
-            write_export(conn, wearer_id, stream)
+            write_export(conn, wearer_id, stream, vault=vault)
         finally:
             stream.flush()
             stream.detach()         # sys.stdout keeps its buffer
@@ -308,7 +357,7 @@ def _export_wearer(conn: psycopg.Connection, wearer_id: str, out: str) -> int:
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with open(fd, "w", encoding="utf-8", newline="\n") as f:
-            counts = write_export(conn, wearer_id, f)
+            counts = write_export(conn, wearer_id, f, vault=vault)
         os.replace(tmp, out)
     except OSError as exc:
         raise EldercareError(f"cannot write {out}: {exc}") from exc
@@ -360,15 +409,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=5000, help="lines per batch (default 5000)")
     p.add_argument("--strict", action="store_true", help="exit 1 if any line is rejected")
     p.set_defaults(func=_cmd_detect)
-    p = sub.add_parser("registry", help="validate or load a device registry file")
+    p = sub.add_parser("registry", help="validate or load a device registry file; import or"
+                                        " export a wearer list (CSV/XLSX)")
+    p.add_argument("action", choices=["check", "load", "import", "export"])
+    p.add_argument("file")
+    add_registry_io_options(p)
+    _common(p)
+    p.set_defaults(func=_cmd_registry)
+    p = sub.add_parser("regions", help="validate or load a region tree file (CSV or YAML;"
+                                       " docs/registry-database.md)")
     p.add_argument("action", choices=["check", "load"])
     p.add_argument("file")
     _common(p)
-    p.set_defaults(func=_cmd_registry)
+    p.set_defaults(func=_cmd_regions)
     p = sub.add_parser("token", help="mint an API token and print its tokens-file entry")
     p.add_argument("name", help="who holds it: the actor recorded in alert audit trails")
     p.add_argument("--role", default="officer",
-                   choices=["dispatch", "officer", "supervisor", "admin"])
+                   choices=["dispatch", "officer", "supervisor", "admin", "clerk"])
     p.add_argument("--regions", nargs="+", default=["*"], help="region codes, or * for all")
     p.set_defaults(func=_cmd_token)
     _add_user_commands(sub)

@@ -28,9 +28,10 @@ from foundation.documents import parse_document, read_document
 from foundation.errors import ConfigError
 from gateway.settings import GatewayConfig
 from ingest.settings import IngestConfig, MetricsConfig, SpoolConfig
+from registry.settings import EnrolmentConfig
 
 __all__ = ["AlertsConfig", "ApiConfig", "Config", "ConsoleConfig", "DatabaseConfig",
-           "DetectorsConfig", "GatewayConfig", "IngestConfig", "MetricsConfig", "MqttConfig", "SpoolConfig",
+           "DetectorsConfig", "EnrolmentConfig", "GatewayConfig", "IngestConfig", "MetricsConfig", "MqttConfig", "SpoolConfig",
            "load_config"]
 
 
@@ -47,6 +48,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     console: ConsoleConfig = ConsoleConfig()
     spool: SpoolConfig = SpoolConfig()
     gateway: GatewayConfig = GatewayConfig()
+    enrolment: EnrolmentConfig = EnrolmentConfig()
     registry: str | None = None
 
 

@@ -54,6 +54,10 @@ from foundation.ports import free_port
 from foundation.supervisor import EXIT_WORKER_DIED, Supervisor
 from schemas import device_topic
 
+#: The region tree shipped as an example (Weihai, Zaozhuang, Rizhao; docs/registry-database.md).
+DEMO_REGIONS = Path(str(resources.files("registry").joinpath(
+    "data", "regions-weihai-zaozhuang-rizhao.csv")))
+
 
 def demo_scenario(start: datetime) -> Scenario:
     """The packaged demo scenario, starting at ``start``."""
@@ -232,6 +236,10 @@ def run_demo(*, duration_s: float | None, out: TextIO, metrics_port: int | None 
             "alerts.webhook.secret": secret,
             "console.secure_cookies": False,  # plain HTTP on localhost
             "spool.dir": str(Path(tmp) / "spool"),  # the demo's database lives in tmp too
+            # The seed cities' region tree, so the elders pages can enrol in Huancui's streets;
+            # the ID-card secret lives and dies with the demo's database.
+            "enrolment.regions": str(DEMO_REGIONS),
+            "enrolment.secret_file": str(Path(tmp) / "registry.key"),
         })
         # A worker that dies ends the demo too, with a non-zero status (docs/supervision.md).
         supervisor = Supervisor(on_death=lambda _death: stop.set())
@@ -244,8 +252,12 @@ def run_demo(*, duration_s: float | None, out: TextIO, metrics_port: int | None 
             with AccountStore(db_url) as accounts:
                 accounts.add_user("duty", password, role="officer", regions=["*"],
                                   display_name="值班员")
+                accounts.add_user("clerk", password, role="clerk", regions=[scenario.region],
+                                  display_name="建档员")
             print(f"eldercare demo: duty console http://127.0.0.1:{config.api.port}/"
                   f"  (log in as duty / {password})", file=out)
+            print(f"eldercare demo: elders database (老人档案) for street offices: log in as"
+                  f" clerk / {password} (enrolment clerk of region {scenario.region})", file=out)
             print(f"eldercare demo: alerts API http://127.0.0.1:{config.api.port}/api/v1"
                   f" (docs at /api/v1/docs); demo token: {token}\n"
                   f"    curl -H 'Authorization: Bearer {token}'"

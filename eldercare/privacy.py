@@ -1,11 +1,17 @@
 """One wearer's personal data: export it (right of access) and delete it (right to erasure).
 
 Where a wearer's data lives (``docs/privacy.md`` has the full map): the registry rows
-(``wearers``, ``contacts``, ``devices``, ``geofences``), what their devices sent (``readings``,
+(``wearers``, ``contacts``, ``devices``, ``geofences``, the binding history ``device_bindings``
+and the registry's audit trail ``registry_audit``), what their devices sent (``readings``,
 ``accel_chunks``, and the ``dead_letters`` whose topic names one of the devices), what the
 detectors concluded (``detection_events``) and the emergency responses (``alerts``,
 ``alert_audit``, ``alert_deliveries``). Readings carry no wearer id: they are attributed through
-the devices the registry lists *now*, because there is no assignment history.
+the wearer's devices: those bound to them now, and those once bound to them and bound to
+nobody since (a device handed on to somebody else takes its history along, docs/privacy.md).
+
+The ID-card number is stored encrypted (``registry/idcard.py``); the person's own export
+reveals it when given the registry's vault, and shows only the masked form otherwise. The
+lookup HMAC and the ciphertext themselves are never exported.
 
 Export (:func:`export_sections`, :func:`write_export`, :func:`export_wearer`) reads everything in
 one REPEATABLE READ, READ ONLY transaction, so the document is one consistent snapshot; readings,
@@ -55,6 +61,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from foundation.errors import EldercareError, StorageError
+from registry.idcard import IdCardVault
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +71,8 @@ DELETED_ACTION: Final = "wearer_data_deleted"
 #: Tables emptied of the wearer's rows, in deletion order (the bulk first, the registry rows
 #: that others reference last).
 DELETED_TABLES: Final = ("readings", "accel_chunks", "dead_letters", "detection_events",
-                         "contacts", "geofences", "devices", "wearers")
+                         "contacts", "geofences", "registry_audit", "device_bindings", "devices",
+                         "wearers")
 #: What stands in for a name or address removed from a stored message body.
 REDACTED: Final = "[deleted]"
 _ITERSIZE: Final = 2000
@@ -115,8 +123,12 @@ class DeletionReport:
 # -- export -------------------------------------------------------------------------------------
 
 
-def export_sections(conn: psycopg.Connection, wearer_id: str) -> Iterator[tuple[str, Any]]:
+def export_sections(conn: psycopg.Connection, wearer_id: str, *,
+                    vault: IdCardVault | None = None) -> Iterator[tuple[str, Any]]:
     """The export, section by section, as ``(name, value)`` in document order.
+
+    ``vault``: the registry's ID-card vault; with it the wearer's ID-card number is revealed
+    (``wearer.id_card``), without it ``id_card`` is null and only ``id_card_masked`` shows.
 
     Values are JSON-ready; ``readings``, ``accel_chunks`` and ``dead_letters`` are iterators
     over server-side cursors, to be consumed before the next section is asked for. The whole
@@ -129,23 +141,25 @@ def export_sections(conn: psycopg.Connection, wearer_id: str) -> Iterator[tuple[
             raise StorageError("export needs a connection outside a transaction")
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            yield from _sections(conn, wearer_id)
+            yield from _sections(conn, wearer_id, vault)
     except psycopg.Error as exc:
         raise StorageError(f"export of wearer {wearer_id}: {exc}".strip()) from exc
 
 
-def export_wearer(conn: psycopg.Connection, wearer_id: str) -> dict[str, Any]:
+def export_wearer(conn: psycopg.Connection, wearer_id: str, *,
+                  vault: IdCardVault | None = None) -> dict[str, Any]:
     """Everything stored about one wearer as one JSON-able dict (format: docs/privacy.md)."""
     return {name: list(value) if isinstance(value, Iterator) else value
-            for name, value in export_sections(conn, wearer_id)}
+            for name, value in export_sections(conn, wearer_id, vault=vault)}
 
 
-def write_export(conn: psycopg.Connection, wearer_id: str, out: TextIO) -> dict[str, int]:
+def write_export(conn: psycopg.Connection, wearer_id: str, out: TextIO, *,
+                 vault: IdCardVault | None = None) -> dict[str, int]:
     """Stream the export to ``out`` as JSON (UTF-8 text, one list item per line); returns the
     number of items per list section."""
     counts: dict[str, int] = {}
     # The opening brace goes out with the first section: an unknown wearer writes nothing.
-    for i, (name, value) in enumerate(export_sections(conn, wearer_id)):
+    for i, (name, value) in enumerate(export_sections(conn, wearer_id, vault=vault)):
         out.write(("," if i else "{") + f"\n{_dumps(name)}: ")
         if not isinstance(value, Iterator | list):
             out.write(_dumps(value))
@@ -160,16 +174,22 @@ def write_export(conn: psycopg.Connection, wearer_id: str, out: TextIO) -> dict[
     return counts
 
 
-def _sections(conn: psycopg.Connection, wearer_id: str) -> Iterator[tuple[str, Any]]:
+def _sections(conn: psycopg.Connection, wearer_id: str,
+              vault: IdCardVault | None) -> Iterator[tuple[str, Any]]:
     cur = conn.cursor(row_factory=dict_row)
     wearer = cur.execute("SELECT *, now() AS exported_at FROM wearers WHERE wearer_id = %s",
                          (wearer_id,)).fetchone()
     if wearer is None:
         raise UnknownWearer(wearer_id, deleted_at=_deleted_at(conn, wearer_id))
     exported_at = wearer.pop("exported_at")
+    # The lookup HMAC and the ciphertext are keys to the number, not the person's data.
+    wearer.pop("id_card_hmac", None)
+    cipher = wearer.pop("id_card_cipher", None)
+    wearer["id_card"] = vault.reveal(cipher) if vault is not None and cipher else None
     devices = _rows(cur, "SELECT * FROM devices WHERE wearer_id = %s ORDER BY device_id",
                     (wearer_id,))
-    key = {"w": wearer_id, "d": [d["device_id"] for d in devices]}
+    key = {"w": wearer_id, "d": [d["device_id"] for d in devices] + _former_devices(
+        conn, wearer_id)}
     yield "schema", EXPORT_SCHEMA
     yield "exported_at", _jsonable(exported_at)
     yield "wearer_id", wearer_id
@@ -177,8 +197,13 @@ def _sections(conn: psycopg.Connection, wearer_id: str) -> Iterator[tuple[str, A
     yield "contacts", _rows(cur, "SELECT * FROM contacts WHERE wearer_id = %s ORDER BY priority",
                             (wearer_id,))
     yield "devices", devices
+    yield "device_bindings", _rows(
+        cur, "SELECT * FROM device_bindings WHERE wearer_id = %s ORDER BY bound_at, id",
+        (wearer_id,))
     yield "zones", _rows(cur, "SELECT * FROM geofences WHERE wearer_id = %s ORDER BY zone_id",
                          (wearer_id,))
+    yield "registry_audit", _rows(
+        cur, "SELECT * FROM registry_audit WHERE wearer_id = %s ORDER BY id", (wearer_id,))
     # Readings: the typed columns a reading of its type does not have are NULL; leaving them
     # out keeps a location fix to its few fields.
     yield "readings", (
@@ -207,6 +232,16 @@ def _alerts(cur: psycopg.Cursor[dict[str, Any]], key: dict[str, Any]) -> list[di
         a["audit"] = [r for r in audit if r["alert_id"] == a["id"]]
         a["deliveries"] = [r for r in deliveries if r["alert_id"] == a["id"]]
     return alerts
+
+
+def _former_devices(conn: psycopg.Connection, wearer_id: str) -> list[str]:
+    """Devices once bound to the wearer and bound to nobody since: what they sent while the
+    wearer had them is the wearer's (a device since bound to somebody else is that person's
+    now, history included: docs/privacy.md)."""
+    return [d for (d,) in conn.execute(
+        "SELECT DISTINCT b.device_id FROM device_bindings b JOIN devices d USING (device_id)"
+        " WHERE b.wearer_id = %s AND d.wearer_id IS NULL ORDER BY b.device_id",
+        (wearer_id,)).fetchall()]
 
 
 def _rows(cur: psycopg.Cursor[dict[str, Any]], query: str,
@@ -277,7 +312,7 @@ def _delete(conn: psycopg.Connection, wearer_id: str, *, now: datetime, actor: s
     devices = [d for (d,) in conn.execute(
         "SELECT device_id FROM devices WHERE wearer_id = %s ORDER BY device_id FOR UPDATE",
         (wearer_id,)).fetchall()]
-    key = {"w": wearer_id, "d": devices}
+    key = {"w": wearer_id, "d": devices + _former_devices(conn, wearer_id)}
     alerts = conn.execute(f"SELECT id, status FROM alerts WHERE {_ALERTS_WHERE}"
                           " ORDER BY id FOR UPDATE".encode(), key).fetchall()
     if unresolved := [i for i, status in alerts if status != "resolved"]:
@@ -290,6 +325,10 @@ def _delete(conn: psycopg.Connection, wearer_id: str, *, now: datetime, actor: s
                                (alert_ids,)).rowcount}
     deleted = _delete_rows(conn, key)
     detail = {"wearer_id": wearer_id, "deleted": deleted, "pseudonymized": pseudonymized}
+    # The registry's trail of this person is gone; this entry says who erased it, and when.
+    conn.execute("INSERT INTO registry_audit (at, actor, action, wearer_id, after)"
+                 " VALUES (%s, %s, %s, %s, %s)",
+                 (now, actor, DELETED_ACTION, wearer_id, Jsonb(detail)))
     audited = conn.execute(
         "INSERT INTO alert_audit (alert_id, at, actor, action, detail)"
         " SELECT id, %s, %s, %s, %s FROM unnest(%s::bigint[]) AS id",
@@ -309,11 +348,21 @@ def _delete_rows(conn: psycopg.Connection, key: dict[str, Any]) -> dict[str, int
         "detection_events": f"DELETE FROM detection_events WHERE {_EVENTS_WHERE}",
         "contacts": "DELETE FROM contacts WHERE wearer_id = %(w)s",
         "geofences": "DELETE FROM geofences WHERE wearer_id = %(w)s",
+        "registry_audit": "DELETE FROM registry_audit WHERE wearer_id = %(w)s",
+        "device_bindings": "DELETE FROM device_bindings WHERE wearer_id = %(w)s",
         "devices": "DELETE FROM devices WHERE wearer_id = %(w)s",
         "wearers": "DELETE FROM wearers WHERE wearer_id = %(w)s",
     }
-    deleted = {table: conn.execute(statement.encode(), {**key, "re": _TOPIC_SOURCE}).rowcount
-               for table, statement in statements.items()}
+    deleted: dict[str, int] = {}
+    for table, statement in statements.items():
+        # registry_audit is append-only (a trigger); erasure is the one path it lets through,
+        # announced by a transaction-local setting (SET LOCAL) switched off again at once.
+        erasing = table == "registry_audit"
+        if erasing:
+            conn.execute("SET LOCAL eldercare.erasing = 'on'")
+        deleted[table] = conn.execute(statement.encode(), {**key, "re": _TOPIC_SOURCE}).rowcount
+        if erasing:
+            conn.execute("SET LOCAL eldercare.erasing = 'off'")
     if (aggregate := _materialized_device_hourly(conn)) is not None:
         deleted["device_hourly"] = conn.execute(
             sql.SQL("DELETE FROM {} WHERE device_id = ANY(%s)").format(aggregate),
@@ -436,7 +485,10 @@ def _phone_forms(phone: str, region: str) -> tuple[str, ...]:
 
 
 def _deleted_at(conn: psycopg.Connection, wearer_id: str) -> datetime | None:
-    """When this wearer's data was deleted, from the audit entries the deletion left."""
-    row = conn.execute("SELECT max(at) FROM alert_audit WHERE action = %s"
-                       " AND detail->>'wearer_id' = %s", (DELETED_ACTION, wearer_id)).fetchone()
+    """When this wearer's data was deleted, from the audit entries the deletion left (in the
+    registry's trail, and in the kept alerts' for deletions made before it existed)."""
+    row = conn.execute("SELECT greatest((SELECT max(at) FROM alert_audit WHERE action = %(a)s"
+                       " AND detail->>'wearer_id' = %(w)s), (SELECT max(at) FROM registry_audit"
+                       " WHERE action = %(a)s AND wearer_id = %(w)s))",
+                       {"a": DELETED_ACTION, "w": wearer_id}).fetchone()
     return row[0] if row else None

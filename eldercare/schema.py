@@ -15,11 +15,13 @@ import psycopg
 import alerts.schema
 import console.schema
 import ingest.migrations
+import registry.schema
 from foundation.migrations import MigrationReport, TimescaleMode, apply_migrations
 from ingest.migrations import RetentionPolicy, apply_timescale_policies
 
 #: Every component's migration source. The order here does not matter: files apply by number.
-SOURCES: Final = (ingest.migrations.MIGRATIONS, alerts.schema.MIGRATIONS, console.schema.MIGRATIONS)
+SOURCES: Final = (ingest.migrations.MIGRATIONS, alerts.schema.MIGRATIONS, console.schema.MIGRATIONS,
+           registry.schema.MIGRATIONS)
 #: Ingest's defaults (a frozen value, shared safely as the default argument).
 _DEFAULT_RETENTION: Final = RetentionPolicy()
 

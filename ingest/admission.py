@@ -1,12 +1,15 @@
 """Registry admission (issue #7): only devices registered in a topic's region are stored.
 
 The decoder (:class:`schemas.decode.MessageDecoder`) looks every reading's device up in
-:attr:`RegistryAdmission.regions`, a plain dict built once from the registry file, and calls
+:attr:`RegistryAdmission.regions`, a plain dict built from the registry (the database's, rebuilt
+in the registry watcher's thread at every reload and swapped in between batches,
+``ingest/registry_watch.py``), and calls
 :meth:`RegistryAdmission.refused` only for a device that is not registered in the region of the
 topic it arrived on: that call counts it and words the dead-letter reason. Alarms of such a device
 are stored, detected and alerted all the same (routed by the topic's region) and dead-lettered as
 a sighting as well; everything else is only dead-lettered. Without a registry there is no
 admission: every device id is stored (``docs/registry.md``; production should configure one).
+Whether admission is on: :func:`admission_enabled` (``[enrolment] admission``).
 
 The reasons are part of the contract: the duty console reads them back out of ``dead_letters``
 (``console/unregistered.py``), so their wording, :func:`schemas.admission.refusal_reason`, and
@@ -71,3 +74,10 @@ def registry_admission(registry: Registry | None, *,
     log.info("registry admission on: %d devices in %d regions", len(admission.regions),
              len(admission.known_regions))
     return admission
+
+
+def admission_enabled(setting: bool | None, *, registry_file: bool) -> bool:
+    """Whether registry admission is on: ``[enrolment] admission`` when set, otherwise on
+    exactly when a registry file is configured (the behaviour before the database existed:
+    a service started without a file admits every device, ``docs/registry.md``)."""
+    return registry_file if setting is None else setting

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 import msgspec
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from detectors.engine import DetectorEngine
+from detectors.engine import DetectorEngine, PreparedRegistry
 from detectors.events import Event, EventSink
 from foundation.clock import Clock
 from foundation.errors import StorageError
@@ -117,6 +117,16 @@ class DetectionStage:
             armed = self.engine.watch_registered(self.clock.now_ms())
         log.info("detection: offline supervision armed for %d registered devices", armed)
         self._timer.start()
+
+    def set_registry(self, registry: PreparedRegistry) -> int:
+        """A new registry (live reload, ``ingest/registry_watch.py``), prepared beforehand in
+        the caller's thread (``DetectorEngine.prepare_registry``): swap it in, then arm offline
+        supervision of newly registered devices from now, as :meth:`start` does for those
+        registered at start. Returns how many it armed. Serialised with batches and ticks;
+        what the engine keeps over a reload: ``DetectorEngine.apply_registry``."""
+        with self._lock:
+            self.engine.apply_registry(registry)
+            return self.engine.watch_registered(self.clock.now_ms())
 
     def request_stop(self) -> None:
         """Shutdown: from now on a failing event store is retried for ``shutdown_retry_s`` only."""

@@ -67,6 +67,24 @@ class IngestMetrics:
             "eldercare_replayed_messages", "Spooled messages committed on replay", registry=r)
         self.database_down = Gauge(
             "eldercare_database_down", "1 while batch commits fail and ingest spools", registry=r)
+        # The live registry (ingest/registry_watch.py).
+        self.registry_reloads = Counter(
+            "eldercare_registry_reloads",
+            "Registry reloads after registry_version moved, by outcome (ok, failed: the"
+            " previous registry stays and the load is retried)", ["outcome"], registry=r)
+        self.registry_reload_seconds = Histogram(
+            "eldercare_registry_reload_seconds",
+            "Time to read a registry snapshot from the database and build admission from it",
+            buckets=_LATENCY_BUCKETS, registry=r)
+        self.registry_version = Gauge(
+            "eldercare_registry_version",
+            "registry_version of the registry admission and detection use now", registry=r)
+        self.registry_wearers = Gauge(
+            "eldercare_registry_wearers", "Active wearers in the registry in use", registry=r)
+        self.registry_invalid = Gauge(
+            "eldercare_registry_invalid_wearers",
+            "Wearers left out of the registry in use because their records do not validate"
+            " (logged by id)", registry=r)
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of a sample (for the demo and tests), 0 when never set."""

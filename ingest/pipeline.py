@@ -37,6 +37,15 @@ With a message spool (``ingest/spool.py``; docs/spool.md) two more paths exist:
 
 Spooled messages are replayed (``ingest/replay.py``) when the database is up and the broker has
 nothing waiting: the pipeline takes them only when the buffer is empty.
+
+**Registry changes** (live enrolment, ``ingest/registry_watch.py``) arrive from the watcher's
+thread as a :class:`RegistryChange` and are applied here, in the pipeline thread, between
+batches: once every batch decoded so far has completed (committed, detected, acknowledged), the
+detection stage is rebound and the decoder with the new admission swapped in, so each batch is
+admitted and detected under one registry. The wait is the few milliseconds of the commits in
+flight, once per change; changes that arrive faster than that are coalesced (the latest wins).
+Positions of devices registered as GCJ-02 are converted to WGS-84 right after decoding
+(``ingest/coords.py``).
 """
 
 from __future__ import annotations
@@ -48,13 +57,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from foundation.clock import Clock
 from foundation.errors import StorageError, WorkerError
 from foundation.supervisor import Spawn, plain_spawn
 from ingest.batch import Batch
 from ingest.buffer import Message, MessageBuffer
+from ingest.coords import to_wgs84
 from ingest.metrics import IngestMetrics
 from ingest.replay import SpoolReplay, spool_records
 from ingest.retry import StorageRetry
@@ -98,6 +108,23 @@ class PipelineConfig:
     defer_after_s: float = 0.5
     #: With a spool, while the database is down: how often a real commit is tried again.
     probe_s: float = 1.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RegistryChange:
+    """A new registry for the pipeline, applied between batches (module docstring)."""
+
+    #: ``registry_version`` it was read at (logs, the version gauge).
+    version: int
+    #: The decoder with the new registry's admission (or none, admission off).
+    decoder: MessageDecoder
+    #: Devices whose positions are GCJ-02 (``ingest/coords.py``).
+    gcj02: frozenset[str] = frozenset()
+    #: Runs in the pipeline thread with no batch in flight, before the decoder is swapped
+    #: (the detection stage's rebinding); an exception is logged, the rest still applied.
+    apply: Callable[[], object] | None = None
+    #: Set once applied (tests, and the watcher's gauge).
+    applied: threading.Event = field(default_factory=threading.Event)
 
 
 class IngestPipeline:
@@ -150,6 +177,39 @@ class IngestPipeline:
         # Completion order: the sequence number of the next batch to complete.
         self._turn = threading.Condition()
         self._next = 0
+        #: Devices whose positions are converted from GCJ-02 (ingest/coords.py).
+        self.gcj02: frozenset[str] = frozenset()
+        self._pending: RegistryChange | None = None
+        self._pending_lock = threading.Lock()
+
+    def change_registry(self, change: RegistryChange) -> None:
+        """Apply ``change`` between batches (from any thread; module docstring). A change
+        still pending is replaced: only the latest registry matters."""
+        with self._pending_lock:
+            self._pending = change
+
+    def apply_registry(self, change: RegistryChange) -> None:
+        """Apply ``change`` now, in the caller's thread: only before :meth:`run` starts (the
+        service's first registry) or in tests."""
+        if change.apply is not None:
+            try:
+                change.apply()
+            except Exception:  # detection keeps its previous registry; admission moves on
+                log.exception("registry version %d not applied to detection", change.version)
+        self.decoder = change.decoder
+        self.gcj02 = change.gcj02
+        change.applied.set()
+
+    def _apply_pending(self, seq: int) -> None:
+        """The pending registry change, once the ``seq`` batches decoded so far completed."""
+        with self._pending_lock:
+            change, self._pending = self._pending, None
+        if change is None:
+            return
+        with self._turn:
+            self._turn.wait_for(lambda: self._next == seq or self._failed.is_set())
+        if not self._failed.is_set():
+            self.apply_registry(change)
 
     def request_stop(self) -> None:
         """Finish what the buffer holds, then return from :meth:`run`."""
@@ -177,6 +237,8 @@ class IngestPipeline:
         seq = 0
         try:
             while not self._failed.is_set():
+                if self._pending is not None:
+                    self._apply_pending(seq)
                 messages, batch = self._collect()
                 if not messages:
                     if self._stop.is_set():
@@ -319,9 +381,11 @@ class IngestPipeline:
                                          content_type=m.content_type)
             if result.readings:
                 assert result.topic is not None
-                batch.add_readings(result.readings, region=result.topic.region,
+                readings = to_wgs84(result.readings, self.gcj02) if self.gcj02 \
+                    else result.readings
+                batch.add_readings(readings, region=result.topic.region,
                                    received_ms=m.received_ms)
-                alarm = alarm or any(type(r) in ALARM_CLASSES for r in result.readings)
+                alarm = alarm or any(type(r) in ALARM_CLASSES for r in readings)
             for reject in result.rejects:
                 batch.add_dead_letter(m.topic, reject.raw, reject.reason, m.received_ms)
         return alarm

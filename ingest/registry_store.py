@@ -38,11 +38,13 @@ def store_registry(conn: psycopg.Connection, reg: Registry) -> int:
                 )
                 for d in w.devices:
                     cur.execute(
-                        "INSERT INTO devices (device_id, wearer_id, kind, region, model)"
-                        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (device_id) DO UPDATE SET"
+                        "INSERT INTO devices (device_id, wearer_id, kind, region, model,"
+                        " coord_system) VALUES (%s, %s, %s, %s, %s, %s)"
+                        " ON CONFLICT (device_id) DO UPDATE SET"
                         " wearer_id = excluded.wearer_id, kind = excluded.kind,"
-                        " region = excluded.region, model = excluded.model, updated_at = now()",
-                        (d.id, w.id, d.kind, w.region, d.model),
+                        " region = excluded.region, model = excluded.model,"
+                        " coord_system = excluded.coord_system, updated_at = now()",
+                        (d.id, w.id, d.kind, w.region, d.model, d.coord_system),
                     )
                 cur.execute("DELETE FROM contacts WHERE wearer_id = %s", (w.id,))
                 for prio, c in enumerate(w.contacts, start=1):

@@ -17,6 +17,12 @@ The service takes its own configuration sections and whatever consumes its detec
 (the alert service, handed in by the application, ``eldercare.app``); it builds nothing of
 other components and does not migrate the database: the application does that before
 :meth:`IngestService.start`, once for every component.
+
+The registry (admission, detection's bindings and zones, GCJ-02 devices) is, with
+``[enrolment]`` given, the database's: read at start (after the application loaded the
+registry file, if any, into it) and reloaded live by :class:`~ingest.registry_watch.RegistryWatch`
+whenever staff change it. Admission follows ``[enrolment] admission``
+(:func:`~ingest.admission.admission_enabled`); detection gets the database's zones either way.
 """
 
 from __future__ import annotations
@@ -40,14 +46,16 @@ from foundation.errors import EldercareError, StorageError
 from foundation.lifecycle import StartStop
 from foundation.supervisor import Supervisor
 from foundation.worker import Worker
-from ingest.admission import registry_admission
+from ingest.admission import RegistryAdmission, admission_enabled, registry_admission
 from ingest.batch import Batch
 from ingest.buffer import MessageBuffer
+from ingest.coords import gcj02_devices
 from ingest.detection import DetectionMetrics, DetectionStage
 from ingest.event_store import PostgresEventStore
 from ingest.metrics import IngestMetrics
 from ingest.migrations import prune
-from ingest.pipeline import BatchSink, IngestPipeline, PipelineConfig
+from ingest.pipeline import BatchSink, IngestPipeline, PipelineConfig, RegistryChange
+from ingest.registry_watch import RegistryWatch
 from ingest.settings import (
     IngestConfig,
     MetricsConfig,
@@ -58,6 +66,8 @@ from ingest.settings import (
 from ingest.source import MqttSource
 from ingest.spool import SegmentLog
 from ingest.storage import PostgresStore, TelemetryStore
+from registry.settings import EnrolmentConfig
+from registry.snapshot import Snapshot
 from schemas import SUBSCRIPTIONS, MessageDecoder
 from schemas.registry import Registry
 
@@ -91,6 +101,8 @@ class IngestService(StartStop):
         metrics: MetricsConfig,
         detectors: DetectorsConfig | None,
         registry: Registry | None = None,
+        enrolment: EnrolmentConfig | None = None,
+        registry_file: bool = False,
         events: EventSink | None = None,
         on_unstored: Callable[[Sequence[Event]], None] | None = None,
         clock: Clock | None = None,
@@ -98,8 +110,11 @@ class IngestService(StartStop):
         store: TelemetryStore | None = None,
         supervisor: Supervisor | None = None,
     ) -> None:
-        """``detectors``: None runs no detection; ``registry``: admission and detection read
-        it (None admits every device); ``events``: where stored detection events go (the
+        """``detectors``: None runs no detection; ``enrolment``: the registry is the
+        database's, reloaded live (``registry_file``: whether the application loaded a
+        registry file into it, which turns admission on unless ``[enrolment] admission``
+        says otherwise); without it, ``registry`` is a fixed registry for admission and
+        detection (None admits every device); ``events``: where stored detection events go (the
         alert service); ``on_unstored``: told of events the database could not take;
         ``sink``: told of every completed batch (tests, benchmarks); ``store``: one writer on
         this store instead of PostgreSQL (tests; no spool then)."""
@@ -112,7 +127,10 @@ class IngestService(StartStop):
         self.metrics = IngestMetrics()
         self.state = State.NEW
         self.timescale = False
-        cfg = ingest
+        cfg = self.ingest_config = ingest
+        self.enrolment = enrolment
+        self.admission_on = (registry is not None if enrolment is None else
+                             admission_enabled(enrolment.admission, registry_file=registry_file))
         self.buffer = MessageBuffer(max_messages=cfg.buffer_messages, max_bytes=cfg.buffer_bytes)
         # One store per writer; an injected store (tests) means one writer.
         self.stores: list[TelemetryStore] = [store] if store is not None else [
@@ -140,17 +158,15 @@ class IngestService(StartStop):
         # One registry for admission (ingest/admission.py) and detection.
         if detectors is not None:
             self.detection = DetectionStage(
-                engine=DetectorEngine(params=detectors.params(), registry=registry),
+                engine=DetectorEngine(params=detectors.params(), registry=registry,
+                                      watch_unlisted=not self.admission_on),
                 store=PostgresEventStore(database.url), sink=events,
                 clock=self.clock, metrics=DetectionMetrics(self.metrics.registry),
                 tick_s=detectors.tick_s, journal=self.journal, on_unstored=on_unstored,
                 spawn=spawn)
         self.pipeline = IngestPipeline(
             buffer=self.buffer,
-            decoder=MessageDecoder(max_payload_bytes=cfg.max_payload_bytes,
-                                   max_future_ms=cfg.max_future_s * 1000,
-                                   admission=registry_admission(
-                                       registry, counter=self.metrics.unregistered_readings)),
+            decoder=self._decoder(self._first_admission(registry)),
             stores=self.stores, ack=self.source.ack, clock=self.clock, metrics=self.metrics,
             config=PipelineConfig(max_batch_readings=cfg.max_batch_readings,
                                   linger_s=cfg.linger_ms / 1000,
@@ -161,6 +177,14 @@ class IngestService(StartStop):
             spawn=spawn,
             on_failure=lambda reason: self.supervisor.fail("eldercare-pipeline", reason),
         )
+        self.pipeline.gcj02 = gcj02_devices(registry) if enrolment is None else frozenset()
+        self.watch: RegistryWatch | None = None
+        if enrolment is not None:
+            self.watch = RegistryWatch(database_url=database.url,
+                                       interval_s=enrolment.reload_interval_s,
+                                       build=self._registry_change,
+                                       deliver=self.pipeline.change_registry,
+                                       metrics=self.metrics, spawn=spawn)
         self._threads: list[threading.Thread] = []
         self.maintenance = Worker("eldercare-maintenance", self._prune, spawn=spawn,
                                   on_error=self._prune_failed)
@@ -174,6 +198,10 @@ class IngestService(StartStop):
         if self.state is not State.NEW:
             raise EldercareError(f"cannot start a service in state {self.state.value}")
         self.timescale = timescale
+        if self.watch is not None:
+            # The database's registry, before anything is decoded or detected (StorageError:
+            # a service that cannot read its registry must not run without it).
+            self.pipeline.apply_registry(self.watch.load())
         m = self.metrics_config
         if m.port:
             server, _thread = start_http_server(m.port, addr=m.host,
@@ -185,6 +213,8 @@ class IngestService(StartStop):
             self.detection.start()
         self._threads.append(self.supervisor.spawn("eldercare-pipeline", self.pipeline.run))
         self.maintenance.start()
+        if self.watch is not None:
+            self.watch.start()
         try:
             self.source.start(timeout_s=self.mqtt.connect_timeout_s)
         except EldercareError:
@@ -193,6 +223,45 @@ class IngestService(StartStop):
         self.state = State.RUNNING
         log.info("ingest running (timescale=%s, write method %s)", self.timescale,
                  self.database.write_method)
+
+    def _first_admission(self, registry: Registry | None) -> RegistryAdmission | None:
+        """The admission until the database's registry is read at start (a fixed registry's
+        without ``[enrolment]``)."""
+        counter = self.metrics.unregistered_readings
+        if self.enrolment is None:
+            return registry_admission(registry, counter=counter)
+        if not self.admission_on:
+            log.warning("registry admission is off ([enrolment] admission): readings of every"
+                        " device id are stored; detection uses the database's registry")
+            return None
+        log.info("registry admission on: the database's registry, reloaded live")
+        return RegistryAdmission(Registry(wearers=[]), counter=counter)
+
+    def _decoder(self, admission: RegistryAdmission | None) -> MessageDecoder:
+        cfg = self.ingest_config
+        return MessageDecoder(max_payload_bytes=cfg.max_payload_bytes,
+                              max_future_ms=cfg.max_future_s * 1000, admission=admission)
+
+    def _registry_change(self, snap: Snapshot) -> RegistryChange:
+        """What the pipeline applies for a new snapshot (built in the watcher's thread; only
+        ``apply`` runs in the pipeline's)."""
+        reg = snap.registry
+        admission = (RegistryAdmission(reg, counter=self.metrics.unregistered_readings)
+                     if self.admission_on else None)
+        detection, m = self.detection, self.metrics
+        # The engine's arrays are built here, in the watcher's thread: the pipeline thread
+        # only swaps them in (tens of milliseconds at 100,000 wearers).
+        prepared = detection.engine.prepare_registry(reg) if detection is not None else None
+
+        def apply() -> None:
+            if detection is not None and prepared is not None:
+                detection.set_registry(prepared)
+            m.registry_version.set(snap.version)
+            m.registry_wearers.set(len(reg.wearers))
+            m.registry_invalid.set(len(snap.invalid))
+
+        return RegistryChange(version=snap.version, decoder=self._decoder(admission),
+                              gcj02=gcj02_devices(reg), apply=apply)
 
     def readiness(self) -> dict[str, bool]:
         """The checks of ``/readyz`` (alerts/probes.py): running, connected to the broker, and
@@ -234,6 +303,8 @@ class IngestService(StartStop):
         if self.detection is not None:
             self.detection.request_stop()
         self.maintenance.request_stop()
+        if self.watch is not None:
+            self.watch.request_stop()
         deadline = time.monotonic() + timeout_s
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
@@ -241,6 +312,8 @@ class IngestService(StartStop):
                 log.error("thread %s did not stop within %.0f s", t.name, timeout_s)
         if not self.maintenance.stop(max(0.0, deadline - time.monotonic())):
             log.error("thread eldercare-maintenance did not stop within %.0f s", timeout_s)
+        if self.watch is not None and not self.watch.stop(max(0.0, deadline - time.monotonic())):
+            log.error("thread eldercare-registry-watch did not stop within %.0f s", timeout_s)
         self.source.stop()
         if self.detection is not None:
             self.detection.stop()

@@ -32,15 +32,19 @@ Phone = Annotated[str, Meta(pattern=r"^\+?[0-9 -]{3,20}\Z")]
 REGISTRY_LIMITS: Final = DocumentLimits(max_bytes=256 * 1024 * 1024, max_aliases=100_000,
                                         max_alias_nodes=1_000_000)
 
+# gc=False on every record: a city's registry is a million of them, reloaded live while
+# ingest runs (ingest/registry_watch.py), and each collection of the cyclic GC walks every
+# tracked object with the GIL held. Frozen records of plain values never form a cycle.
 
-class Point(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+
+class Point(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
     """A WGS-84 position."""
 
     lat: Latitude
     lon: Longitude
 
 
-class Zone(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Zone(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """A safe zone: a circle (``center`` + ``radius_m``) or a polygon (``points``, lat/lon pairs).
 
     ``active`` is an optional local-time window ``HH:MM-HH:MM`` (may wrap midnight).
@@ -62,15 +66,18 @@ class Zone(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
             raise ValueError(f"active must be HH:MM-HH:MM, got {self.active!r}")
 
 
-class Device(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Device(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """A device worn by (or installed for) the wearer."""
 
     id: Id
     kind: Literal["bracelet", "watch", "fall_sensor", "home_sensor", "pendant"]
     model: str | None = None
+    #: What its positions are in: WGS-84 (most devices) or GCJ-02 (models that report Chinese
+    #: map coordinates); ingest converts GCJ-02 positions to WGS-84 before storing them.
+    coord_system: Literal["wgs84", "gcj02"] = "wgs84"
 
 
-class Contact(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Contact(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """A family contact, in calling order."""
 
     name: Annotated[str, Meta(min_length=1, max_length=100)]
@@ -89,7 +96,7 @@ class Contact(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
             raise ValueError("the email channel needs an email address")
 
 
-class Wearer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Wearer(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknown_fields=True):
     """An elderly person under watch."""
 
     id: Id
@@ -111,7 +118,7 @@ class Wearer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             raise ValueError(f"unknown timezone {self.timezone!r}") from exc
 
 
-class Registry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Registry(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
     """The whole registry file."""
 
     wearers: list[Wearer]

@@ -1,6 +1,6 @@
 """schemathesis hooks for tests/test_api_fuzz.py, loaded through ``SCHEMATHESIS_HOOKS``.
 
-One hook, for one blind spot of schemathesis 4 (checked on 4.32.5): in negative mode it may put
+Two blind spots, one hook. The first: schemathesis 4 (checked on 4.32.5): in negative mode it may put
 a boolean or a number into a query parameter that takes a list of strings (``region=false``),
 or a one-element list into one that takes a string (``after=[true]``). On the wire both are the
 same text as a valid value (``?region=false``, ``?after=true``), which the server rightly
@@ -8,11 +8,19 @@ accepts; schemathesis re-reads scalar strings as sent before judging, but not li
 reports "schema-violating request accepted". :func:`filter_failure` drops exactly that report
 when the query *as sent* is valid for every parameter, read the way the server reads it: lists
 as all their values, other parameters as their single value (integers parsed), a repeated
-single-valued parameter as invalid (the server answers 422). Every other failure stands.
+single-valued parameter as invalid (the server answers 422).
+
+The second: "schema-valid request rejected" where the rule broken lies beyond what an OpenAPI
+schema can say, and the 422 says which rule (issue #12): a record's phone number or ID-card
+check digit (``detail`` items of type ``record_invalid``), a region tree file's lines (``problems``,
+``PUT /regions``), a wearer list's cells (the import report, ``POST /imports/wearers``: any bytes
+fit its schema). :func:`_rule_beyond_the_schema` drops exactly those answers; a 422 shaped as
+FastAPI's own request validation still fails. Every other failure stands.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,12 +28,16 @@ import jsonschema_rs
 import schemathesis
 from schemathesis.core.failures import AcceptedNegativeData, Failure
 from schemathesis.core.parameters import ParameterLocation
+from schemathesis.openapi.checks import RejectedPositiveData
 
 
 @schemathesis.hook
 def filter_failure(context: schemathesis.HookContext, failure: Failure,
                    case: schemathesis.Case[Any], response: schemathesis.Response) -> bool:
-    """Keep every failure except an accepted "negative" query that is valid as sent."""
+    """Keep every failure except an accepted "negative" query that is valid as sent, and a
+    schema-valid request refused for a rule the schema cannot state."""
+    if isinstance(failure, RejectedPositiveData):
+        return not _rule_beyond_the_schema(case, response)
     if not isinstance(failure, AcceptedNegativeData) or case.meta is None:
         return True
     others = (ParameterLocation.PATH, ParameterLocation.HEADER, ParameterLocation.COOKIE,
@@ -66,3 +78,24 @@ def _valid_as_sent(case: schemathesis.Case[Any], response: schemathesis.Response
 def _allows(schema: dict[str, Any], kind: str) -> bool:
     branches = schema.get("anyOf", [schema])
     return any(branch.get("type") == kind for branch in branches)
+
+
+def _rule_beyond_the_schema(case: schemathesis.Case[Any], response: schemathesis.Response) -> bool:
+    """A 422 that names a domain rule (docs/registry-database.md), not a schema mismatch."""
+    if response.status_code != 422:
+        return False
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return False
+    if not isinstance(body, dict):
+        return False
+    detail = body.get("detail")
+    if isinstance(detail, list) and detail and all(
+            isinstance(d, dict) and d.get("type") == "record_invalid" for d in detail):
+        return True
+    if case.method == "PUT" and case.path.endswith("/regions"):
+        return isinstance(body.get("problems"), list) and bool(body["problems"])
+    if case.method == "POST" and case.path.endswith("/imports/wearers"):
+        return {"rows", "valid", "errors", "dry_run"} <= body.keys()
+    return False

@@ -73,7 +73,7 @@ def served(store: AlertStore, migrated_db: str) -> Iterator[Served]:
         app = create_api_with_accounts(store=store, database_url=migrated_db, tokens=table,
             clock=ManualClock(DAY), accounts=accounts, secure_cookies=False)
         app.include_router(devices_router(migrated_db, require_principal))
-        mount_console(app, tile_url=None)
+        mount_console(app)
         with HttpServer(app, host="127.0.0.1", port=0) as server:
             yield Served(f"http://127.0.0.1:{server.port}", token, store, server.port)
 

@@ -211,7 +211,9 @@ def test_the_open_routes_exist_and_carry_no_data(serve: Callable[..., Served]) -
     assert set(OPEN) <= present, f"stale entries in OPEN: {set(OPEN) - present}"
     c = s.client()
     assert c.get("/api/v1/health").json() == {"status": "ok", "failed_workers": []}
-    assert set(c.get("/console/config").json()) == {"tile_url", "language_default"}
+    assert set(c.get("/console/config").json()) == {
+        "tile_url", "tile_attribution", "tile_coord_system", "tile_max_zoom", "tile_subdomains",
+        "language_default"}
     assert c.get("/").headers["content-type"].startswith("text/html")
     assert c.post("/console/login", json={}).status_code == 401
 

@@ -8,8 +8,9 @@ package -> package. An edge is allowed only downward (:data:`ALLOWED`)::
         |
     ingest     console      device_sim --+          (console on alerts; device_sim on gateway,
         |       alerts          |       gateway     whose framing and tables its simulated
-        |                       |          |        devices reuse; gateway on schemas and
-        +------ detectors ------+          |        foundation alone)
+        |         |             |          |        devices reuse; gateway on schemas and
+        +------ registry        |          |        foundation alone; registry, the elderly
+        +------ detectors ------+          |        information database, on schemas)
                 schemas -------------------+
                 foundation       imports none of the others
 
@@ -28,10 +29,12 @@ _BASE = {"foundation", "schemas", "detectors"}
 #: What each package may import: only what lies below it.
 ALLOWED: dict[str, set[str]] = {
     "foundation": set(), "schemas": {"foundation"}, "detectors": {"foundation", "schemas"},
-    "ingest": _BASE, "alerts": _BASE, "device_sim": _BASE | {"gateway"},
-    "console": _BASE | {"alerts"},
+    "registry": {"foundation", "schemas"},
+    "ingest": _BASE | {"registry"}, "alerts": _BASE | {"registry"},
+    "device_sim": _BASE | {"gateway"},
+    "console": _BASE | {"alerts", "registry"},
     "gateway": {"foundation", "schemas"},
-    "eldercare": _BASE | {"ingest", "alerts", "console", "device_sim", "gateway"},
+    "eldercare": _BASE | {"ingest", "alerts", "console", "device_sim", "gateway", "registry"},
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 import urllib.parse
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from typing import Any, Literal
 import httpx
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from alerts.auth import new_token
 from alerts.outbox import Routing
@@ -49,6 +51,7 @@ from ingest.migrations import RetentionPolicy, prune
 from ingest.registry_store import store_registry
 from ingest.settings import retention_of
 from ingest.storage import PostgresStore
+from registry.idcard import IdCardVault
 from schemas import MessageDecoder, device_topic, gateway_topic
 from schemas.registry import load_registry
 from tests import test_timescale_pglite
@@ -210,6 +213,10 @@ _OWN_ROWS = {
     "detection_events": "SELECT count(*) FROM detection_events WHERE wearer_id = %(w)s",
     "contacts": "SELECT count(*) FROM contacts WHERE wearer_id = %(w)s",
     "geofences": "SELECT count(*) FROM geofences WHERE wearer_id = %(w)s",
+    # The entry recording an erasure is not the person's data: it says who erased it.
+    "registry_audit": "SELECT count(*) FROM registry_audit WHERE wearer_id = %(w)s"
+                      " AND action <> 'wearer_data_deleted'",
+    "device_bindings": "SELECT count(*) FROM device_bindings WHERE wearer_id = %(w)s",
     "devices": "SELECT count(*) FROM devices WHERE device_id = ANY(%(d)s)",
     "wearers": "SELECT count(*) FROM wearers WHERE wearer_id = %(w)s",
     "alerts": "SELECT count(*) FROM alerts WHERE wearer_id = %(w)s",
@@ -354,6 +361,111 @@ def test_delete_removes_the_wearer_keeps_alerts_pseudonymised_and_spares_the_oth
     with psycopg.connect(fleet.url, autocommit=True) as conn, \
             pytest.raises(UnknownWearer, match="deleted at 2026-05-01T08:30") as err:
         delete_wearer(conn, "W-A", now=datetime.now(UTC), actor="dpo-wang")
+    assert err.value.deleted_at == at
+
+
+# -- the registry database's fields (issue #12) ----------------------------------------------
+
+#: A made-up resident ID-card number with a valid GB 11643 check digit.
+ID_CARD = "37100219410101002" + "10X98765432"[sum(int(d) * w for d, w in zip(
+    "37100219410101002", (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2),
+    strict=True)) % 11]
+
+
+def _enrolled_fields(url: str, vault: IdCardVault) -> None:
+    """A's record as staff keep it in the registry database: the new wearer fields, an ID card,
+    a binding history (a device given back, one handed on to B) and audit entries; B has
+    some of each too."""
+    card = vault.protect(ID_CARD)
+    now = now_ms()
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "UPDATE wearers SET sex = 'female', address = '威海市环翠区某路1号', phone = %s,"
+            " living_situation = 'alone', care_categories = '{dementia,over_80}',"
+            " guardian_name = %s, guardian_phone = %s, guardian_relation = 'son',"
+            " notes = '独居', id_card_hmac = %s, id_card_cipher = %s, id_card_masked = %s"
+            " WHERE wearer_id = 'W-A'",
+            (A_PHONES[1], A_CONTACTS[0], A_PHONES[0], card.hmac, card.cipher, card.masked))
+        conn.execute("INSERT INTO devices (device_id, kind, region) VALUES"
+                     " ('BR-OLD-A', 'bracelet', %s), ('BR-SOLD', 'bracelet', %s)",
+                     (REGION, REGION))
+        conn.execute("UPDATE devices SET wearer_id = 'W-B' WHERE device_id = 'BR-SOLD'")
+        conn.execute(
+            "INSERT INTO device_bindings (device_id, wearer_id, bound_at, bound_by, unbound_at,"
+            " unbound_by, unbind_reason) VALUES"
+            " ('BR-OLD-A', 'W-A', now() - interval '30 days', 'clerk-1', now() - interval '1 day',"
+            "  'clerk-1', 'broken'),"
+            " ('BR-SOLD', 'W-A', now() - interval '60 days', 'clerk-1', now() - interval '40 days',"
+            "  'clerk-1', 'handed on'),"
+            " ('BR-A', 'W-A', now() - interval '1 day', 'clerk-1', NULL, NULL, NULL),"
+            " ('BR-SOLD', 'W-B', now() - interval '39 days', 'clerk-2', NULL, NULL, NULL)")
+        conn.execute(
+            "INSERT INTO registry_audit (actor, action, wearer_id, device_id, region, before,"
+            " after) VALUES"
+            " ('clerk-1', 'wearer.create', 'W-A', NULL, %(r)s, NULL, %(a)s),"
+            " ('clerk-1', 'device.bind', 'W-A', 'BR-OLD-A', %(r)s, NULL, '{}'),"
+            " ('clerk-2', 'wearer.create', 'W-B', NULL, %(r)s, NULL, %(b)s)",
+            {"r": REGION, "a": Jsonb({"name": A_NAME, "id_card_masked": card.masked}),
+             "b": Jsonb({"name": B_NAME})})
+    batch = Batch()
+    _readings(batch, "BR-OLD-A", now - 86_400_000 * 2)
+    _readings(batch, "BR-SOLD", now - 3_600_000)
+    store = PostgresStore(url)
+    try:
+        store.write(batch)
+    finally:
+        store.close()
+
+
+def test_export_and_erasure_cover_the_registry_databases_fields(fleet: Fleet) -> None:
+    vault = IdCardVault(os.urandom(32))
+    _enrolled_fields(fleet.url, vault)
+    with psycopg.connect(fleet.url, autocommit=True) as conn:
+        doc = export_wearer(conn, "W-A", vault=vault)
+        masked = export_wearer(conn, "W-A")
+    w = doc["wearer"]
+    assert (w["id_card"], w["id_card_masked"]) == (ID_CARD, "3710**********" + ID_CARD[-4:])
+    assert "id_card_hmac" not in w and "id_card_cipher" not in w
+    assert (w["sex"], w["living_situation"], w["care_categories"], w["guardian_relation"]) == \
+        ("female", "alone", ["dementia", "over_80"], "son")
+    assert masked["wearer"]["id_card"] is None
+    assert ID_CARD not in json.dumps(masked) and ID_CARD[6:14] not in json.dumps(masked)
+    assert [(b["device_id"], b["unbind_reason"]) for b in doc["device_bindings"]] == [
+        ("BR-SOLD", "handed on"), ("BR-OLD-A", "broken"), ("BR-A", None)]
+    assert [(a["action"], a["device_id"]) for a in doc["registry_audit"]] == [
+        ("wearer.create", None), ("device.bind", "BR-OLD-A")]
+    # A bracelet given back is still A's history; one handed on to B is B's now.
+    devices = {r["device_id"] for r in doc["readings"]}
+    assert devices == {"BR-A", "FS-A", "BR-OLD-A"}
+    assert B_NAME not in json.dumps(doc, ensure_ascii=False)
+
+    _resolve(fleet.url, fleet.alerts["W-A"])
+    at = datetime(2026, 5, 2, 9, 0, tzinfo=UTC)
+    with psycopg.connect(fleet.url, autocommit=True) as conn:
+        report = delete_wearer(conn, "W-A", now=at, actor="dpo-wang")
+    assert report.deleted["registry_audit"] == 2 and report.deleted["device_bindings"] == 3
+    assert count(fleet.url, "SELECT count(*) FROM readings WHERE device_id = 'BR-OLD-A'") == 0
+    assert count(fleet.url, "SELECT count(*) FROM readings WHERE device_id = 'BR-SOLD'") > 0
+    # The stock device stays (no personal data without its binding); B's history stays.
+    assert count(fleet.url, "SELECT count(*) FROM devices WHERE device_id = 'BR-OLD-A'"
+                            " AND wearer_id IS NULL") == 1
+    assert count(fleet.url, "SELECT count(*) FROM device_bindings WHERE wearer_id = 'W-B'") == 1
+    with psycopg.connect(fleet.url) as conn:
+        trail = conn.execute("SELECT actor, action, wearer_id, at, after FROM registry_audit"
+                             " ORDER BY id").fetchall()
+    assert [t[:3] for t in trail] == [("clerk-2", "wearer.create", "W-B"),
+                                      ("dpo-wang", DELETED_ACTION, "W-A")]
+    assert trail[1][3] == at and trail[1][4]["deleted"]["registry_audit"] == 2
+    text = _all_text(fleet.url)
+    for secret in (A_NAME, ID_CARD, "3710**********", "威海市环翠区某路1号"):
+        assert secret not in text, secret
+    # Outside an erasure, the trail stays append-only.
+    with psycopg.connect(fleet.url) as conn, pytest.raises(psycopg.errors.RaiseException,
+                                                           match="append-only"):
+        conn.execute("DELETE FROM registry_audit")
+    with psycopg.connect(fleet.url, autocommit=True) as conn, \
+            pytest.raises(UnknownWearer) as err:
+        export_wearer(conn, "W-A")
     assert err.value.deleted_at == at
 
 

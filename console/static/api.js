@@ -43,16 +43,18 @@ function detailText(body) {
   return '';
 }
 
-async function request(method, path, { body, auth = true, retried = false } = {}) {
+async function request(method, path, { body, auth = true, retried = false, raw = null } = {}) {
   const headers = { Accept: 'application/json' };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
+  // `raw`: a file sent as it is ({data: Blob, type}), e.g. an import spreadsheet.
+  if (raw) headers['Content-Type'] = raw.type || 'application/octet-stream';
   if (method !== 'GET' && csrfToken) headers['X-CSRF-Token'] = csrfToken;
   let res;
   try {
     res = await fetch(path, {
       method,
       headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: raw ? raw.data : body === undefined ? undefined : JSON.stringify(body),
       credentials: 'same-origin',
       cache: 'no-store',
     });
@@ -73,7 +75,7 @@ async function request(method, path, { body, auth = true, retried = false } = {}
     try { fresh = (await me()).csrf_token; } catch { /* report the 403 below */ }
     if (fresh) {
       setCsrf(fresh);
-      return request(method, path, { body, auth, retried: true });
+      return request(method, path, { body, auth, raw, retried: true });
     }
   }
   if (!res.ok) {
@@ -85,6 +87,10 @@ async function request(method, path, { body, auth = true, retried = false } = {}
 
 const get = (path, opts) => request('GET', path, opts);
 const post = (path, body, opts) => request('POST', path, { ...opts, body });
+const put = (path, body) => request('PUT', path, { body });
+const patch = (path, body) => request('PATCH', path, { body });
+const del = (path) => request('DELETE', path);
+const enc = encodeURIComponent;
 
 // --- Session ------------------------------------------------------------------------------
 
@@ -144,5 +150,58 @@ export async function devices({ maxPages = 5 } = {}) {
 /** Devices seen on our regions' topics without being registered there (issue #7), last 24 h. */
 export const unregisteredDevices = () =>
   get('/api/v1/unregistered-devices').then((d) => (d && d.devices) || []);
+
+// --- Registry: wearers, devices, regions, import/export (docs/registry-database.md) ----------
+
+const WEARERS = '/api/v1/wearers';
+
+/** One page of wearers: {wearers, next_after}; `filters` are the query parameters. */
+export function wearers(filters = {}) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(filters)) {
+    if (v !== null && v !== undefined && v !== '') q.set(k, String(v));
+  }
+  return get(`${WEARERS}?${q}`);
+}
+export const wearer = (id) => get(`${WEARERS}/${enc(id)}`);
+export const createWearer = (body) => post(WEARERS, body);
+export const updateWearer = (id, body) => patch(`${WEARERS}/${enc(id)}`, body);
+export const deactivateWearer = (id, reason, note) =>
+  post(`${WEARERS}/${enc(id)}/deactivate`, note ? { reason, note } : { reason });
+export const putContacts = (id, contacts) => put(`${WEARERS}/${enc(id)}/contacts`, { contacts });
+export const putZone = (id, zoneId, zone) => put(`${WEARERS}/${enc(id)}/zones/${enc(zoneId)}`, zone);
+export const deleteZone = (id, zoneId) => del(`${WEARERS}/${enc(id)}/zones/${enc(zoneId)}`);
+export const wearerAudit = (id, beforeId) =>
+  get(`${WEARERS}/${enc(id)}/audit?limit=100` + (beforeId ? `&before_id=${beforeId}` : ''));
+
+export const device = (id) => get(`/api/v1/devices/${enc(id)}`);
+export const createDevice = (body) => post('/api/v1/devices', body);
+export const bindDevice = (id, wearerId) => post(`/api/v1/devices/${enc(id)}/bind`, { wearer_id: wearerId });
+export const unbindDevice = (id, reason) => post(`/api/v1/devices/${enc(id)}/unbind`, { reason });
+
+/** The region nodes in scope (and their ancestors): [{code, name, parent, level}]. */
+export const regions = () => get('/api/v1/regions').then((d) => (Array.isArray(d) ? d : (d && d.regions) || []));
+
+/** Check (dryRun) or import a CSV/XLSX file of wearers; the body is the file itself. The
+ *  report ({rows, valid, errors: [{row, column, value?, message}], created, ...}) comes back
+ *  with 200 when the file is valid and with 422 when it is not (nothing written then). */
+export async function importWearers(file, dryRun) {
+  const q = `dry_run=${dryRun ? 'true' : 'false'}&filename=${enc(file.name || '')}`;
+  try {
+    return await request('POST', `/api/v1/imports/wearers?${q}`, { raw: { data: file, type: importType(file) } });
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 422 && err.body && Array.isArray(err.body.errors)) return err.body;
+    throw err;
+  }
+}
+
+function importType(file) {
+  const name = (file.name || '').toLowerCase();
+  if (name.endsWith('.xlsx')) return 'application/vnd.openxmlformats-officedocument.spreadsheetml.sheet';
+  if (name.endsWith('.csv')) return 'text/csv';
+  return file.type || 'application/octet-stream';
+}
+
+export const exportUrl = (format, language) => `/api/v1/exports/wearers.${format}?lang=${language === 'zh' ? 'zh' : 'en'}`;
 
 export const STREAM_URL = '/api/v1/stream';

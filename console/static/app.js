@@ -11,6 +11,9 @@ import { AlertStore } from './store.js';
 import { AlertList } from './queue.js';
 import { DetailPanel } from './detail.js';
 import { DevicesView } from './devices.js';
+import { WearersView } from './wearers.js';
+import { WearerPage } from './wearer.js';
+import { ImportView } from './import.js';
 import { Alarm } from './sound.js';
 import { t, lang, setLang, storedLang, onLangChange, LANGS } from './i18n.js';
 import { refreshRelTimes } from './dom.js';
@@ -31,20 +34,42 @@ const state = {
   listError: null,
   names: new Map(),   // wearer id -> name (from devices and alert details)
   devices: new Map(), // device id -> device
+  regions: [],        // region nodes in scope and their ancestors (GET /api/v1/regions)
   timers: [],
 };
+
+// Registry pages (issue #12): clerks and admins write; supervisors export; everyone reads.
+const role = () => (state.user && state.user.role) || '';
+const canEdit = () => ['clerk', 'admin'].includes(role());
+const canExport = () => ['clerk', 'supervisor', 'admin'].includes(role());
+const VIEWS = ['alerts', 'devices', 'wearers', 'wearer', 'import'];
 
 const store = new AlertStore();
 const alarm = new Alarm();
 const queueList = new AlertList($('queue'), 'alert-row');
 const resolvedList = new AlertList($('resolved'), 'resolved-row');
 const devicesView = new DevicesView($('devices-view'));
+const regionName = (code) => {
+  const r = state.regions.find((x) => x.code === code);
+  return r ? r.name : code || '—';
+};
+const registryCtx = {
+  config: () => state.config, canEdit, canExport, regions: () => state.regions, regionName,
+  onOpen: (id) => { location.hash = `#wearer/${encodeURIComponent(id)}`; },
+  onNew: () => { location.hash = '#wearer-new'; },
+  onBack: () => { location.hash = '#wearers'; },
+  onSaved: () => { wearersView.load(); },
+  onImported: () => { wearersView.load(); },
+};
+const wearersView = new WearersView($('wearers-view'), registryCtx);
+const wearerPage = new WearerPage($('wearer-view'), registryCtx);
+const importView = new ImportView($('import-view'), registryCtx);
 const detail = new DetailPanel($('detail'), {
   getAlert: (id) => store.get(id),
   me: () => (state.user ? state.user.name : ''),
   names: state.names,
   devices: state.devices,
-  tileUrl: () => state.config.tile_url || null,
+  mapConfig: () => state.config,
   onAlertChanged: (alert) => applyAlert(alert, false),
   onDetail: (d) => { if (d.wearer && learnName(d.wearer)) renderQueue(); },
 });
@@ -75,7 +100,9 @@ async function boot() {
 }
 
 function showLogin(message) {
-  for (const id of ['alerts-view', 'devices-view', 'tabs', 'logout', 'sound-banner']) $(id).hidden = true;
+  for (const id of ['tabs', 'logout', 'sound-banner']) $(id).hidden = true;
+  for (const v of VIEWS) $(`${v}-view`).hidden = true;
+  wearerPage.leave();
   $('login-view').hidden = false;
   $('user').textContent = '';
   showLoginError(message);
@@ -117,7 +144,9 @@ function startSession(session) {
   $('tabs').hidden = false;
   $('logout').hidden = false;
   renderUser();
-  showView(state.view);
+  $('tab-import').hidden = !canEdit();
+  loadRegions();
+  if (!route()) showView(state.view === 'wearer' ? 'wearers' : state.view);
   updateSoundBanner();
   // The stream's open event loads the list too; loading now as well shows the queue even if
   // the stream cannot connect.
@@ -296,14 +325,54 @@ function renderUser() {
 }
 
 function showView(view) {
+  if (state.view === 'wearer' && view !== 'wearer') wearerPage.leave();
   state.view = view;
-  $('alerts-view').hidden = view !== 'alerts';
-  $('devices-view').hidden = view !== 'devices';
-  $('tab-alerts').setAttribute('aria-selected', String(view === 'alerts'));
-  $('tab-devices').setAttribute('aria-selected', String(view === 'devices'));
+  for (const v of VIEWS) $(`${v}-view`).hidden = view !== v;
+  const tab = view === 'wearer' ? 'wearers' : view;
+  for (const v of ['alerts', 'devices', 'wearers', 'import']) $(`tab-${v}`).setAttribute('aria-selected', String(tab === v));
   if (view === 'devices') {
     devicesView.render();
     loadDevices();
+  }
+  if (view === 'wearers') {
+    wearersView.render();
+    wearersView.load();
+  }
+  if (view === 'import') importView.render();
+}
+
+/** The registry pages live in the address (#wearers, #wearer/ID, #wearer-new, #import), so a
+ *  wearer's page can be reloaded, bookmarked and left with the browser's back button. */
+function route() {
+  if (!state.user) return false;
+  const hash = location.hash;
+  let m;
+  if (hash === '#wearers') showView('wearers');
+  else if (hash === '#import' && canEdit()) showView('import');
+  else if (hash === '#wearer-new' && canEdit()) {
+    showView('wearer');
+    wearerPage.showNew();
+  } else if ((m = /^#wearer\/(.+)$/.exec(hash))) {
+    showView('wearer');
+    wearerPage.show(decodeURIComponent(m[1]));
+  } else return false;
+  return true;
+}
+
+/** Leaving the registry pages for alerts or devices: drop their address. */
+function showMainView(view) {
+  if (/^#(wearer|import)/.test(location.hash)) history.replaceState(null, '', location.pathname + location.search);
+  showView(view);
+}
+
+async function loadRegions() {
+  try {
+    const list = await api.regions();
+    if (!state.user) return;
+    state.regions = list;
+    if (state.view === 'wearers') wearersView.render();
+  } catch (err) {
+    console.warn('region tree not loaded: codes shown instead of names', err);
   }
 }
 
@@ -352,8 +421,14 @@ function wireControls() {
   $('login-form').addEventListener('submit', onLoginSubmit);
   $('logout').addEventListener('click', onLogout);
   $('lang').addEventListener('click', () => setLang(lang() === 'zh' ? 'en' : 'zh', { remember: true }));
-  $('tab-alerts').addEventListener('click', () => showView('alerts'));
-  $('tab-devices').addEventListener('click', () => showView('devices'));
+  $('tab-alerts').addEventListener('click', () => showMainView('alerts'));
+  $('tab-devices').addEventListener('click', () => showMainView('devices'));
+  $('tab-wearers').addEventListener('click', () => {
+    if (location.hash === '#wearers') showView('wearers');
+    else location.hash = '#wearers';
+  });
+  $('tab-import').addEventListener('click', () => { location.hash = '#import'; });
+  window.addEventListener('hashchange', () => route());
   $('sound-banner').addEventListener('click', enableSound);
   // Any click or key press after login is the gesture the browser needs to allow audio.
   for (const type of ['pointerdown', 'keydown']) {
@@ -375,6 +450,9 @@ function wireControls() {
     afterChange(false);
     detail.rerender();
     if (state.view === 'devices') devicesView.render();
+    if (state.view === 'wearers') wearersView.render();
+    if (state.view === 'wearer') wearerPage.rerender();
+    if (state.view === 'import') importView.render();
   });
   $('lang').textContent = t('header.lang');
   $('conn-label').textContent = t('conn.offline');

@@ -17,7 +17,8 @@ const OUTCOMES = ['false_alarm', 'safe', 'helped_on_site', 'ambulance', 'police'
 export class DetailPanel {
   /**
    * deps: getAlert(id) (the store's copy), me() (user name), names (wearer id -> name),
-   * devices (device id -> device), tileUrl(), onAlertChanged(alert) (an action's answer),
+   * devices (device id -> device), mapConfig() (GET /console/config: the tile source),
+   * onAlertChanged(alert) (an action's answer),
    * onDetail(detail) (a detail arrived).
    */
   constructor(root, deps) {
@@ -356,7 +357,7 @@ export class DetailPanel {
     }
     const position = ev.position || (typeof a.lat === 'number' ? { lat: a.lat, lon: a.lon } : null);
     const track = (ev.track && ev.track.length) ? ev.track : (d && d.positions) || [];
-    const map = renderMap({ position, zones: ev.zones || [], track, tileUrl: this.deps.tileUrl() });
+    const map = renderMap({ position, zones: ev.zones || [], track, config: this.deps.mapConfig() });
     if (map) parts.push(h('h4', null, t('detail.map')), map);
     const facts = eventFacts(ev.event);
     if (facts.length) parts.push(h('h4', null, t('detail.event')), dl(facts));
