@@ -149,8 +149,10 @@ def _cmd_registry(args: argparse.Namespace) -> int:
         return 0
     config = _config(args)
     with psycopg.connect(config.database.url, autocommit=True) as conn:
-        n = store_registry(conn, reg)
-    print(f"{args.file}: loaded {n} wearers, {devices} devices")
+        n = store_registry(conn, reg, actor=f"cli:{getpass.getuser()}")
+    print(f"{args.file}: loaded {n} wearers, {devices} devices"
+          + (f" ({len(reg.wearers) - n} deactivated wearers left as they are)"
+             if n < len(reg.wearers) else ""))
     return 0
 
 

@@ -33,6 +33,43 @@ def test_example_registry_loads_into_database(db_url: str) -> None:
     assert contacts == [(1, "son"), (2, "daughter")]
 
 
+def test_a_file_load_keeps_binding_history_and_leaves_deactivated_wearers_alone(
+        db_url: str) -> None:
+    """The database is the live registry now: a file load records who holds each device in
+    ``device_bindings``, moves a device with history, is audited, and does not undo a
+    deactivation made by staff (nor bind devices to that person again)."""
+    first = parse_registry(b"""wearers:
+  - {id: W1, name: A, region: r1, devices: [{id: D1, kind: bracelet}]}
+  - {id: W2, name: B, region: r1, devices: [{id: D2, kind: watch}]}
+""", fmt="yaml")
+    moved = parse_registry(b"""wearers:
+  - {id: W1, name: A, region: r1}
+  - {id: W2, name: B, region: r1, devices: [{id: D2, kind: watch}, {id: D1, kind: bracelet}]}
+""", fmt="yaml")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        migrate(conn, timescale="off")
+        assert store_registry(conn, first, actor="loader") == 2
+        assert store_registry(conn, moved, actor="loader") == 2
+        history = conn.execute(
+            "SELECT wearer_id, bound_by, unbound_at IS NOT NULL, unbind_reason"
+            " FROM device_bindings WHERE device_id = 'D1' ORDER BY id").fetchall()
+        assert history == [("W1", "loader", True, "registry file"), ("W2", "loader", False, None)]
+        conn.execute("UPDATE wearers SET active = false, deactivated_at = now(),"
+                     " deactivation_reason = 'moved_away' WHERE wearer_id = 'W2'")
+        conn.execute("UPDATE devices SET wearer_id = NULL WHERE wearer_id = 'W2'")
+        conn.execute("UPDATE device_bindings SET unbound_at = now(), unbound_by = 'clerk'"
+                     " WHERE wearer_id = 'W2' AND unbound_at IS NULL")
+        assert store_registry(conn, moved, actor="loader") == 1
+        active, bound = conn.execute(
+            "SELECT w.active, count(d.*) FROM wearers w LEFT JOIN devices d USING (wearer_id)"
+            " WHERE w.wearer_id = 'W2' GROUP BY w.active").fetchone() or (None, None)
+        assert (active, bound) == (False, 0)
+        audits = conn.execute("SELECT actor, after FROM registry_audit"
+                              " WHERE action = 'registry_file_loaded' ORDER BY id").fetchall()
+    assert [a for a, _ in audits] == ["loader"] * 3
+    assert audits[-1][1]["skipped_deactivated"] == ["W2"]
+
+
 @pytest.mark.parametrize(("doc", "needle"), [
     ("wearers: [{id: W1, name: A, region: BAD}]", "`$.wearers[0].region`"),
     ("wearers: [{id: W1, name: A, region: r1, zones: [{id: z, kind: circle}]}]",
