@@ -172,3 +172,27 @@ def test_the_console_section_reads_the_tile_settings() -> None:
         with pytest.raises(msgspec.ValidationError):
             msgspec.convert(bad, ConsoleConfig)
     assert json.loads(msgspec.json.encode(AMAP))["coord_system"] == "gcj02"
+
+
+def test_a_map_removed_while_it_frames_its_zones_throws_nothing(page: Page) -> None:
+    """The console redraws a wearer's or an alert's map whenever the record changes, often
+    right after framing the zones. Removed during a zoom animation, a Leaflet map throws from
+    its transition callback ("Cannot read properties of undefined (reading '_leaflet_pos')",
+    seen once in CI after a zone was saved): the console's maps have no animations, and a
+    removal stops what is still moving."""
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.wait_for_function("() => window.L")
+    page.evaluate("""async () => {
+        const { createMap } = await import('/static/leafmap.js');
+        const el = document.createElement('div');
+        el.style.cssText = 'width: 400px; height: 300px';
+        document.body.append(el);
+        const view = createMap(el, {}, { center: { lat: 37.5, lon: 122.1 } });
+        const zone = window.L.circle([37.5, 122.1], { radius: 50 }).addTo(view.map);
+        view.map.fitBounds(zone.getBounds(), { maxZoom: 18 });
+        await new Promise((r) => setTimeout(r, 30));
+        view.remove();
+        await new Promise((r) => setTimeout(r, 600));
+    }""")
+    assert errors == []

@@ -21,7 +21,14 @@ export function createMap(el, config, { center, zoom = 16 } = {}) {
   const L = leaflet();
   const system = config.tile_coord_system === 'gcj02' ? 'gcj02' : 'wgs84';
   const maxZoom = config.tile_max_zoom || 18;
-  const map = L.map(el, { maxZoom, minZoom: 3, attributionControl: !!config.tile_url });
+  // No zoom or fade animations: the console redraws a wearer's or an alert's map when its
+  // record changes, and a map removed while an animation is still running throws from
+  // Leaflet's transition callbacks ("reading '_leaflet_pos'"). A duty console gains nothing
+  // from the animation and must not log errors.
+  const map = L.map(el, {
+    maxZoom, minZoom: 3, attributionControl: !!config.tile_url,
+    zoomAnimation: false, fadeAnimation: false, markerZoomAnimation: false,
+  });
   if (config.tile_url) {
     L.tileLayer(config.tile_url, {
       maxZoom, subdomains: config.tile_subdomains || 'abc', attribution: config.tile_attribution || '',
@@ -42,6 +49,10 @@ export function createMap(el, config, { center, zoom = 16 } = {}) {
   };
   map.setView(view.toMap(center.lat, center.lon), zoom);
   el.dataset.coordSystem = system;
+  view.remove = () => {
+    map.stop();   // a pan still running (inertia after a drag) would fire on a removed map
+    map.remove();
+  };
   el.setAttribute('aria-label', t('zones.map'));
   return view;
 }

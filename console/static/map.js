@@ -27,7 +27,7 @@ export function renderMap({ position, zones = [], track = [], config = {} }) {
   if (!origin) return null;
   const key = JSON.stringify([position, zones, track, config.tile_url, config.tile_coord_system]);
   if (kept && kept.key === key) return kept.el;
-  if (kept) kept.view.map.remove();
+  if (kept) kept.view.remove();
 
   const mapEl = h('div', { class: 'alert-map', role: 'img', 'aria-label': t('detail.map') });
   const legend = h('div', { class: 'map-legend' },

@@ -68,7 +68,7 @@ export class ZoneEditor {
   }
 
   destroy() {
-    if (this.view) this.view.map.remove();
+    if (this.view) this.view.remove();
     this.view = null;
     this.layers.clear();
     this.draft = null;
@@ -98,7 +98,7 @@ export class ZoneEditor {
       this.layers.set(z.id, layer);
     }
     const all = [...this.layers.values()];
-    if (all.length) map.fitBounds(L.featureGroup(all).getBounds(), { padding: [24, 24], maxZoom: 17 });
+    if (all.length) map.fitBounds(L.featureGroup(all).getBounds(), { padding: [24, 24], maxZoom: 17, animate: false });
   }
 
   renderList() {
