@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -283,7 +282,8 @@ def test_a_wearer_moved_takes_their_devices_along(reg: RegistryStore, migrated_d
 
 def test_search_at_a_citys_size_uses_the_indexes(reg: RegistryStore, migrated_db: str) -> None:
     """100,000 wearers: every exact key is an index probe (no scan of the table), and a list,
-    a key and a name answer within the issue's 200 ms (the SQL alone, with a wide margin)."""
+    a key and a name find what they should. (The issue's 200 ms is measured, with figures, by
+    ``python -m benchmarks.registry_api``: speed targets live in benchmarks, not in tests.)"""
     n = 100_000
     with psycopg.connect(migrated_db) as conn, conn.cursor() as cur:
         with cur.copy("COPY wearers (wearer_id, name, region, phone) FROM STDIN") as copy:
@@ -304,7 +304,5 @@ def test_search_at_a_citys_size_uses_the_indexes(reg: RegistryStore, migrated_db
             (WearerQuery(), None, 50), (WearerQuery(), [STREET_A], 50),
             (WearerQuery(q="139 0004 2424"), [CITY], 1), (WearerQuery(q="BR0000420"), None, 1),
             (WearerQuery(q="李建"), [CITY], 50), (WearerQuery(q="无此人"), None, 0)]:
-        started = time.perf_counter()
         rows = reg.search_wearers(query, scopes=scopes)
-        took = time.perf_counter() - started
-        assert len(rows) == expect and took < 0.2, (query, took)
+        assert len(rows) == expect, query
