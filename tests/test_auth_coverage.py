@@ -48,7 +48,7 @@ OPEN: dict[str, str] = {
     "/console/config": "the page's settings: map tile URL, default language",
 }
 #: Token holders and console users, by role.
-ROLES = ("officer", "supervisor", "admin")
+ROLES = ("officer", "supervisor", "admin", "clerk")
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
 
