@@ -27,6 +27,15 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from alerts.http_types import Text, UtcDatetime
+from registry.model import (
+    CareCategory,
+    CoordSystem,
+    DeactivationReason,
+    DeviceKind,
+    LivingSituation,
+    Protocol,
+    Sex,
+)
 
 #: Ids of wearers, devices and zones (schemas.readings.DEVICE_ID_PATTERN).
 ID_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,64}$"
@@ -42,13 +51,8 @@ Name = Annotated[Text, StringConstraints(min_length=1, max_length=100)]
 Phone = Annotated[str, StringConstraints(pattern=PHONE_PATTERN)]
 Latitude = Annotated[float, Field(ge=-90, le=90)]
 Longitude = Annotated[float, Field(ge=-180, le=180)]
-Sex = Literal["female", "male"]
-LivingSituation = Literal["alone", "empty_nest", "with_family", "care_home"]
-CareCategory = Literal["special_difficulty", "low_income", "disabled", "dementia", "over_80"]
-DeviceKind = Literal["bracelet", "watch", "fall_sensor", "home_sensor", "pendant"]
-DeviceProtocol = Literal["mqtt", "watch3g", "gt06"]
-CoordSystem = Literal["wgs84", "gcj02"]
-DeactivationReason = Literal["moved_away", "deceased", "other"]
+# The vocabularies are the registry's own (one definition for API, import and console).
+DeviceProtocol = Protocol
 Imei = Annotated[str, StringConstraints(pattern=r"^[0-9]{14,16}$")]
 IdCard = Annotated[str, StringConstraints(pattern=r"^[0-9]{17}[0-9Xx]$")]
 Condition = Annotated[Text, StringConstraints(min_length=1, max_length=100)]
