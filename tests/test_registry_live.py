@@ -95,8 +95,16 @@ def enrol(url: str, *, wearer: str, device: str, region: str, phone: str,
     return time.time()
 
 
+#: The last timestamp published (shared by the tests of this module).
+_last_ts = [0]
+
+
 def publish(publisher: Publisher, region: str, device: str, **reading: object) -> int:
-    ts = now_ms()
+    """Publish one reading stamped now, a millisecond after the previous one at least: two
+    readings of one device and type with the same ``ts`` are one reading to ingest (a
+    redelivery, dropped as a duplicate), and a fix at home followed within the same
+    millisecond by one outside would leave a single outside fix, no exit (seen in CI)."""
+    ts = _last_ts[0] = max(now_ms(), _last_ts[0] + 1)
     publisher.publish(device_topic(region, device), json.dumps({"ts": ts, **reading}).encode())
     return ts
 
