@@ -46,7 +46,7 @@ from foundation.errors import EldercareError, StorageError
 from foundation.lifecycle import StartStop
 from foundation.supervisor import Supervisor
 from foundation.worker import Worker
-from ingest.admission import RegistryAdmission, admission_enabled, registry_admission
+from ingest.admission import RegistryAdmission, admission_enabled
 from ingest.batch import Batch
 from ingest.buffer import MessageBuffer
 from ingest.coords import gcj02_devices
@@ -100,8 +100,7 @@ class IngestService(StartStop):
         spool: SpoolConfig,
         metrics: MetricsConfig,
         detectors: DetectorsConfig | None,
-        registry: Registry | None = None,
-        enrolment: EnrolmentConfig | None = None,
+        enrolment: EnrolmentConfig,
         registry_file: bool = False,
         events: EventSink | None = None,
         on_unstored: Callable[[Sequence[Event]], None] | None = None,
@@ -113,8 +112,7 @@ class IngestService(StartStop):
         """``detectors``: None runs no detection; ``enrolment``: the registry is the
         database's, reloaded live (``registry_file``: whether the application loaded a
         registry file into it, which turns admission on unless ``[enrolment] admission``
-        says otherwise); without it, ``registry`` is a fixed registry for admission and
-        detection (None admits every device); ``events``: where stored detection events go (the
+        says otherwise); ``events``: where stored detection events go (the
         alert service); ``on_unstored``: told of events the database could not take;
         ``sink``: told of every completed batch (tests, benchmarks); ``store``: one writer on
         this store instead of PostgreSQL (tests; no spool then)."""
@@ -128,9 +126,7 @@ class IngestService(StartStop):
         self.state = State.NEW
         self.timescale = False
         cfg = self.ingest_config = ingest
-        self.enrolment = enrolment
-        self.admission_on = (registry is not None if enrolment is None else
-                             admission_enabled(enrolment.admission, registry_file=registry_file))
+        self.admission_on = admission_enabled(enrolment.admission, registry_file=registry_file)
         self.buffer = MessageBuffer(max_messages=cfg.buffer_messages, max_bytes=cfg.buffer_bytes)
         # One store per writer; an injected store (tests) means one writer.
         self.stores: list[TelemetryStore] = [store] if store is not None else [
@@ -155,10 +151,11 @@ class IngestService(StartStop):
                                     segment_bytes=sp.segment_bytes)
             self.journal = SegmentLog(directory, name="events", max_bytes=sp.max_bytes,
                                       segment_bytes=sp.segment_bytes)
-        # One registry for admission (ingest/admission.py) and detection.
+        # One registry for admission (ingest/admission.py) and detection: the database's,
+        # read at start and on every change (self.watch).
         if detectors is not None:
             self.detection = DetectionStage(
-                engine=DetectorEngine(params=detectors.params(), registry=registry,
+                engine=DetectorEngine(params=detectors.params(),
                                       watch_unlisted=not self.admission_on),
                 store=PostgresEventStore(database.url), sink=events,
                 clock=self.clock, metrics=DetectionMetrics(self.metrics.registry),
@@ -166,7 +163,7 @@ class IngestService(StartStop):
                 spawn=spawn)
         self.pipeline = IngestPipeline(
             buffer=self.buffer,
-            decoder=self._decoder(self._first_admission(registry)),
+            decoder=self._decoder(self._first_admission()),
             stores=self.stores, ack=self.source.ack, clock=self.clock, metrics=self.metrics,
             config=PipelineConfig(max_batch_readings=cfg.max_batch_readings,
                                   linger_s=cfg.linger_ms / 1000,
@@ -177,14 +174,11 @@ class IngestService(StartStop):
             spawn=spawn,
             on_failure=lambda reason: self.supervisor.fail("eldercare-pipeline", reason),
         )
-        self.pipeline.gcj02 = gcj02_devices(registry) if enrolment is None else frozenset()
-        self.watch: RegistryWatch | None = None
-        if enrolment is not None:
-            self.watch = RegistryWatch(database_url=database.url,
-                                       interval_s=enrolment.reload_interval_s,
-                                       build=self._registry_change,
-                                       deliver=self.pipeline.change_registry,
-                                       metrics=self.metrics, spawn=spawn)
+        self.watch = RegistryWatch(database_url=database.url,
+                                   interval_s=enrolment.reload_interval_s,
+                                   build=self._registry_change,
+                                   deliver=self.pipeline.change_registry,
+                                   metrics=self.metrics, spawn=spawn)
         self._threads: list[threading.Thread] = []
         self.maintenance = Worker("eldercare-maintenance", self._prune, spawn=spawn,
                                   on_error=self._prune_failed)
@@ -198,10 +192,9 @@ class IngestService(StartStop):
         if self.state is not State.NEW:
             raise EldercareError(f"cannot start a service in state {self.state.value}")
         self.timescale = timescale
-        if self.watch is not None:
-            # The database's registry, before anything is decoded or detected (StorageError:
-            # a service that cannot read its registry must not run without it).
-            self.pipeline.apply_registry(self.watch.load())
+        # The database's registry, before anything is decoded or detected (StorageError: a
+        # service that cannot read its registry must not run without it).
+        self.pipeline.apply_registry(self.watch.load())
         m = self.metrics_config
         if m.port:
             server, _thread = start_http_server(m.port, addr=m.host,
@@ -213,8 +206,7 @@ class IngestService(StartStop):
             self.detection.start()
         self._threads.append(self.supervisor.spawn("eldercare-pipeline", self.pipeline.run))
         self.maintenance.start()
-        if self.watch is not None:
-            self.watch.start()
+        self.watch.start()
         try:
             self.source.start(timeout_s=self.mqtt.connect_timeout_s)
         except EldercareError:
@@ -224,12 +216,9 @@ class IngestService(StartStop):
         log.info("ingest running (timescale=%s, write method %s)", self.timescale,
                  self.database.write_method)
 
-    def _first_admission(self, registry: Registry | None) -> RegistryAdmission | None:
-        """The admission until the database's registry is read at start (a fixed registry's
-        without ``[enrolment]``)."""
+    def _first_admission(self) -> RegistryAdmission | None:
+        """The admission until the database's registry is read at start."""
         counter = self.metrics.unregistered_readings
-        if self.enrolment is None:
-            return registry_admission(registry, counter=counter)
         if not self.admission_on:
             log.warning("registry admission is off ([enrolment] admission): readings of every"
                         " device id are stored; detection uses the database's registry")
@@ -303,8 +292,7 @@ class IngestService(StartStop):
         if self.detection is not None:
             self.detection.request_stop()
         self.maintenance.request_stop()
-        if self.watch is not None:
-            self.watch.request_stop()
+        self.watch.request_stop()
         deadline = time.monotonic() + timeout_s
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
@@ -312,7 +300,7 @@ class IngestService(StartStop):
                 log.error("thread %s did not stop within %.0f s", t.name, timeout_s)
         if not self.maintenance.stop(max(0.0, deadline - time.monotonic())):
             log.error("thread eldercare-maintenance did not stop within %.0f s", timeout_s)
-        if self.watch is not None and not self.watch.stop(max(0.0, deadline - time.monotonic())):
+        if not self.watch.stop(max(0.0, deadline - time.monotonic())):
             log.error("thread eldercare-registry-watch did not stop within %.0f s", timeout_s)
         self.source.stop()
         if self.detection is not None:
