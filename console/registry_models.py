@@ -36,6 +36,7 @@ from registry.model import (
     Protocol,
     Sex,
 )
+from schemas.registry import EMAIL_PATTERN
 
 #: Ids of wearers, devices and zones (schemas.readings.DEVICE_ID_PATTERN).
 ID_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,64}$"
@@ -147,8 +148,7 @@ class ContactIn(_In):
     name: Name
     phone: Annotated[str, StringConstraints(pattern=CONTACT_PHONE_PATTERN)]
     relation: Annotated[Text, StringConstraints(max_length=50)] | None = None
-    email: Annotated[str, StringConstraints(pattern=r"^[^@\s\x00]+@[^@\s\x00]+$",
-                                            max_length=254)] | None = None
+    email: Annotated[str, StringConstraints(pattern=EMAIL_PATTERN, max_length=254)] | None = None
     language: Literal["zh", "en"] = "zh"
     channels: Annotated[list[Literal["sms", "voice", "email"]],
                         Field(min_length=1, max_length=3)] = ["sms"]

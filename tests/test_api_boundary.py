@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
-import select
-import socket
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +37,7 @@ from console.web import LOGIN_BODY_LIMIT
 from detectors.events import Event
 from foundation.clock import ManualClock
 from foundation.http_server import HttpServer
+from tests.http_raw import raw_post
 
 DAY = int(datetime(2026, 3, 2, 2, 0, tzinfo=UTC).timestamp() * 1000)
 PASSWORD = "correct horse battery"
@@ -129,39 +128,11 @@ def test_a_streamed_body_is_refused_once_it_passes_the_limit() -> None:
     assert asyncio.run(_call(limit, [], [b"x" * 50] * 2))[0] == 200    # exactly the limit
 
 
-def _raw_post(port: int, path: str, headers: str, body_bytes: int,
-              chunked: bool) -> tuple[bytes, int]:
-    """POST ``body_bytes`` of JSON-ish filler, 64 KiB at a time, watching for an early answer;
-    (the answer's first bytes, bytes of body sent before it came)."""
-    chunk = b"x" * 65536
-    sent = 0
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {body_bytes}"
-        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: t\r\n{headers}{framing}\r\n"
-                     "Content-Type: application/json\r\n\r\n".encode())
-        try:
-            while sent < body_bytes:
-                if select.select([sock], [], [], 0.002)[0]:
-                    break                                   # the server answered already
-                frame = (f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n") if chunked else chunk
-                sock.sendall(frame)
-                sent += len(chunk)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        answer = b""
-        try:
-            while part := sock.recv(65536):     # the server closes after its answer
-                answer += part
-        except ConnectionResetError:            # what it had not read, it reset
-            pass
-        return answer, sent
-
-
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_an_oversized_login_is_413_before_it_is_read_whole(served: Served,
                                                            chunked: bool) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss    # KiB, the peak so far
-    answer, sent = _raw_post(served.port, "/console/login", "", 400 * 2**20, chunked)
+    answer, sent = raw_post(served.port, "/console/login", "", 400 * 2**20, chunked=chunked)
     assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
     head, _, body = answer.partition(b"\r\n\r\n")
     assert b"content-type: application/json" in head.lower()
