@@ -5,6 +5,7 @@ conflicts, validation, the detail view's masking and track, OpenAPI, and the tok
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -435,6 +436,52 @@ def test_http_server_binds_a_free_port_in_a_named_thread_and_stops() -> None:
     assert THREAD_NAME not in {t.name for t in threading.enumerate()}
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", server.port), 1):
         pass
+
+
+def test_http_server_connections_have_nagle_off() -> None:
+    """Accepted connections have TCP_NODELAY: with Nagle on, each response's body waited for
+    the client's delayed ACK of its headers (40 ms on every request; benchmarks/http_latency)."""
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"hi"})
+
+    server = HttpServer(app, host="127.0.0.1", port=0)
+    server.start()
+    try:
+        with httpx.Client() as client:
+            assert client.get(f"http://127.0.0.1:{server.port}/").text == "hi"
+            # The server runs in this process: find its end of the kept-alive connection
+            # among this process' sockets (a dup of each; the server's own stays open).
+            client_end = None
+            accepted = []
+            for fd in map(int, os.listdir("/proc/self/fd")):
+                try:
+                    dup = os.dup(fd)
+                except OSError:
+                    continue                            # gone meanwhile (listdir's own)
+                try:
+                    sock = socket.socket(fileno=dup)
+                except OSError:
+                    os.close(dup)
+                    continue                            # not a socket
+                with sock:
+                    if sock.family != socket.AF_INET or sock.type != socket.SOCK_STREAM:
+                        continue
+                    try:
+                        local, peer = sock.getsockname(), sock.getpeername()
+                    except OSError:
+                        continue                        # a listener: no peer
+                    if local[1] == server.port:
+                        accepted.append((peer, sock.getsockopt(socket.IPPROTO_TCP,
+                                                               socket.TCP_NODELAY)))
+                    elif peer[1] == server.port:
+                        client_end = local
+        assert client_end is not None
+        assert [nodelay for peer, nodelay in accepted if peer == client_end] == [1]
+    finally:
+        server.stop()
 
 
 def test_http_server_start_raises_when_the_app_fails_to_start() -> None:
