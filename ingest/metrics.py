@@ -70,11 +70,13 @@ class IngestMetrics:
         # The live registry (ingest/registry_watch.py).
         self.registry_reloads = Counter(
             "eldercare_registry_reloads",
-            "Registry reloads after registry_version moved, by outcome (ok, failed: the"
-            " previous registry stays and the load is retried)", ["outcome"], registry=r)
+            "Registry reloads after registry_version moved, by outcome (ok; failed: the"
+            " previous registry stays and the load is retried; healed: the hourly whole read"
+            " found the patched registry wrong and replaced it)", ["outcome"], registry=r)
         self.registry_reload_seconds = Histogram(
             "eldercare_registry_reload_seconds",
-            "Time to read a registry snapshot from the database and build admission from it",
+            "Time to read a registry snapshot (the changed wearers, or all) and build admission"
+            " and detection from it",
             buckets=_LATENCY_BUCKETS, registry=r)
         self.registry_version = Gauge(
             "eldercare_registry_version",

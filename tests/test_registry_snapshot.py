@@ -122,6 +122,17 @@ def test_100k_wearers_with_zones_load_whole(migrated_db: str) -> None:
                      " '08:00', '20:00' FROM generate_series(1, %s, 10) AS i", (n,))
         conn.execute("ANALYZE")
         snap = read_snapshot(conn)
+        # One enrolment after that: a wearer, its bracelet, a contact and a zone (4 statements).
+        conn.execute(f"INSERT INTO wearers (wearer_id, name, region) VALUES ('W-NEW', '新', '{REG}')")
+        conn.execute(f"INSERT INTO devices (device_id, wearer_id, kind, region) VALUES ('D-NEW',"
+                     f" 'W-NEW', 'bracelet', '{REG}')")
+        conn.execute("INSERT INTO contacts (wearer_id, priority, name, phone) VALUES ('W-NEW', 1,"
+                     " '儿子', '13800000001')")
+        conn.execute("INSERT INTO geofences (wearer_id, zone_id, kind, center_lat, center_lon,"
+                     " radius_m) VALUES ('W-NEW', 'home', 'circle', 37.5, 122.1, 300)")
+        patched = read_snapshot(conn, snap)
+    assert patched.reread == 1 and len(patched.registry.wearers) == n + 1
+    assert next(w for w in patched.registry.wearers if w.id == "W-NEW").devices[0].id == "D-NEW"
     reg = snap.registry
     assert len(reg.wearers) == n and snap.invalid == ()
     assert sum(len(w.zones) for w in reg.wearers) == n + n // 10
@@ -135,7 +146,8 @@ def test_100k_wearers_with_zones_load_whole(migrated_db: str) -> None:
     started = time.perf_counter()
     engine.apply_registry(prepared)
     apply = time.perf_counter() - started
-    print(f"\n100k snapshot: {snap.seconds:.2f} s;"
+    print(f"\n100k snapshot: {snap.seconds:.2f} s whole, {patched.seconds * 1000:.1f} ms patched"
+          f" after one enrolment;"
           f" admission built in {built:.3f} s; engine prepared in {prepare:.2f} s"
           f" (watcher thread), applied in {apply:.3f} s (the pipeline thread's pause)")
     assert len(admission.regions) == n
@@ -286,3 +298,126 @@ def test_a_failing_reload_is_counted_and_retried_and_the_previous_registry_stays
         assert metrics.value("eldercare_registry_reloads_total", outcome="ok") == len(delivered)
     finally:
         assert watch.stop(5)
+
+
+# -- incremental reads --------------------------------------------------------------------------
+
+CHANGES = (
+    "UPDATE contacts SET phone = '13900000009' WHERE wearer_id = 'W-1' AND priority = 1",
+    ("INSERT INTO geofences (wearer_id, zone_id, kind, center_lat, center_lon, radius_m)"
+    " VALUES ('W-2', 'park', 'circle', 37.5, 122.1, 200)"),
+    "UPDATE devices SET wearer_id = 'W-2' WHERE device_id = 'BR-1'",    # moved: both change
+    "DELETE FROM geofences WHERE wearer_id = 'W-1' AND zone_id = 'night'",
+    "UPDATE geofences SET active_from = '20:00' WHERE zone_id = 'park'",  # W-2 now invalid
+    "UPDATE geofences SET active_to = '06:00' WHERE zone_id = 'park'",    # and valid again
+    f"INSERT INTO wearers (wearer_id, name, region) VALUES ('W-3', '赵', '{REG}')",
+    (f"INSERT INTO devices (device_id, wearer_id, kind, region) VALUES ('BR-3', 'W-3',"
+    f" 'bracelet', '{REG}')"),
+    "UPDATE wearers SET name = '王秀英2', birth_year = 1942 WHERE wearer_id = 'W-1'",
+    ("UPDATE wearers SET active = false, deactivated_at = now(),"
+    " deactivation_reason = 'moved_away' WHERE wearer_id = 'W-1'"),
+    "UPDATE devices SET retired_at = now() WHERE device_id = 'PD-2'",
+    "DELETE FROM contacts WHERE wearer_id = 'W-1'",
+    "DELETE FROM devices WHERE device_id = 'BR-3'",
+    "DELETE FROM wearers WHERE wearer_id = 'W-3'",
+)
+
+
+def test_a_patched_snapshot_equals_a_whole_read_after_each_kind_of_change(
+        migrated_db: str) -> None:
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        store_registry(conn, FULL)
+        snap = read_snapshot(conn)
+        assert snap.reread is None                 # the first read is whole
+        seen_invalid = False
+        for sql in CHANGES:
+            conn.execute(sql)
+            patched = read_snapshot(conn, snap)
+            whole = read_snapshot(conn)
+            assert patched.reread is not None and 1 <= patched.reread <= 2, sql
+            assert (patched.registry, patched.invalid, patched.version) == (
+                whole.registry, whole.invalid, whole.version), sql
+            assert read_snapshot(conn, snap, verify=True).mismatched == (), sql
+            seen_invalid |= bool(patched.invalid)
+            snap = patched
+        assert seen_invalid                        # the invalid wearer came and went
+        assert [w.id for w in snap.registry.wearers] == ["W-2"]
+        assert {d.id for d in snap.registry.wearers[0].devices} == {"BR-1"}
+
+
+def test_a_change_of_no_wearer_rereads_nothing_and_a_truncate_reads_whole(
+        migrated_db: str) -> None:
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        store_registry(conn, FULL)
+        snap = read_snapshot(conn)
+        conn.execute(f"INSERT INTO devices (device_id, kind, region) VALUES ('SP-9', 'bracelet',"
+                     f" '{REG}')")                 # on the shelf: nobody's
+        after = read_snapshot(conn, snap)
+        assert after.reread == 0 and after.version > snap.version
+        assert after.registry == snap.registry
+        conn.execute("TRUNCATE contacts")
+        truncated = read_snapshot(conn, after)
+        assert truncated.reread is None            # no transition table: everything
+        assert all(w.contacts == [] for w in truncated.registry.wearers)
+
+
+def test_a_big_change_or_a_gap_in_the_log_reads_whole(migrated_db: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import registry.snapshot as snapshot_module
+    from registry.snapshot import prune_changes
+
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        store_registry(conn, FULL)
+        old = read_snapshot(conn)
+        conn.execute("UPDATE wearers SET birth_year = 1940")       # two wearers, one statement
+        monkeypatch.setattr(snapshot_module, "PATCH_MAX_WEARERS", 1)
+        assert read_snapshot(conn, old).reread is None
+        monkeypatch.undo()
+        recent = read_snapshot(conn, old)
+        assert recent.reread == 2
+        # A day later the log is pruned: a snapshot older than what is left reads whole, a
+        # recent one still patches.
+        conn.execute("UPDATE registry_changes SET at = now() - interval '2 days'")
+        assert prune_changes(conn) > 0 and prune_changes(conn) == 0
+        conn.execute("UPDATE contacts SET relation = 'daughter' WHERE wearer_id = 'W-1'")
+        assert read_snapshot(conn, old).reread is None
+        patched = read_snapshot(conn, recent)
+        assert patched.reread == 1
+        assert patched.registry == read_snapshot(conn).registry
+        # A database whose counter went back (restored from a backup): whole.
+        ahead = Snapshot(registry=patched.registry, version=patched.version + 100)
+        assert read_snapshot(conn, ahead).reread is None
+
+
+def test_verify_names_what_a_write_with_triggers_off_hid_and_the_watcher_heals_it(
+        migrated_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ingest.registry_watch as watch_module
+
+    metrics = IngestMetrics()
+    delivered: list[Snapshot] = []
+    watch = RegistryWatch(database_url=migrated_db, interval_s=0.05,
+                          build=lambda snap: snap,  # type: ignore[arg-type,return-value]
+                          deliver=delivered.append,  # type: ignore[arg-type]
+                          metrics=metrics)
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        store_registry(conn, FULL)
+        watch.load()
+        # An ordinary change: the round patches one wearer in.
+        conn.execute("UPDATE contacts SET relation = 'niece' WHERE wearer_id = 'W-1'"
+                     " AND priority = 1")
+        watch._round()
+        assert delivered[-1].reread == 1
+        assert delivered[-1].registry.wearers[0].contacts[0].relation == "niece"
+        # A write the log never saw (the table's triggers off): the patched copy is stale.
+        conn.execute("ALTER TABLE contacts DISABLE TRIGGER USER")
+        conn.execute("UPDATE contacts SET relation = 'nephew' WHERE wearer_id = 'W-1'"
+                     " AND priority = 1")
+        conn.execute("ALTER TABLE contacts ENABLE TRIGGER USER")
+        watch._round()
+        assert len(delivered) == 1                 # nothing moved as far as it can tell
+        monkeypatch.setattr(watch_module, "VERIFY_EVERY_S", 0.0)
+        watch._round()                             # the hourly whole read
+    assert len(delivered) == 2 and delivered[-1].mismatched == ("W-1",)
+    assert delivered[-1].registry.wearers[0].contacts[0].relation == "nephew"
+    assert metrics.value("eldercare_registry_reloads_total", outcome="healed") == 1
+    watch.stop(1)

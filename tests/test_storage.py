@@ -40,7 +40,8 @@ def test_migrations_are_idempotent_and_detect_edits(db_url: str,
                                  "0004_alerts", "0005_alert_folding", "0006_alert_routing",
                                  "0007_console", "0008_console_login_unlock",
                                  "0009_device_alarm", "0010_radio", "0011_registry_database",
-                                 "0012_console_clerk", "0013_registry_search"]
+                                 "0012_console_clerk", "0013_registry_search",
+                                 "0014_registry_changes"]
         assert again.applied == []
         real_load = migrations.load_migrations
         monkeypatch.setattr(migrations, "load_migrations", lambda sources: [
