@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Self
+from typing import Any, Final
 
 import numpy as np
 import psycopg
@@ -47,7 +47,7 @@ from alerts.policy import Policy, ladder_of, load_policy
 from detectors.events import Event
 from detectors.localtime import minute_of_day
 from foundation.errors import EldercareError, StorageError
-from foundation.pool import LazyPool
+from foundation.pool import LazyPool, PooledStore
 
 #: Claim stored, unfolded detection events by identity (the unique key of the table), in one
 #: statement: the row lock orders this against a concurrent :meth:`AlertStore.fold_pending`
@@ -98,7 +98,7 @@ class AlertChange:
     event: Event
 
 
-class AlertStore:
+class AlertStore(PooledStore):
     """Alerts on one psycopg connection per call (thread-safe: no shared connection).
 
     ``policy`` routes new alerts (the built-in default when None); ``routing`` says which
@@ -132,16 +132,6 @@ class AlertStore:
             raise StorageError(f"alert store: {exc}".strip()) from exc
         if touched and self.wake is not None:
             self.wake(touched)
-
-    def close(self) -> None:
-        """Close the pooled connections."""
-        self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def fold(self, events: Sequence[Event], *, now_ms: int) -> list[AlertChange]:
         """Open, update or resolve alerts for ``events`` (in order), in one transaction."""

@@ -50,7 +50,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, Self, cast, get_args
+from typing import Any, Final, Literal, cast, get_args
 
 import psycopg
 from argon2 import PasswordHasher, Type
@@ -58,7 +58,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from alerts.auth import Principal
 from foundation.errors import EldercareError, StorageError
-from foundation.pool import LazyPool
+from foundation.pool import LazyPool, PooledStore
 from schemas.regions import ALL_REGIONS
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ WHERE s.id_sha256 = %s AND NOT u.disabled
 """
 
 
-class AccountStore:
+class AccountStore(PooledStore):
     """Console users and sessions in PostgreSQL at ``url``; thread-safe (pooled connections).
 
     ``session_lifetime_s`` and ``idle_timeout_s`` bound every session; ``hasher`` must make
@@ -192,17 +192,7 @@ class AccountStore:
         self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
         self._db = LazyPool(url, name="eldercare-console", max_size=pool_size)
 
-    # --- Lifecycle -------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close the pooled connections."""
-        self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    # --- Transactions ----------------------------------------------------------------------
 
     @contextmanager
     def _transaction(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:

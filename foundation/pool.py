@@ -1,5 +1,6 @@
 """A PostgreSQL connection pool opened on first use, for the stores that share connections
-between threads (alerts, console accounts).
+between threads (alerts, console accounts, the registry), and :class:`PooledStore`, their common
+lifecycle.
 
 Opening lazily lets a store be built before the database is migrated or even reachable (the
 service builds its components, then migrates, then starts them); the first transaction opens
@@ -48,6 +49,23 @@ class LazyPool:
     def close(self) -> None:
         """Close the pooled connections."""
         self._pool.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class PooledStore:
+    """What every store holding a :class:`LazyPool` in ``_db`` shares: :meth:`close` and use
+    as a context manager (closed at the end of the block)."""
+
+    _db: LazyPool
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._db.close()
 
     def __enter__(self) -> Self:
         return self

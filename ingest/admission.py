@@ -63,19 +63,6 @@ class RegistryAdmission:
                               type_name=type_name, alarm=alarm)
 
 
-def registry_admission(registry: Registry | None, *,
-                       counter: Counter | None = None) -> RegistryAdmission | None:
-    """The admission of the ingest service: None (and a warning) without a registry."""
-    if registry is None:
-        log.warning("no registry configured: registry admission is off, readings of every"
-                    " device id are stored (configure one in production, docs/registry.md)")
-        return None
-    admission = RegistryAdmission(registry, counter=counter)
-    log.info("registry admission on: %d devices in %d regions", len(admission.regions),
-             len(admission.known_regions))
-    return admission
-
-
 def admission_enabled(setting: bool | None, *, registry_file: bool) -> bool:
     """Whether registry admission is on: ``[enrolment] admission`` when set, otherwise on
     exactly when a registry file is configured (the behaviour before the database existed:

@@ -33,7 +33,7 @@ import datetime as dt
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Final, Self
+from typing import Any, Final
 
 import msgspec
 import psycopg
@@ -43,7 +43,7 @@ from psycopg.types.json import Jsonb
 
 from foundation.clock import Clock, SystemClock
 from foundation.errors import StorageError, ValidationError
-from foundation.pool import LazyPool
+from foundation.pool import LazyPool, PooledStore
 from registry import records
 from registry import statements as st
 from registry.errors import InvalidRecord, RecordConflict, RecordNotFound
@@ -70,7 +70,7 @@ Row = st.Row
 Scopes = st.Scopes
 
 
-class RegistryStore:
+class RegistryStore(PooledStore):
     """The registry database on one URL; see the module docstring. Thread-safe."""
 
     def __init__(self, database_url: str, *, vault: IdCardVault, clock: Clock | None = None,
@@ -78,16 +78,6 @@ class RegistryStore:
         self.vault = vault
         self.clock = clock or SystemClock()
         self._db = LazyPool(database_url, name="eldercare-registry", max_size=pool_size)
-
-    def close(self) -> None:
-        """Close the pooled connections."""
-        self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Cursor[Row]]:

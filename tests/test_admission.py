@@ -18,13 +18,13 @@ import httpx
 import msgspec
 import psycopg
 import pytest
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 
 from alerts.auth import new_token
 from alerts.webhook_receiver import Receiver
 from eldercare.app import Application
 from eldercare.config import Config
-from ingest.admission import OTHER_REGION, RegistryAdmission, registry_admission
+from ingest.admission import OTHER_REGION, RegistryAdmission
 from ingest.metrics import IngestMetrics
 from schemas import ALARM_TYPES, MessageDecoder, device_topic, gateway_topic
 from schemas.admission import REASON_SQL_PATTERN, refusal_reason
@@ -156,14 +156,10 @@ def test_contract_errors_come_first_and_are_not_admission_refusals() -> None:
                          reason="unknown_device", admitted="true") == 0
 
 
-def test_without_a_registry_admission_is_off(caplog: pytest.LogCaptureFixture) -> None:
-    assert registry_admission(None) is None
-    assert "registry admission is off" in caplog.text
+def test_without_admission_every_device_id_is_decoded() -> None:
     out = MessageDecoder().decode(device_topic(A, "ANY-1"), enc(type="heartbeat", ts=NOW),
                                   now_ms=NOW)
     assert len(out.readings) == 1 and out.rejects == []
-    counter = Counter("c", "c", ["region", "reason", "admitted"], registry=CollectorRegistry())
-    assert registry_admission(REGISTRY, counter=counter) is not None
 
 
 def test_the_console_pattern_parses_every_reason_and_nothing_else() -> None:

@@ -416,20 +416,22 @@ def test_a_database_failure_is_503_with_retry_after() -> None:
 
 # --- HttpServer ----------------------------------------------------------------------------
 
-def test_http_server_binds_a_free_port_in_a_named_thread_and_stops() -> None:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"hi"})
+async def _hi(scope: Any, receive: Any, send: Any) -> None:
+    """An ASGI app answering "hi" to every request."""
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"hi"})
 
-    server = HttpServer(app, host="127.0.0.1", port=0)
+
+def test_http_server_binds_a_free_port_in_a_named_thread_and_stops() -> None:
+    server = HttpServer(_hi, host="127.0.0.1", port=0)
     server.start()
     assert server.port > 0
     assert THREAD_NAME in {t.name for t in threading.enumerate()}
     assert httpx.get(f"http://127.0.0.1:{server.port}/").text == "hi"
     with pytest.raises(ConfigError, match=f"127.0.0.1:{server.port}"):
-        HttpServer(app, host="127.0.0.1", port=server.port).start()    # the port is taken
+        HttpServer(_hi, host="127.0.0.1", port=server.port).start()    # the port is taken
     with pytest.raises(EldercareError, match="already running"):
         server.start()
     server.stop()
@@ -441,13 +443,7 @@ def test_http_server_binds_a_free_port_in_a_named_thread_and_stops() -> None:
 def test_http_server_connections_have_nagle_off() -> None:
     """Accepted connections have TCP_NODELAY: with Nagle on, each response's body waited for
     the client's delayed ACK of its headers (40 ms on every request; benchmarks/http_latency)."""
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"hi"})
-
-    server = HttpServer(app, host="127.0.0.1", port=0)
+    server = HttpServer(_hi, host="127.0.0.1", port=0)
     server.start()
     try:
         with httpx.Client() as client:
