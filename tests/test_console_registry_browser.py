@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Route, expect
 
@@ -28,7 +29,7 @@ from detectors.geo import haversine_m
 from eldercare.app import Application
 from eldercare.config import Config
 from schemas import device_topic
-from tests.conftest import Publisher, now_ms
+from tests.conftest import Publisher, now_ms, wait_for
 
 PASSWORD = "correct horse battery"
 HOME = (37.5125, 122.1203)          # WGS-84, Huancui district, Weihai
@@ -54,6 +55,19 @@ def id_card(prefix17: str) -> str:
 class Console:
     url: str
     community: str      # a 12-digit community code of the loaded tree, unique to the test
+    app: Application
+    db_url: str
+
+    def registry_applied(self) -> None:
+        """Wait until ingest runs on the registry as the database has it now. The page answers
+        a save at once; the service takes it up at its next poll (``reload_interval_s``): a
+        reading published in between is judged without the new zone (no exit)."""
+        with psycopg.connect(self.db_url) as conn:
+            row = conn.execute("SELECT version FROM registry_version").fetchone()
+        assert row is not None and self.app.ingest is not None
+        ingest = self.app.ingest
+        wait_for(lambda: ingest.metrics.value("eldercare_registry_version") >= row[0],
+                 what="ingest on the saved registry")
 
 
 @pytest.fixture
@@ -72,7 +86,7 @@ def console(make_config: Callable[..., Config], tmp_path: Path, db_url: str) -> 
                               display_name="录入员甲")
             accounts.add_user("officer-a", PASSWORD, role="officer", regions=["371002001"])
         assert svc.http is not None
-        yield Console(f"http://127.0.0.1:{svc.http.port}", community)
+        yield Console(f"http://127.0.0.1:{svc.http.port}", community, svc, db_url)
 
 
 def open_page(browser: Browser, base: str) -> tuple[Page, list[str]]:
@@ -195,6 +209,7 @@ def test_a_clerk_enrols_binds_draws_a_home_zone_and_the_wandering_alert_names_it
     expect(audit.locator("[data-action=zone_saved]")).to_contain_text("clerk-a")
 
     # --- The bracelet walks out of the zone: the wandering alert against it -------------------
+    console.registry_applied()
     now = now_ms()
     topic = device_topic(console.community, "BR-E2E")
     for i, north_m in enumerate([0, 500, 600, 700, 800]):
