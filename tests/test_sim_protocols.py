@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -591,7 +592,17 @@ class Gateways:
 
     def __enter__(self) -> Self:
         self._thread.start()
-        assert self._ready.wait(20) and self.error is None, self.error
+        # Generous: binding two listeners takes milliseconds, but a CI machine near the end of
+        # the suite once took over 20 s (no error, not ready); if it happens again, where the
+        # thread was says why.
+        if not self._ready.wait(60):
+            frame = sys._current_frames().get(self._thread.ident or 0)
+            where = "".join(traceback.format_stack(frame)) if frame is not None else "(ended)"
+            tasks = ("" if self._loop is None else "\n".join(
+                repr(t) for t in asyncio.all_tasks(self._loop)))
+            raise AssertionError(f"gateways not ready after 60 s; thread at:\n{where}\n"
+                                 f"tasks:\n{tasks}")
+        assert self.error is None, self.error
         return self
 
     def __exit__(self, *exc: object) -> None:
