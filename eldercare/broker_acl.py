@@ -15,8 +15,17 @@ gateway ``<gateway_id>``    write  ``eldercare/v1/<region>/gw/<gateway_id>``
                             read   ``eldercare/v1/+/cmd/+/result``
 ``eldercare-gateway``       write  ``eldercare/v1/+/gw/+``, ``eldercare/v1/+/cmd/+/result``
                             read   ``eldercare/v1/+/cmd/+``
-alert reader                read   ``eldercare/v1/<region>/alerts/#`` per region (``+``: all)
+alert reader                read   ``eldercare/v1/<region>/alerts/#`` per region and per
+                                   known region below it (``+``: all)
 ==========================  =====  ==============================================
+
+Regions are a hierarchy (national division codes, ``schemas/regions.py``): a reader granted
+``3710`` (a city) must read the alerts of its districts, streets and communities, which are
+published under their own codes. MQTT wildcards cannot say "every topic level starting with
+3710", so each code below a reader's region is granted by name: every code the registry's
+wearers and the gateways use, and every code of the region tree when one is given
+(``eldercare broker acl --regions``, the ``[enrolment] regions`` file). Alerts of a region
+added later reach the reader once the ACL is regenerated (as a new device's topic does).
 
 The ingest account reads all of contract v1, as it subscribes (schemas/topics.py): a message
 on a wrong topic, from a client some future grant lets write there, must reach ingest to be
@@ -74,6 +83,7 @@ import msgspec
 
 from foundation.documents import load_document
 from foundation.errors import RegistryError
+from schemas.regions import covers_any
 from schemas.registry import Registry
 from schemas.topics import SERVICE_NAMESPACES, TOPIC_ROOT, device_topic, gateway_topic
 
@@ -119,6 +129,7 @@ class _User:
 
 
 def render_acl(registry: Registry, *, clients: BrokerClients | None = None,
+               regions: Iterable[str] = (),
                ingest_user: str = "eldercare-ingest",
                alerts_user: str = "eldercare-alerts",
                gateway_user: str = "eldercare-gateway") -> str:
@@ -126,7 +137,8 @@ def render_acl(registry: Registry, *, clients: BrokerClients | None = None,
 
     ``ingest_user`` and ``alerts_user`` are the service's ``[mqtt]`` and ``[alerts.mqtt]``
     logins; they may be equal (a deployment without a separate alert login over plain MQTT),
-    and that one username then gets both grants.
+    and that one username then gets both grants. ``regions``: the codes of the region tree, so
+    that a reader's grants reach the regions below its own (module docstring).
 
     Raises
     ------
@@ -136,7 +148,9 @@ def render_acl(registry: Registry, *, clients: BrokerClients | None = None,
     """
     clients = clients or BrokerClients()
     service = _service_users(ingest_user, alerts_user, gateway_user)
-    readers = [_reader(i, r) for i, r in enumerate(clients.alert_readers)]
+    known = ({*regions} | {w.region for w in registry.wearers}
+             | {g.region for g in clients.gateways})
+    readers = [_reader(i, r, known) for i, r in enumerate(clients.alert_readers)]
     gateways = [_gateway(i, g) for i, g in enumerate(clients.gateways)]
     devices = list(_devices(registry))
     _check_unique([*service, *readers, *gateways, *devices])
@@ -183,12 +197,14 @@ def _service_users(ingest: str, alerts: str, gateway: str) -> list[_User]:
             _User(alerts, "--alerts-user", writes), gateway_user]
 
 
-def _reader(i: int, reader: AlertReader) -> _User:
+def _reader(i: int, reader: AlertReader, known: set[str]) -> _User:
     where = f"$.alert_readers[{i}]"
     _check(reader.username, what="alert reader username", where=where)
     for j, region in enumerate(reader.regions):
         _check(region, what="region", where=f"{where}.regions[{j}]", pattern=_REGION_RE)
-    regions = sorted(set(reader.regions)) or ["+"]
+    below = {code for code in known if _REGION_RE.fullmatch(code)
+             and covers_any(reader.regions, code)}
+    regions = sorted(set(reader.regions) | below) or ["+"]
     grants = tuple(("read", f"{TOPIC_ROOT}/{region}/alerts/#") for region in regions)
     return _User(reader.username, where, grants)
 

@@ -255,7 +255,11 @@ def _cmd_broker_acl(args: argparse.Namespace) -> int:
 
     registry = load_registry(args.registry)
     clients = load_broker_clients(args.gateways) if args.gateways else BrokerClients()
-    text = render_acl(registry, clients=clients, ingest_user=args.ingest_user,
+    tree: tuple[str, ...] = ()
+    if args.regions:
+        from registry.regions import read_region_tree
+        tree = tuple(node.code for node in read_region_tree(args.regions).nodes)
+    text = render_acl(registry, clients=clients, regions=tree, ingest_user=args.ingest_user,
                       alerts_user=args.alerts_user, gateway_user=args.gateway_user)
     if args.out is None:
         sys.stdout.write(text)
@@ -284,6 +288,9 @@ def _add_broker_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     a = actions.add_parser("acl", help="write the Mosquitto ACL (deploy/mosquitto/README.md)")
     a.add_argument("--registry", required=True, help="device registry file, YAML or JSON")
     a.add_argument("--gateways", help="broker clients file: gateways and alert readers")
+    a.add_argument("--regions", help="region tree file (CSV or YAML, as [enrolment] regions):"
+                                     " an alert reader's region also grants every region below"
+                                     " it in the tree")
     a.add_argument("--out", help="ACL file to replace atomically (default: stdout)")
     a.add_argument("--ingest-user", default="eldercare-ingest",
                    help="broker username of the service's ingest (default eldercare-ingest)")

@@ -218,3 +218,49 @@ def test_cli_refuses_a_bad_id_and_leaves_the_old_acl(
     assert main(["broker", "acl", "--registry", str(reg), "--out", str(out)]) == 2
     assert "device id 'BR:1' at `$.wearers[0].devices[0]`" in capsys.readouterr().err
     assert out.read_text() == "old\n"
+
+
+def test_a_reader_of_a_city_reads_every_region_below_it_by_name() -> None:
+    """Region codes are a hierarchy; MQTT wildcards are not: the grants name each code below."""
+    reg = registry(("W-1", "371002001", ("BR-1",)), ("W-2", "371002001001", ("BR-2",)),
+                   ("W-3", "371102", ("BR-3",)), ("W-4", "legacy-a", ("BR-4",)))
+    clients = BrokerClients(
+        gateways=[GatewayEntry(id="GW-1", region="371003")],
+        alert_readers=[AlertReader(username="city-3710", regions=("3710",)),
+                       AlertReader(username="street", regions=("371002001", "371002001001")),
+                       AlertReader(username="legacy", regions=("legacy",))])
+    text = render_acl(reg, clients=clients, regions=["37", "3710", "371002", "371082", "3711"])
+    grants = {block.split("\n")[0]: [g for g in block.split("\n")[1:] if g.startswith("topic")]
+              for block in text.split("user ")[1:]}
+
+    def topics(*codes: str) -> list[str]:
+        return [f"topic read eldercare/v1/{c}/alerts/#" for c in codes]
+
+    # The city: itself, the tree's districts below it, the registry's street and community,
+    # the gateway's district; not Linyi (3711) nor its district, nor the province above.
+    assert grants["city-3710"] == topics(
+        "3710", "371002", "371002001", "371002001001", "371003", "371082")
+    assert grants["street"] == topics("371002001", "371002001001")
+    # A legacy (non-numeric) region covers only itself: "legacy" is not a prefix of "legacy-a".
+    assert grants["legacy"] == topics("legacy")
+
+
+def test_cli_expands_readers_over_the_region_tree(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    reg = tmp_path / "registry.yaml"
+    reg.write_text('wearers:\n  - {id: W-1, name: 测试, region: "371002001",'
+                   ' devices: [{id: BR-1, kind: bracelet}]}\n')
+    clients = tmp_path / "clients.yaml"
+    clients.write_text('alert_readers:\n  - {username: city, regions: ["3710"]}\n')
+    tree = tmp_path / "regions.csv"
+    tree.write_text("code,name,parent\n37,山东省,\n3710,威海市,37\n371002,环翠区,3710\n"
+                    "371003,文登区,3710\n", encoding="utf-8")
+    assert main(["broker", "acl", "--registry", str(reg), "--gateways", str(clients),
+                 "--regions", str(tree)]) == 0
+    out = capsys.readouterr().out
+    assert ("user city\n" + "".join(f"topic read eldercare/v1/{c}/alerts/#\n" for c in
+                                     ("3710", "371002", "371002001", "371003"))) in out
+    tree.write_text("code,name,parent\n3710,威海市,99\n", encoding="utf-8")
+    assert main(["broker", "acl", "--registry", str(reg), "--gateways", str(clients),
+                 "--regions", str(tree)]) == 2
+    assert "regions.csv" in capsys.readouterr().err

@@ -62,6 +62,8 @@ NOT_AUTHORIZED = 135
 AUDITOR = "audit"
 #: Test-only: may write anywhere in eldercare/v1, as an over-broad grant some day might.
 TOOL = "tool"
+#: A city, a district of its region tree, and a street the registry names (D-S's wearer).
+CITY, DISTRICT, STREET = "3710", "371002", "371002001"
 
 
 # -- certificates, credentials, ACL (tests/tls_broker.py makes them) ------------------------
@@ -88,8 +90,9 @@ def fleet_acl(r1: str, r2: str, *, devices: dict[str, str]) -> str:
     ]}), fmt="json")
     clients = BrokerClients(
         gateways=[GatewayEntry(id="GW-A", region=r1), GatewayEntry(id="GW-B", region=r2)],
-        alert_readers=[AlertReader(username="centre-r1", regions=(r1,))])
-    return render_acl(registry, clients=clients) + (
+        alert_readers=[AlertReader(username="centre-r1", regions=(r1,)),
+                       AlertReader(username="city-3710", regions=(CITY,))])
+    return render_acl(registry, clients=clients, regions=[CITY, DISTRICT]) + (
         f"\n# test only: reads every topic, to prove a refused message reached no one\n"
         f"user {AUDITOR}\ntopic read #\n"
         f"\n# test only: writes anywhere in contract v1 (wrong topics, commands)\n"
@@ -101,11 +104,12 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
     d = tmp_path_factory.mktemp("broker-security")
     ca, cert, key = make_pki(d)
     r1, r2 = "t" + uuid.uuid4().hex[:8], "u" + uuid.uuid4().hex[:8]
-    users = ["D-A", "D-B", "D-C", "GW-A", "GW-B", "centre-r1", "eldercare-ingest",
+    users = ["D-A", "D-B", "D-C", "D-S", "GW-A", "GW-B", "centre-r1", "city-3710",
+             "eldercare-ingest",
              "eldercare-alerts", "eldercare-gateway", AUDITOR, TOOL]
     passwords = {u: secrets.token_urlsafe(16) for u in users}
     write_passwords(d / "passwd", passwords)
-    acl = fleet_acl(r1, r2, devices={"D-A": r1, "D-B": r1, "D-C": r2})
+    acl = fleet_acl(r1, r2, devices={"D-A": r1, "D-B": r1, "D-C": r2, "D-S": STREET})
     return Fleet(r1=r1, r2=r2, acl=acl, passwords=passwords, ca=ca, cert=cert, key=key,
                  passwd=d / "passwd")
 
@@ -287,6 +291,21 @@ def test_alerts_user_publishes_alerts_and_the_ingest_user_cannot(
     alerts.send(a1, b"claimed " + nonce, retain=True)
     late = connect("centre-r1", subscribe=(a1,))
     late.wait_for(b"claimed " + nonce)
+
+
+def test_a_city_reader_reads_its_streets_alerts_and_no_other_region(
+        connect: Connect, fleet: Fleet) -> None:
+    """Region codes are a hierarchy: the ACL names each code below the reader's (a wildcard
+    cannot), so the city's dashboard gets its street's alerts over MQTT."""
+    nonce = uuid.uuid4().hex.encode()
+    reader = connect("city-3710", subscribe=("eldercare/v1/+/alerts/#",))
+    alerts = connect("eldercare-alerts", tls=False)
+    for region in (STREET, DISTRICT, CITY, fleet.r1, "3711"):
+        alerts.send(f"eldercare/v1/{region}/alerts/A-1", region.encode() + b" " + nonce)
+    alerts.send(f"eldercare/v1/{STREET}/alerts/A-2", b"marker " + nonce)
+    reader.wait_for(b"marker " + nonce)
+    assert reader.payloads() == [f"{r} ".encode() + nonce for r in (STREET, DISTRICT, CITY)] + [
+        b"marker " + nonce]
 
 
 def test_the_device_gateway_speaks_for_devices_and_answers_commands_and_nothing_more(
