@@ -30,6 +30,7 @@ from typing import Any
 
 from alerts.channels.webhook import SignatureError, verify_signature
 from foundation.ports import free_port
+from tests.faults.held_port import HeldPort
 from tests.faults.process import WEBHOOK_SECRET
 
 
@@ -88,6 +89,7 @@ class DispatchPlatform:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()  # open client connections (keep-alive)
+        self._held: HeldPort | None = None
         self.come_back()
 
     # -- faults --
@@ -113,6 +115,8 @@ class DispatchPlatform:
             self._release.set()
             server.shutdown()
             server.server_close()
+            # Held while down: refused, and not handed to another server (held_port.py).
+            self._held = HeldPort(self.port)
         with self._lock:
             connections, self._connections = list(self._connections), set()
         for conn in connections:
@@ -127,6 +131,9 @@ class DispatchPlatform:
         """Listen again, on the same port."""
         if self._server is not None:
             return
+        if self._held is not None:
+            self._held.release()
+            self._held = None
         platform = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -156,6 +163,9 @@ class DispatchPlatform:
     def close(self) -> None:
         self.recover()
         self.go_down()
+        if self._held is not None:
+            self._held.release()
+            self._held = None
 
     # -- serving --
     def _next_answer(self) -> tuple[str, int]:

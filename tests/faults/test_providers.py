@@ -24,11 +24,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from foundation.ports import free_port
 from tests.aliyun_fake import FakeAliyun
 from tests.faults.conftest import FaultReport
 from tests.faults.dispatch import DispatchPlatform
 from tests.faults.harness import FaultRow, wait_until
+from tests.faults.held_port import HeldPort
 from tests.faults.rig import Mailbox, Rig, family_mail_ok
 
 
@@ -245,12 +245,14 @@ def test_sms_provider_timeouts_never_send_an_sms_twice(
 
 def test_sms_provider_connection_refused_is_retried_until_it_listens(
         rig: Callable[..., Rig], dispatch: DispatchPlatform, fault_report: FaultReport) -> None:
-    port = free_port()
+    held = HeldPort()              # refused, and no other server can be given the port
+    port = held.port
     r = rig(sms_endpoint=f"http://127.0.0.1:{port}/")
     down_since = time.monotonic()
     first_press = min(r.press(dev) for dev in r.devices)
     webhook_s = webhook_delivered(dispatch, r, 3, since=first_press)
     attempts = r.tried(3, "refused", channel="sms")
+    held.release()
     fake = FakeAliyun(port=port)
     fake.start()
     back = time.monotonic()
