@@ -25,9 +25,9 @@ from alerts.webhook_receiver import Receiver
 from eldercare.app import Application
 from eldercare.config import Config
 from foundation.clock import ManualClock
-from foundation.ports import free_port
 from schemas import device_topic
 from tests.conftest import Publisher, count, now_ms, wait_for
+from tests.held_port import HeldPort
 
 SECRET = "e2e-secret"
 REGISTRY = """
@@ -118,7 +118,8 @@ def test_webhook_down_is_retried_until_it_comes_back(
         db_url: str, tmp_path: Path) -> None:
     policy = (Path(__file__).parent.parent / "alerts" / "policy.yaml").read_text()
     (tmp_path / "policy.yaml").write_text(policy.replace("backoff_s: 2 ", "backoff_s: 0.2 "))
-    port = free_port()
+    held = HeldPort()                # refused, and not given to the service's own API
+    port = held.port
     config, _ = alert_config(**{"alerts.webhook.url": f"http://127.0.0.1:{port}/hook",
                                 "alerts.policy_file": str(tmp_path / "policy.yaml")})
     attempts = ("SELECT coalesce(max(attempts), 0) FROM alert_deliveries"
@@ -128,6 +129,7 @@ def test_webhook_down_is_retried_until_it_comes_back(
         wait_for(lambda: count(db_url, attempts) >= 3, what="three failed attempts")
         assert count(db_url, "SELECT count(*) FROM alert_audit WHERE action ="
                      " 'delivery_failed'") >= 2
+        held.release()
         platform = Receiver(port=port)                 # the platform comes back
         try:
             wait_for(lambda: received(platform, "alert.opened"), what="delivery after recovery")

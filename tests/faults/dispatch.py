@@ -30,8 +30,8 @@ from typing import Any
 
 from alerts.channels.webhook import SignatureError, verify_signature
 from foundation.ports import free_port
-from tests.faults.held_port import HeldPort
 from tests.faults.process import WEBHOOK_SECRET
+from tests.held_port import HeldPort
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,8 +28,8 @@ from tests.aliyun_fake import FakeAliyun
 from tests.faults.conftest import FaultReport
 from tests.faults.dispatch import DispatchPlatform
 from tests.faults.harness import FaultRow, wait_until
-from tests.faults.held_port import HeldPort
 from tests.faults.rig import Mailbox, Rig, family_mail_ok
+from tests.held_port import HeldPort
 
 
 def webhook_delivered(dispatch: DispatchPlatform, r: Rig, alerts: int, *,

@@ -1,4 +1,5 @@
-"""A port that refuses connections and that nothing else can take: a server "down".
+"""A port that refuses connections and that nothing else can take: a server "down" (the fault
+suite, tests/faults, and the alert end-to-end tests).
 
 A fault test stops a server (or never starts it) so that senders get "connection refused",
 then starts it again on the same port. Left unbound meanwhile, the port went back to the
