@@ -100,7 +100,7 @@ class HttpServer(StartStop):
         # IPPROTO_TCP named, not left 0: asyncio sets TCP_NODELAY on accepted connections only
         # when the socket says it is TCP. Without it Nagle held each response's body until the
         # client's delayed ACK of its headers: 40 ms more on every request (44 ms for a trivial
-        # endpoint on a kept-alive connection, 0.4 ms with it; benchmarks/http_latency.py).
+        # endpoint on a kept-alive connection, 1.2 ms with it; benchmarks/http_latency.py).
         sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
             # A restarted service must not wait out TIME_WAIT connections of its predecessor.

@@ -70,9 +70,8 @@ class RegistryWatch:
         self.build = build
         self.deliver = deliver
         self.metrics = metrics
-        #: The version of the last registry handed to the pipeline (None: none yet).
-        self.version: int | None = None
-        #: The last snapshot handed over: the base the next change is patched into.
+        #: The last snapshot handed over (None: none yet): the base the next change is
+        #: patched into, and the version the pipeline runs on.
         self.snapshot: Snapshot | None = None
         self._verified = time.monotonic()
         self._conn: psycopg.Connection | None = None
@@ -80,6 +79,11 @@ class RegistryWatch:
         self._logged = 0.0
         self.worker = Worker("eldercare-registry-watch", self._round, spawn=spawn,
                              on_error=self._failed, first_wait_s=interval_s)
+
+    @property
+    def version(self) -> int | None:
+        """The version of the last registry handed to the pipeline (None: none yet)."""
+        return None if self.snapshot is None else self.snapshot.version
 
     def load(self) -> RegistryChange:
         """Read the registry now and build its change (the service's first registry, applied
@@ -139,7 +143,6 @@ class RegistryWatch:
         seconds = time.perf_counter() - started
         self.metrics.registry_reload_seconds.observe(seconds)
         self.metrics.registry_reloads.labels("ok").inc()
-        self.version = snap.version
         self.snapshot = snap
         devices = sum(len(w.devices) for w in snap.registry.wearers)
         how = "whole" if snap.reread is None else f"{snap.reread} wearers re-read"

@@ -130,12 +130,9 @@ def load_snapshot(conn: psycopg.Connection) -> Registry:
 def read_version(conn: psycopg.Connection) -> int:
     """The current ``registry_version`` (bumped by every statement that changes the registry)."""
     try:
-        row = conn.execute("SELECT version FROM registry_version").fetchone()
+        return _read_versions(conn)[0]
     except psycopg.Error as exc:
         raise StorageError(f"registry version not read: {exc}".strip()) from exc
-    if row is None:
-        raise StorageError("registry_version has no row (is the registry migration applied?)")
-    return int(row[0])
 
 
 def read_snapshot(conn: psycopg.Connection, previous: Snapshot | None = None, *,
@@ -188,6 +185,7 @@ def prune_changes(conn: psycopg.Connection, *, keep_s: float = 86_400.0) -> int:
 
 
 def _read_versions(conn: psycopg.Connection) -> tuple[int, int]:
+    """``registry_version`` and ``changes_from`` (the log is complete above it)."""
     row = conn.execute("SELECT version, changes_from FROM registry_version").fetchone()
     if row is None:
         raise StorageError("registry_version has no row (is the registry migration applied?)")

@@ -25,11 +25,12 @@ _WINDOW_RE = re.compile(r"([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)")
 
 _SPACES: Final = r"\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
 _EMAIL_PART: Final = r"[^@\x00-\x20\x7f-\x9f" + _SPACES + "]+"
+_EMAIL: Final = f"{_EMAIL_PART}@{_EMAIL_PART}"
 #: A contact's email, in the API's models (JSON Schema: ECMAScript ``$``): one @, no controls and
 #: no spaces on either side. Spelled out rather than ``\s``: the API's validator (Rust regex:
 #: Unicode White_Space, with U+0085) and the schema's readers (ECMAScript: without U+0085, with
 #: U+FEFF) disagree on ``\s``: the fuzzer sent as valid what the API refused.
-EMAIL_PATTERN: Final = f"^{_EMAIL_PART}@{_EMAIL_PART}$"
+EMAIL_PATTERN: Final = f"^{_EMAIL}$"
 
 Id = Annotated[str, Meta(pattern=DEVICE_ID_PATTERN)]
 Region = Annotated[str, Meta(pattern=REGION_PATTERN)]
@@ -91,8 +92,9 @@ class Contact(msgspec.Struct, frozen=True, gc=False, kw_only=True, forbid_unknow
     name: Annotated[str, Meta(min_length=1, max_length=100)]
     phone: Phone
     relation: str | None = None
-    #: Optional address for the email channel.
-    email: Annotated[str, Meta(pattern=EMAIL_PATTERN[:-1] + r"\Z", max_length=254)] | None = None
+    #: Optional address for the email channel (EMAIL_PATTERN, ending in ``\Z``: Python's ``$``
+    #: would also match before a final newline).
+    email: Annotated[str, Meta(pattern=f"^{_EMAIL}\\Z", max_length=254)] | None = None
     #: Language of the messages this contact receives.
     language: Literal["zh", "en"] = "zh"
     #: How alerts reach this contact (issue #5): SMS by default; ``voice`` (a text-to-speech

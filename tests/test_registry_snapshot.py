@@ -281,7 +281,8 @@ def test_a_failing_reload_is_counted_and_retried_and_the_previous_registry_stays
 
     watch = RegistryWatch(database_url="postgresql://nobody@127.0.0.1:1/none", interval_s=0.05,
                           build=build, deliver=delivered.append, metrics=metrics)
-    watch.version = 7  # as if a registry had been loaded before the database went away
+    # As if a registry had been loaded before the database went away.
+    watch.snapshot = Snapshot(registry=Registry(wearers=[]), version=7)
     watch.start()
     try:
         wait_for(lambda: metrics.value("eldercare_registry_reloads_total", outcome="failed") >= 3,
